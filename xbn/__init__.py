@@ -1,0 +1,13 @@
+"""xbn: a Keras 3 model zoo about normalization in convolutional networks.
+
+The package is organised one folder per concern; data flows one way:
+
+- :mod:`xbn.layers`: ``BatchNorm``, ``GroupNorm``, ``WSConv2D`` and the norm
+  factory the model builders use.
+
+Importing :mod:`xbn` is cheap: the sub-packages are imported on first use.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

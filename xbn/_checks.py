@@ -1,0 +1,87 @@
+"""Argument validation shared by every part of xbn.
+
+Each helper returns the validated (and normalised) value or raises a
+``ValueError``/``TypeError`` whose message names the owner, the argument, what
+was expected and what was received, e.g.::
+
+    BatchNorm: `momentum` must be a number in [0, 1). Received: momentum=1.5
+
+so that a user can fix the call without reading the source.
+"""
+
+import numbers
+
+
+def _fail(owner, name, expected, value, error=ValueError):
+    raise error(f"{owner}: `{name}` must be {expected}. Received: {name}={value!r}")
+
+
+def check_bool(owner, name, value):
+    """Return ``value`` if it is a Python or NumPy bool."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    _fail(owner, name, "True or False", value, TypeError)
+
+
+def check_int(owner, name, value, minimum=None, maximum=None, allowed=()):
+    """Return ``value`` as an ``int`` within ``[minimum, maximum]``.
+
+    ``allowed`` lists extra sentinel values accepted as they are (e.g. ``-1``
+    for "all channels").
+    """
+    if value in allowed and isinstance(value, numbers.Integral):
+        return int(value)
+    bounds = _describe_bounds(minimum, maximum, True, True)
+    extra = "".join(f" or {a!r}" for a in allowed)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(owner, name, f"an integer{bounds}{extra}", value, TypeError)
+    if (minimum is not None and value < minimum) or (
+        maximum is not None and value > maximum
+    ):
+        _fail(owner, name, f"an integer{bounds}{extra}", value)
+    return int(value)
+
+
+def check_float(
+    owner,
+    name,
+    value,
+    minimum=None,
+    maximum=None,
+    min_inclusive=True,
+    max_inclusive=True,
+):
+    """Return ``value`` as a finite ``float`` within the given bounds."""
+    bounds = _describe_bounds(minimum, maximum, min_inclusive, max_inclusive)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(owner, name, f"a number{bounds}", value, TypeError)
+    value = float(value)
+    too_low = minimum is not None and (
+        value < minimum or (not min_inclusive and value == minimum)
+    )
+    too_high = maximum is not None and (
+        value > maximum or (not max_inclusive and value == maximum)
+    )
+    if value != value or value in (float("inf"), float("-inf")) or too_low or too_high:
+        _fail(owner, name, f"a finite number{bounds}", value)
+    return value
+
+
+def check_choice(owner, name, value, choices):
+    """Return ``value`` if it is one of ``choices``."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        _fail(owner, name, f"one of {listed}", value)
+    return value
+
+
+def _describe_bounds(minimum, maximum, min_inclusive, max_inclusive):
+    if minimum is None and maximum is None:
+        return ""
+    if maximum is None:
+        return f" {'>=' if min_inclusive else '>'} {minimum}"
+    if minimum is None:
+        return f" {'<=' if max_inclusive else '<'} {maximum}"
+    left = "[" if min_inclusive else "("
+    right = "]" if max_inclusive else ")"
+    return f" in {left}{minimum}, {maximum}{right}"
