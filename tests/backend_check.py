@@ -1,0 +1,76 @@
+"""Run xbn's layers on a non-TensorFlow keras backend; used by test_backends.py.
+
+Usage: KERAS_BACKEND=jax python tests/backend_check.py
+
+Checks the portable keras.ops implementations against the float64 NumPy
+references and prints "ok <backend>" at the end; any mismatch raises.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import references  # noqa: E402
+from xbn.layers import BatchNorm, GroupNorm, WSConv2D  # noqa: E402
+
+
+def check_batch_norm(rng):
+    for shape, axis in (((16, 7), -1), ((6, 5, 5, 8), -1), ((6, 8, 5, 5), 1)):
+        layer = BatchNorm(axis=axis, momentum=0.8)
+        batches = [rng.normal(1.5, 2.0, shape).astype("float32") for _ in range(3)]
+        for x in batches:
+            y = keras.ops.convert_to_numpy(layer(x, training=True))
+            np.testing.assert_allclose(y, references.batch_norm(x, axis)[0], atol=1e-5)
+        mean, var = references.moving_statistics(batches, 0.8, axis=axis)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean), mean, atol=1e-5)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance), var, atol=1e-5)
+        x = batches[0]
+        y = keras.ops.convert_to_numpy(layer(x, training=False))
+        np.testing.assert_allclose(
+            y, references.batch_norm(x, axis, mean=mean, var=var)[0], atol=1e-5
+        )
+
+
+def check_group_norm(rng):
+    for groups, axis, shape in ((2, -1, (3, 6, 5, 8)), (8, -1, (3, 6, 5, 8)), (4, 1, (2, 8, 3, 3))):
+        x = rng.normal(1.0, 3.0, shape).astype("float32")
+        y = keras.ops.convert_to_numpy(GroupNorm(groups=groups, axis=axis)(x))
+        np.testing.assert_allclose(y, references.group_norm(x, groups, axis=axis), atol=1e-5)
+
+
+def check_ws_conv(rng):
+    layer = WSConv2D(6, 3, padding="same", strides=2)
+    x = rng.normal(0, 1, (2, 9, 9, 4)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    expected = references.conv2d(
+        x, references.standardize_kernel(kernel), keras.ops.convert_to_numpy(layer.bias),
+        strides=2, padding="same",
+    )
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def check_training(rng):
+    inputs = keras.Input((8, 8, 3))
+    x = WSConv2D(8, 3, padding="same")(inputs)
+    x = GroupNorm(groups=4)(x)
+    x = BatchNorm()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = rng.normal(0, 1, (16, 8, 8, 3)).astype("float32")
+    history = model.fit(data, rng.integers(0, 2, 16), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+if __name__ == "__main__":
+    generator = np.random.default_rng(0)
+    check_batch_norm(generator)
+    check_group_norm(generator)
+    check_ws_conv(generator)
+    check_training(generator)
+    print("ok", keras.backend.backend())

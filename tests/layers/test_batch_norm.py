@@ -1,0 +1,334 @@
+"""BatchNorm against keras.layers.BatchNormalization and a float64 reference."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import references
+from battery import LayerBattery
+from conftest import LOGICAL_CPUS, dtype_policy
+from xbn.layers import BatchNorm
+
+# Both implementations must be exact: the fused TensorFlow kernel (default)
+# and the portable keras.ops path that the JAX/PyTorch backends run.
+PATHS = [pytest.param(None, id="fused"), pytest.param(False, id="portable")]
+
+# (input shape, axis): dense, channels-last images, channels-first images.
+CASES = [
+    pytest.param((16, 7), -1, id="rank2"),
+    pytest.param((6, 5, 5, 8), -1, id="rank4"),
+    pytest.param((6, 8, 5, 5), 1, id="rank4-axis1"),
+]
+
+
+def _data(rng, shape, loc=0.0, scale=1.0):
+    return rng.normal(loc, scale, shape).astype("float32")
+
+
+def _randomize_affine(layer, rng):
+    c = layer.gamma.shape[0]
+    layer.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
+    layer.beta.assign(rng.normal(0, 1, c).astype("float32"))
+
+
+class TestBatchNormBattery(LayerBattery):
+    layer_cls = BatchNorm
+    init_kwargs = {"momentum": 0.9}
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("shape, axis", CASES)
+def test_matches_keras_and_float64_reference(rng, fused, shape, axis):
+    ours = BatchNorm(axis=axis, momentum=0.8, fused=fused)
+    theirs = keras.layers.BatchNormalization(axis=axis, momentum=0.8)
+    batches = [_data(rng, shape, loc=1.5, scale=2.0) for _ in range(4)]
+    ours.build(shape)
+    theirs.build(shape)
+    _randomize_affine(ours, rng)
+    theirs.set_weights(ours.get_weights())
+    gamma, beta = ours.gamma.numpy(), ours.beta.numpy()
+    for x in batches:
+        y_ours = np.asarray(ours(x, training=True))
+        y_theirs = np.asarray(theirs(x, training=True))
+        y_ref, _, _ = references.batch_norm(x, axis, gamma, beta, epsilon=1e-3)
+        np.testing.assert_allclose(y_ours, y_theirs, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(y_ours, y_ref, atol=1e-5, rtol=0)
+    mean_ref, var_ref = references.moving_statistics(batches, 0.8, axis=axis)
+    for name, ref in (("moving_mean", mean_ref), ("moving_variance", var_ref)):
+        np.testing.assert_allclose(getattr(ours, name).numpy(), ref, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            getattr(ours, name).numpy(), getattr(theirs, name).numpy(), atol=1e-5, rtol=0
+        )
+    x = _data(rng, shape, loc=1.5, scale=2.0)
+    y_ref, _, _ = references.batch_norm(
+        x, axis, gamma, beta, epsilon=1e-3, mean=mean_ref, var=var_ref
+    )
+    np.testing.assert_allclose(np.asarray(ours(x, training=False)), y_ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(ours(x, training=False)), np.asarray(theirs(x, training=False)), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("shape, axis", CASES)
+def test_gradients_match_keras(rng, fused, shape, axis):
+    ours = BatchNorm(axis=axis, fused=fused)
+    theirs = keras.layers.BatchNormalization(axis=axis)
+    ours.build(shape)
+    theirs.build(shape)
+    _randomize_affine(ours, rng)
+    theirs.set_weights(ours.get_weights())
+    x = tf.constant(_data(rng, shape, loc=-1.0, scale=3.0))
+    upstream = tf.constant(_data(rng, shape))
+    for training in (True, False):
+        grads = []
+        for layer in (ours, theirs):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x, training=training)
+            grads.append(
+                tape.gradient(y, [x, layer.gamma.value, layer.beta.value], upstream)
+            )
+        for g_ours, g_theirs in zip(*grads):
+            np.testing.assert_allclose(g_ours, g_theirs, atol=2e-5, rtol=1e-5)
+
+
+def test_weights_transfer_both_ways_with_keras(rng):
+    shape = (4, 3, 3, 6)
+    theirs = keras.layers.BatchNormalization()
+    theirs.build(shape)
+    values = [rng.uniform(0.5, 2, 6).astype("float32") for _ in range(4)]
+    theirs.set_weights(values)
+    ours = BatchNorm()
+    ours.build(shape)
+    assert [w.name for w in ours.weights] == [w.name for w in theirs.weights]
+    assert [w.trainable for w in ours.weights] == [w.trainable for w in theirs.weights]
+    ours.set_weights(theirs.get_weights())
+    back = keras.layers.BatchNormalization()
+    back.build(shape)
+    back.set_weights(ours.get_weights())
+    for a, b in zip(values, back.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = _data(rng, shape)
+    np.testing.assert_allclose(
+        np.asarray(ours(x, training=False)), np.asarray(theirs(x, training=False)), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("fused", PATHS)
+def test_trainable_false_means_inference_mode(rng, fused):
+    layer = BatchNorm(momentum=0.5, fused=fused)
+    x = _data(rng, (8, 4), loc=3.0)
+    layer.build(x.shape)
+    layer.moving_mean.assign(np.full(4, 2.0, "float32"))
+    layer.moving_variance.assign(np.full(4, 4.0, "float32"))
+    layer.trainable = False
+    y = np.asarray(layer(x, training=True))
+    expected, _, _ = references.batch_norm(x, mean=np.full(4, 2.0), var=np.full(4, 4.0))
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), np.full(4, 2.0))
+
+
+@pytest.mark.parametrize("fused", PATHS)
+def test_mask_excludes_positions_from_statistics(rng, fused):
+    x = _data(rng, (3, 10, 4), loc=1.0)
+    mask = np.ones((3, 10), bool)
+    mask[:, 6:] = False
+    x[:, 6:] = 1e3  # would dominate the statistics if counted
+    layer = BatchNorm(momentum=0.0, fused=fused)
+    layer(x, training=True, mask=mask)
+    _, mean, var = references.batch_norm(x[:, :6])
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean, atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), var, atol=1e-5)
+
+
+# -- numerical robustness ---------------------------------------------------
+ROBUSTNESS = [
+    pytest.param(lambda r: r.uniform(0, 1, (10, 5, 5, 3)) * 1e4, id="uniform-x1e4"),
+    pytest.param(lambda r: r.normal(1e4, 1.0, (10, 5, 5, 3)), id="mean1e4-unit-spread"),
+]
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize("make", ROBUSTNESS)
+def test_large_magnitudes_lose_no_more_than_keras(rng, fused, make):
+    """The seeds scale inputs by 10000 to expose differences; so do we."""
+    x = make(rng).astype("float32")
+    ours = BatchNorm(momentum=0.0, epsilon=1e-3, fused=fused)
+    theirs = keras.layers.BatchNormalization(momentum=0.0, epsilon=1e-3)
+    y_ref, _, var_ref = references.batch_norm(x.astype(np.float64))
+    errors = {}
+    for name, layer in (("ours", ours), ("keras", theirs)):
+        y = np.asarray(layer(x, training=True), np.float64)
+        variance = layer.moving_variance.numpy().astype(np.float64)
+        errors[name] = (
+            np.abs(y - y_ref).max(),
+            # Variance error in float32 ulps of the exact value.
+            (np.abs(variance - var_ref) / (var_ref * np.finfo(np.float32).eps)).max(),
+        )
+    # The normalized output is no less accurate than keras'.
+    assert errors["ours"][0] <= errors["keras"][0]
+    # The stored variance is float32, so one ulp is the resolution at which
+    # two correct float32 algorithms can be compared; E[x^2] - E[x]^2 would
+    # be off by ~1e8 ulps on the mean-1e4 case.
+    assert errors["ours"][1] <= errors["keras"][1] + 1.0
+    # Summing 250 float32 values per channel costs ~100 ulps at mean 1e4 in
+    # both layers; cancellation would cost ~1e8.
+    assert errors["ours"][1] < 1e3
+
+
+@pytest.mark.parametrize("fused", PATHS)
+@pytest.mark.parametrize(
+    "policy, compute", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")]
+)
+def test_mixed_precision_statistics_in_float32(rng, fused, policy, compute):
+    """float16 inputs up to 6e4: no inf/NaN, float32 statistics."""
+    x = rng.uniform(0, 6e4, (8, 4, 4, 5)).astype(compute if compute == "float16" else "float32")
+    with dtype_policy(policy):
+        layer = BatchNorm(momentum=0.0, fused=fused)
+        y = layer(x, training=True)
+        y_inf = layer(x, training=False)
+    assert keras.backend.standardize_dtype(y.dtype) == compute
+    assert layer.moving_mean.dtype == "float32"
+    x_seen = np.asarray(keras.ops.cast(keras.ops.cast(x, compute), "float32"), np.float64)
+    y_ref, mean_ref, var_ref = references.batch_norm(x_seen)
+    for out in (y, y_inf):
+        out = np.asarray(keras.ops.cast(out, "float32"))
+        assert np.all(np.isfinite(out))
+        # Normalized outputs are of order 1: the compute dtype's resolution.
+        np.testing.assert_allclose(out, y_ref, atol=0.05 if compute == "bfloat16" else 5e-3)
+    # Statistics of magnitude 1e8 are finite and exact to float32 precision.
+    np.testing.assert_allclose(layer.moving_mean.numpy(), mean_ref, rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), var_ref, rtol=1e-4)
+
+
+# -- synchronized BN under tf.distribute ---------------------------------------
+def _replica_run(strategy, layer, x_global, upstream_global):
+    """Train-mode forward/backward of ``layer`` with the batch split evenly."""
+    n = strategy.num_replicas_in_sync
+    per = x_global.shape[0] // n
+
+    def shard(ctx, t):
+        i = ctx.replica_id_in_sync_group
+        return t[i * per:(i + 1) * per]
+
+    xs = strategy.experimental_distribute_values_from_function(
+        lambda ctx: shard(ctx, x_global)
+    )
+    ups = strategy.experimental_distribute_values_from_function(
+        lambda ctx: shard(ctx, upstream_global)
+    )
+
+    @tf.function
+    def step(x, up):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        gx, gg = tape.gradient(y, [x, layer.gamma.value], up)
+        return y, gx, gg
+
+    y, gx, gg = strategy.run(step, args=(xs, ups))
+    cat = lambda v: np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(v)])
+    return cat(y), cat(gx), [np.asarray(t) for t in strategy.experimental_local_results(gg)]
+
+
+def _sync_and_single(rng, loc):
+    """Synchronized BN on two replicas and plain BN on the whole batch."""
+    assert len(LOGICAL_CPUS) == 2
+    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    x = _data(rng, (8, 3, 3, 4), loc=loc)
+    upstream = _data(rng, (8, 3, 3, 4))
+    with strategy.scope():
+        synced = BatchNorm(momentum=0.5, synchronized=True)
+        synced.build(x.shape)
+    single = BatchNorm(momentum=0.5)
+    single.build(x.shape)
+    with tf.GradientTape() as tape:
+        xt = tf.constant(x)
+        tape.watch(xt)
+        y_single = single(xt, training=True)
+    gx_single, gg_single = tape.gradient(y_single, [xt, single.gamma.value], upstream)
+    y, gx, gg_per_replica = _replica_run(strategy, synced, x, upstream)
+    return x, (synced, y, gx, sum(gg_per_replica)), (
+        single, np.asarray(y_single), np.asarray(gx_single), np.asarray(gg_single)
+    )
+
+
+def test_synchronized_equals_single_device_on_concatenated_batch(rng):
+    _, (synced, y, gx, gg), (single, y1, gx1, gg1) = _sync_and_single(rng, 2.0)
+    np.testing.assert_allclose(y, y1, atol=1e-5)
+    np.testing.assert_allclose(gx, gx1, atol=1e-5, rtol=1e-5)
+    # Each replica holds its share of the gamma gradient; they sum to the whole.
+    np.testing.assert_allclose(gg, gg1, atol=1e-4, rtol=1e-5)
+    for name in ("moving_mean", "moving_variance"):
+        np.testing.assert_allclose(
+            getattr(synced, name).numpy(), getattr(single, name).numpy(), rtol=1e-6
+        )
+
+
+def test_synchronized_statistics_are_robust_to_large_means(rng):
+    """Keras' synchronized path forms E[x^2] - E[x]^2; at a mean of 1e4 that
+    leaves float32 no correct digit of a unit variance.  Ours is as close to
+    the float64 truth as single-device BN on the whole batch."""
+    x, (synced, y, _, _), (single, y1, _, _) = _sync_and_single(rng, 1e4)
+    y_ref, mean_ref, var_ref = references.batch_norm(x.astype(np.float64))
+    moving_var_ref = 0.5 + 0.5 * var_ref
+    sync_var_error = np.abs(synced.moving_variance.numpy() - moving_var_ref).max()
+    single_var_error = np.abs(single.moving_variance.numpy() - moving_var_ref).max()
+    assert sync_var_error <= 2 * single_var_error + 1e-6
+    assert sync_var_error < 1e-3
+    assert np.abs(y - y_ref).max() <= 2 * np.abs(y1 - y_ref).max()
+
+
+def test_unsynchronized_replicas_use_local_statistics(rng):
+    """Control for the test above: without sync each half is normalized alone."""
+    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    x = np.concatenate([_data(rng, (4, 2, 2, 3), loc=-3), _data(rng, (4, 2, 2, 3), loc=3)])
+    with strategy.scope():
+        local = BatchNorm(synchronized=False)
+        local.build(x.shape)
+    y, _, _ = _replica_run(strategy, local, x, np.ones_like(x))
+    expected = np.concatenate(
+        [references.batch_norm(x[:4])[0], references.batch_norm(x[4:])[0]]
+    )
+    np.testing.assert_allclose(y, expected, atol=1e-4)
+
+
+# -- arguments ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"momentum": 1.0}, ValueError, "`momentum` must be a finite number in [0.0, 1.0)"),
+        ({"momentum": "0.9"}, TypeError, "`momentum`"),
+        ({"epsilon": 0.0}, ValueError, "`epsilon` must be a finite number > 0.0"),
+        ({"axis": 1.5}, TypeError, "`axis` must be an integer"),
+        ({"center": 1}, TypeError, "`center` must be True or False"),
+        ({"synchronized": "yes"}, TypeError, "`synchronized`"),
+        ({"renorm": True}, NotImplementedError, "renorm=True"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, message):
+    with pytest.raises(error) as info:
+        BatchNorm(**kwargs)
+    assert message in str(info.value)
+    assert "BatchNorm" in str(info.value)
+
+
+def test_build_errors_name_the_layer():
+    with pytest.raises(ValueError, match="BatchNorm 'bn7': axis=3 is out of range"):
+        BatchNorm(axis=3, name="bn7").build((4, 5))
+    with pytest.raises(ValueError, match="channel axis -1 .* must be known"):
+        BatchNorm(name="bn8").build((4, None))
+    with pytest.raises(ValueError, match="fused=True needs epsilon >= 1.001e-05"):
+        BatchNorm(epsilon=1e-6, fused=True).build((4, 5))
+    with pytest.raises(ValueError, match="fused=True needs the channel axis last"):
+        BatchNorm(axis=1, fused=True).build((4, 5, 6))
+
+
+def test_small_epsilon_takes_the_exact_portable_path(rng):
+    x = _data(rng, (6, 3, 3, 2), scale=1e-3)
+    layer = BatchNorm(epsilon=1e-8)
+    y = np.asarray(layer(x, training=True))
+    y_ref, _, _ = references.batch_norm(x, epsilon=1e-8)
+    np.testing.assert_allclose(y, y_ref, atol=1e-4)
