@@ -1,0 +1,59 @@
+"""``xbn-bench``: run the benchmark suites and write the results.
+
+Examples::
+
+    xbn-bench                                  # every suite, full sizes
+    xbn-bench --suite layers --repeats 20
+    xbn-bench --quick --out runs/bench-quick   # small sizes, a smoke run
+    xbn-bench --readme models/README.md        # refresh the published table
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser():
+    from xbn.bench import SUITES
+
+    parser = argparse.ArgumentParser(
+        prog="xbn-bench",
+        description="Measure xbn's speed and memory against keras' own layers and models.",
+    )
+    parser.add_argument(
+        "--suite", action="append", choices=SUITES,
+        help="suite to run (repeatable); default: all of " + ", ".join(SUITES),
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmark runs, not the speed")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported; default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json and results.md (default runs/bench)")
+    parser.add_argument("--readme", type=Path, help="also replace the generated 'bench' section of this Markdown file")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        print("xbn-bench: --repeats must be >= 1 and --warmup >= 0.", file=sys.stderr)
+        return 2
+    from xbn import bench
+    from xbn.bench import report
+
+    result = bench.run(
+        suites=args.suite or bench.SUITES, quick=args.quick, repeats=args.repeats, warmup=args.warmup
+    )
+    table = report.write(
+        result, json_path=args.out / "results.json", markdown_path=args.out / "results.md",
+        readme=args.readme,
+    )
+    print(table)
+    missed = [r["case"] for r in result["rows"] if report.goal_met(r) is False]
+    if missed:
+        print(f"[xbn-bench] {len(missed)} goal(s) missed: " + "; ".join(missed))
+    print(f"[xbn-bench] wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
