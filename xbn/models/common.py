@@ -1,0 +1,139 @@
+"""What every builder shares: argument checks, the input, the top, weights.
+
+This is keras.applications' ``obtain_input_shape`` and the code around it,
+written once for every family, with errors that say what was expected.
+"""
+
+import os
+
+import keras
+
+from xbn import _checks
+
+MIN_SIZE = 32
+POOLINGS = (None, "avg", "max")
+
+
+def channel_axis():
+    """-1 for ``channels_last`` (the default), 1 for ``channels_first``."""
+    return 1 if keras.config.image_data_format() == "channels_first" else -1
+
+
+def check_common_args(
+    owner, include_top, weights, input_tensor, input_shape, pooling, classes,
+    classifier_activation, default_size,
+):
+    """Validate the keras.applications arguments; return the input shape.
+
+    The returned shape is a 3-tuple in the current image data format; its
+    spatial sides are ``None`` (any size) when ``include_top=False`` and no
+    shape was given, else the given sides or ``default_size``.
+    """
+    _checks.check_bool(owner, "include_top", include_top)
+    _checks.check_choice(owner, "pooling", pooling, POOLINGS)
+    _checks.check_int(owner, "classes", classes, minimum=1)
+    if weights is not None:
+        if not isinstance(weights, (str, os.PathLike)):
+            raise TypeError(
+                f"{owner}: `weights` must be None or the path of a weights file on disk "
+                f"(.weights.h5, .h5 or .keras). Received: weights={weights!r}"
+            )
+        if str(weights) == "imagenet":
+            raise ValueError(
+                f"{owner}: weights='imagenet' would download a file, and xbn never "
+                "downloads. Pass the path of keras' ImageNet weight file on disk instead "
+                "(e.g. ~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels.h5)."
+            )
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"{owner}: the weights file {os.fspath(weights)!r} does not exist. "
+                "Give the path of a .weights.h5, .h5 or .keras file, or weights=None."
+            )
+    if classifier_activation is not None and not (
+        isinstance(classifier_activation, str) or callable(classifier_activation)
+    ):
+        raise TypeError(
+            f"{owner}: `classifier_activation` must be None, an activation name or a "
+            f"callable. Received: classifier_activation={classifier_activation!r}"
+        )
+
+    first = keras.config.image_data_format() == "channels_first"
+    tensor_shape = None
+    if input_tensor is not None:
+        if not hasattr(input_tensor, "shape") or len(input_tensor.shape) != 4:
+            raise ValueError(
+                f"{owner}: `input_tensor` must be a 4-D image tensor (batch, height, "
+                f"width, channels). Received: {input_tensor!r}"
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        input_shape = tensor_shape
+    else:
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3 or not all(
+            d is None or (isinstance(d, int) and d > 0) for d in input_shape
+        ):
+            raise ValueError(
+                f"{owner}: `input_shape` must be a tuple of three positive integers "
+                f"(height, width, channels){' in channels_first order' if first else ''}; "
+                f"None is allowed for the sides. Received: input_shape={input_shape!r}"
+            )
+        if tensor_shape is not None and tensor_shape != input_shape:
+            raise ValueError(
+                f"{owner}: `input_shape` {input_shape} and the shape of `input_tensor` "
+                f"{tensor_shape} disagree; give one of them, or make them equal."
+            )
+    if input_shape is None:
+        sides = (default_size, default_size) if include_top else (None, None)
+        input_shape = (3, *sides) if first else (*sides, 3)
+    sides = input_shape[1:] if first else input_shape[:2]
+    channels = input_shape[0] if first else input_shape[2]
+    if channels is None:
+        raise ValueError(f"{owner}: the channel count of `input_shape` {input_shape} must be known.")
+    if any(s is not None and s < MIN_SIZE for s in sides):
+        raise ValueError(
+            f"{owner}: input sides must be at least {MIN_SIZE} pixels. Received: "
+            f"input_shape={input_shape}"
+        )
+    if include_top and None in sides:
+        raise ValueError(
+            f"{owner}: include_top=True needs a static input size, e.g. "
+            f"input_shape=({default_size}, {default_size}, 3). Received: "
+            f"input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def image_input(input_tensor, input_shape):
+    """The model's input: ``input_tensor`` if it is a keras tensor, else an Input."""
+    if input_tensor is None:
+        return keras.Input(shape=input_shape)
+    if keras.backend.is_keras_tensor(input_tensor):
+        return input_tensor
+    return keras.Input(tensor=input_tensor, shape=input_shape)
+
+
+def classifier_top(x, include_top, pooling, classes, classifier_activation):
+    """keras.applications' head: pooling and the ``predictions`` Dense layer."""
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
+
+
+def finish_model(img_input, input_tensor, outputs, name, facts, weights):
+    """Make the Functional model, attach its facts, load ``weights``."""
+    from xbn.models.weights import load_weights
+
+    inputs = img_input
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, outputs, name=name)
+    model.xbn_facts = facts
+    if weights is not None:
+        model.xbn_weights_report = load_weights(model, weights)
+    return model

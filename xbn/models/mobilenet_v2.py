@@ -1,0 +1,217 @@
+"""MobileNetV2: vanilla, XBN and GN+WS, from one builder.
+
+- Vanilla is layer for layer ``keras.applications.MobileNetV2`` (Sandler et
+  al., 2018, arXiv:1801.04381): same layer names, weights and parameter
+  counts, every ``alpha``.
+- XBN (Huang et al., CVPR 2022): the BatchNorm after every depthwise conv
+  becomes a 16-group GroupNorm, as in seed 004 and the XBNBlock code; the
+  expand, project, stem and last-conv BatchNorms stay.
+- GN+WS: every BatchNorm a GroupNorm (32 groups, capped) and every regular
+  convolution a ``WSConv2D``; the depthwise convolutions (9 weights per
+  filter) are left unstandardized.
+
+Channel counts follow keras' ``_make_divisible(v, 8)``, so a requested group
+count need not divide them; the largest divisor of the channels not above
+the request is used (see :mod:`xbn.layers.factory`).  Every positive
+``alpha`` builds.
+"""
+
+import dataclasses
+
+import keras
+
+from xbn import _checks
+from xbn.layers.factory import NormSpec, make_conv, make_norm
+from xbn.models import common
+from xbn.models.registry import register_model
+
+BN = NormSpec("bn", epsilon=1e-3, momentum=0.999)
+XBN_GROUPS = 16
+GNWS_GROUPS = 32
+
+# (expansion, filters, stride) of the 17 inverted residual blocks.
+BLOCKS = (
+    (1, 16, 1),
+    (6, 24, 2), (6, 24, 1),
+    (6, 32, 2), (6, 32, 1), (6, 32, 1),
+    (6, 64, 2), (6, 64, 1), (6, 64, 1), (6, 64, 1),
+    (6, 96, 1), (6, 96, 1), (6, 96, 1),
+    (6, 160, 2), (6, 160, 1), (6, 160, 1),
+    (6, 320, 1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileNetV2Norms:
+    """The norm after each kind of convolution, and the regular conv kind."""
+
+    stem: NormSpec = BN
+    expand: NormSpec = BN
+    depthwise: NormSpec = BN
+    project: NormSpec = BN
+    last: NormSpec = BN
+    conv: str = "conv"
+
+
+def make_divisible(v, divisor=8, min_value=None):
+    """keras.applications' channel rounding (never more than 10% down)."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def correct_pad(inputs, kernel_size=3):
+    """Padding for a stride-2 'valid' conv that matches keras.applications."""
+    first = keras.config.image_data_format() == "channels_first"
+    size = inputs.shape[2:4] if first else inputs.shape[1:3]
+    adjust = (1, 1) if size[0] is None else (1 - size[0] % 2, 1 - size[1] % 2)
+    correct = (kernel_size // 2, kernel_size // 2)
+    return ((correct[0] - adjust[0], correct[0]), (correct[1] - adjust[1], correct[1]))
+
+
+def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, norms):
+    axis = common.channel_axis()
+    in_channels = inputs.shape[axis]
+    pointwise_filters = make_divisible(int(filters * alpha), 8)
+    x = inputs
+    prefix = f"block_{block_id}_"
+    if block_id:
+        channels = expansion * in_channels
+        x = make_conv(
+            norms.conv, channels, 1, name=f"{prefix}expand", padding="same", use_bias=False
+        )(x)
+        x = make_norm(norms.expand, channels, f"{prefix}expand_BN", axis=axis)(x)
+        x = keras.layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
+    else:
+        prefix = "expanded_conv_"
+        channels = in_channels
+    if stride == 2:
+        x = keras.layers.ZeroPadding2D(correct_pad(x, 3), name=f"{prefix}pad")(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, strides=stride, use_bias=False, padding="same" if stride == 1 else "valid",
+        name=f"{prefix}depthwise",
+    )(x)
+    x = make_norm(norms.depthwise, channels, f"{prefix}depthwise_BN", axis=axis)(x)
+    x = keras.layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
+    x = make_conv(
+        norms.conv, pointwise_filters, 1, name=f"{prefix}project", padding="same", use_bias=False
+    )(x)
+    x = make_norm(norms.project, pointwise_filters, f"{prefix}project_BN", axis=axis)(x)
+    if in_channels == pointwise_filters and stride == 1:
+        return keras.layers.Add(name=f"{prefix}add")([inputs, x])
+    return x
+
+
+def build_mobilenetv2(
+    norms,
+    facts,
+    input_shape=None,
+    alpha=1.0,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+):
+    """Build a MobileNetV2 from its norm configuration (see module docstring)."""
+    owner = facts.name
+    alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
+    input_shape = common.check_common_args(
+        owner, include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, facts.default_size,
+    )
+    img_input = common.image_input(input_tensor, input_shape)
+    axis = common.channel_axis()
+
+    first_filters = make_divisible(32 * alpha, 8)
+    x = make_conv(
+        norms.conv, first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False
+    )(img_input)
+    x = make_norm(norms.stem, first_filters, "bn_Conv1", axis=axis)(x)
+    x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
+    for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
+        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, norms)
+    # As in the paper, alpha does not shrink the last conv (it does widen it).
+    last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
+    x = make_conv(norms.conv, last_filters, 1, name="Conv_1", use_bias=False)(x)
+    x = make_norm(norms.last, last_filters, "Conv_1_bn", axis=axis)(x)
+    x = keras.layers.ReLU(6.0, name="out_relu")(x)
+    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
+    return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
+
+
+_DOC = """MobileNetV2{what}.
+
+    Args:
+        input_shape: optional ``(height, width, 3)``; sides of at least 32.
+            Defaults to ``(224, 224, 3)`` with a top, any size without.
+        alpha: width multiplier; any positive number (keras' ImageNet
+            weights exist for 0.35, 0.5, 0.75, 1.0, 1.3 and 1.4).
+        include_top, weights, input_tensor, pooling, classes,
+        classifier_activation, name: as for :func:`xbn.models.resnet50`
+            (``weights`` is ``None`` or a path on disk).{extra}
+
+    Returns:
+        A ``keras.Model`` with ``model.xbn_facts`` attached.
+"""
+
+
+@register_model(
+    family="mobilenetv2", variant="vanilla", default_size=224, preprocessing="tf",
+    description="MobileNetV2 (keras.applications.MobileNetV2)",
+)
+def mobilenetv2(
+    input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+):
+    return build_mobilenetv2(
+        MobileNetV2Norms(), mobilenetv2.facts, input_shape, alpha, include_top, weights,
+        input_tensor, pooling, classes, classifier_activation, name,
+    )
+
+
+@register_model(
+    family="mobilenetv2", variant="xbn", default_size=224, preprocessing="tf",
+    description="MobileNetV2 with a GroupNorm after every depthwise conv (XBN)",
+)
+def mobilenetv2_xbn(
+    input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    xbn_groups=XBN_GROUPS,
+):
+    xbn_groups = _checks.check_int("mobilenetv2_xbn", "xbn_groups", xbn_groups, minimum=1)
+    norms = MobileNetV2Norms(depthwise=NormSpec("gn", groups=xbn_groups, epsilon=1e-5))
+    return build_mobilenetv2(
+        norms, mobilenetv2_xbn.facts, input_shape, alpha, include_top, weights,
+        input_tensor, pooling, classes, classifier_activation, name,
+    )
+
+
+@register_model(
+    family="mobilenetv2", variant="gnws", default_size=224, preprocessing="tf",
+    description="MobileNetV2 with GroupNorm + weight-standardized convs (GN+WS)",
+)
+def mobilenetv2_gnws(
+    input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+):
+    gn = NormSpec("gn", groups=GNWS_GROUPS, epsilon=1e-5)
+    norms = MobileNetV2Norms(stem=gn, expand=gn, depthwise=gn, project=gn, last=gn, conv="ws")
+    return build_mobilenetv2(
+        norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
+        input_tensor, pooling, classes, classifier_activation, name,
+    )
+
+
+mobilenetv2.__doc__ = _DOC.format(what=" (keras.applications.MobileNetV2)", extra="")
+mobilenetv2_xbn.__doc__ = _DOC.format(
+    what=" with XBN: a GroupNorm after every depthwise conv",
+    extra="""
+        xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
+            004 and the XBNBlock code), reduced to a divisor of the channels.""",
+)
+mobilenetv2_gnws.__doc__ = _DOC.format(what=" with GroupNorm + weight standardization", extra="")

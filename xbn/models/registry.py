@@ -1,0 +1,114 @@
+"""One registry of model names, read by the library, the scripts, the
+recipes and the tests (timm's ``@register_model``).
+
+Each entry carries the model's *facts*, the things training, evaluation and
+export need to know about it without restating them by hand: its family,
+its normalization variant, its default input size and its preprocessing mode
+(as in ``keras.applications``: ``"caffe"`` for ResNets, ``"tf"`` for
+MobileNetV2).
+"""
+
+import dataclasses
+import re
+
+PREPROCESSING_MODES = ("caffe", "tf", "torch")
+VARIANTS = ("vanilla", "xbn", "gnws")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFacts:
+    """What the rest of xbn knows about a registered model.
+
+    Attributes:
+        name: the registered name (``"resnet50_xbn"``).
+        family: ``"resnet"``, ``"resnext"`` or ``"mobilenetv2"``.
+        variant: ``"vanilla"``, ``"xbn"`` (XBNBlock) or ``"gnws"`` (GN+WS).
+        default_size: the side of the square input it was designed for.
+        preprocessing: the ``keras.applications`` preprocessing mode.
+        description: one line for listings.
+    """
+
+    name: str
+    family: str
+    variant: str
+    default_size: int
+    preprocessing: str
+    description: str
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+_REGISTRY = {}
+
+
+def register_model(*, family, variant, default_size, preprocessing, description):
+    """Decorator registering a builder under its function name."""
+    if variant not in VARIANTS:
+        raise ValueError(f"register_model: variant must be one of {VARIANTS}; got {variant!r}")
+    if preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(
+            f"register_model: preprocessing must be one of {PREPROCESSING_MODES}; "
+            f"got {preprocessing!r}"
+        )
+
+    def decorate(builder):
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"register_model: {name!r} is already registered")
+        facts = ModelFacts(name, family, variant, default_size, preprocessing, description)
+        _REGISTRY[name] = (builder, facts)
+        builder.facts = facts
+        return builder
+
+    return decorate
+
+
+def _natural_key(name):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_models():
+    """The registered model names in natural order (resnet50 before resnet101)."""
+    return sorted(_REGISTRY, key=_natural_key)
+
+
+def _entry(name):
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model {name!r}. The registered models are: {', '.join(list_models())}."
+        )
+    return _REGISTRY[name]
+
+
+def get_model(name, **kwargs):
+    """Build the registered model ``name`` with the builder's keyword arguments.
+
+    >>> from xbn.models import get_model
+    >>> model = get_model("mobilenetv2_xbn", alpha=0.35, input_shape=(32, 32, 3), classes=10)
+    >>> model.name, model.output_shape
+    ('mobilenetv2_xbn', (None, 10))
+    """
+    builder, _ = _entry(name)
+    return builder(**kwargs)
+
+
+def model_facts(model_or_name):
+    """The :class:`ModelFacts` of a registered name or of a model built by xbn.
+
+    A model is looked up by the facts attached when it was built, else by its
+    name (which survives a ``.keras`` round trip).
+    """
+    if isinstance(model_or_name, str):
+        return _entry(model_or_name)[1]
+    facts = getattr(model_or_name, "xbn_facts", None)
+    if facts is not None:
+        return facts
+    name = getattr(model_or_name, "name", None)
+    if name in _REGISTRY:
+        return _REGISTRY[name][1]
+    raise ValueError(
+        f"model_facts: the model {name!r} was not built by an xbn builder and its name "
+        f"is not a registered model; pass the registered name instead (one of "
+        f"{', '.join(list_models())})."
+    )
