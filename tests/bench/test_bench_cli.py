@@ -40,7 +40,7 @@ def test_goal_verdicts():
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--warmup", "-1"]])
 def test_bad_counts_are_refused(argv, capsys):
     assert cli.main(argv) == 2
-    assert "--repeats must be >= 1" in capsys.readouterr().err
+    assert "xbn-bench: error: --repeats must be >= 1" in capsys.readouterr().err
 
 
 def test_unknown_suite_is_refused_by_argparse(capsys):

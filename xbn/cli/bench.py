@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from xbn.cli import _common
+
 
 def build_parser():
     from xbn.bench import SUITES
@@ -33,10 +35,14 @@ def build_parser():
 
 
 def main(argv=None):
+    _common.quiet_tensorflow()
+    return _common.run_main("xbn-bench", _body, argv)
+
+
+def _body(argv):
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
-        print("xbn-bench: --repeats must be >= 1 and --warmup >= 0.", file=sys.stderr)
-        return 2
+        raise ValueError("--repeats must be >= 1 and --warmup >= 0.")
     from xbn import bench
     from xbn.bench import report
 

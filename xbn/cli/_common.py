@@ -1,0 +1,81 @@
+"""Helpers every console script shares: value parsing and clean failure.
+
+A console script reports bad input as one clear line on stderr and exit
+status 2, never a traceback: :func:`run_main` turns the library's
+``ValueError``/``TypeError``/``FileNotFoundError``/``FileExistsError`` (whose
+messages name the problem and the fix) into that.
+"""
+
+import ast
+import os
+import sys
+import tempfile
+
+
+def quiet_tensorflow():
+    """Import TensorFlow without its C++ start-up chatter on the terminal.
+
+    ``TF_CPP_MIN_LOG_LEVEL`` silences most of it, but absl prints a few lines
+    ("Could not find cuda drivers ...") before it reads any setting.  The
+    import runs with file descriptor 2 sent to a temporary file, which is
+    replayed if the import fails, so no real error is ever hidden.  Set
+    ``XBN_VERBOSE_TF=1`` to see everything.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("XBN_VERBOSE_TF"):
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def parse_value(text):
+    """A command-line value as a Python literal where it is one, else a string.
+
+    >>> parse_value("0.35"), parse_value("p2"), parse_value("(64, 64, 3)"), parse_value("None")
+    (0.35, 'p2', (64, 64, 3), None)
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_key_values(items, flag="--model-arg"):
+    """``["alpha=0.35", "xbn_groups=8"]`` -> ``{"alpha": 0.35, "xbn_groups": 8}``."""
+    result = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(
+                f"{flag} expects KEY=VALUE with KEY a Python identifier, e.g. "
+                f"{flag} alpha=0.35; got {item!r}."
+            )
+        result[key.strip()] = parse_value(value.strip())
+    return result
+
+
+def run_main(prog, body, argv):
+    """Run ``body(argv)``; report expected errors as one line, exit status 2."""
+    try:
+        return body(argv)
+    except (
+        ValueError, TypeError, RuntimeError, FileNotFoundError, FileExistsError,
+        NotADirectoryError,
+    ) as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

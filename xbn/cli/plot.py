@@ -1,0 +1,48 @@
+"""``xbn-plot``: draw a zoo model's architecture to a PNG (or SVG/PDF).
+
+Examples::
+
+    xbn-plot resnet50_xbn --out runs/resnet50_xbn.png
+    xbn-plot mobilenetv2_xbn --model-arg alpha=0.35 --image-size 96 --out mnv2.svg
+"""
+
+import argparse
+import sys
+
+from xbn.cli import _common
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="xbn-plot", description="Draw a registered xbn model with keras.utils.plot_model."
+    )
+    parser.add_argument("model", help="registered model name (see --list)")
+    parser.add_argument("--out", required=True, help="image file to write (.png, .svg, .pdf)")
+    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable), e.g. alpha=0.35")
+    parser.add_argument("--image-size", type=int, help="input side in pixels (default: the model's default size)")
+    parser.add_argument("--no-shapes", action="store_true", help="leave tensor shapes out of the boxes")
+    parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right")
+    parser.add_argument("--dpi", type=int, default=96)
+    return parser
+
+
+def _body(argv):
+    args = build_parser().parse_args(argv)
+    from xbn.models.plot import plot_model
+
+    model_args = _common.parse_key_values(args.model_arg)
+    path = plot_model(
+        args.model, args.out, image_size=args.image_size, show_shapes=not args.no_shapes,
+        rankdir=args.rankdir, dpi=args.dpi, **model_args,
+    )
+    print(f"xbn-plot: wrote {path}")
+    return 0
+
+
+def main(argv=None):
+    _common.quiet_tensorflow()
+    return _common.run_main("xbn-plot", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

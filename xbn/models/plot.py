@@ -1,0 +1,62 @@
+"""Architecture diagrams with ``keras.utils.plot_model`` (pydot + graphviz)."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+GRAPHVIZ_HINT = (
+    "Model diagrams need the graphviz binary 'dot', which is not on this machine's "
+    "PATH. Install it with `apt-get install -y graphviz` (Debian/Ubuntu), "
+    "`brew install graphviz` (macOS) or `conda install graphviz`, then retry."
+)
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def check_graphviz():
+    """Raise a ``RuntimeError`` with install instructions if ``dot`` is missing."""
+    if shutil.which("dot") is None:
+        raise RuntimeError(GRAPHVIZ_HINT)
+    try:
+        import pydot  # noqa: F401
+    except ImportError:
+        raise RuntimeError("Model diagrams need pydot: `pip install pydot`.") from None
+
+
+def plot_model(name, out, image_size=None, show_shapes=True, rankdir="TB", dpi=96, **model_args):
+    """Build the registered model ``name`` and draw it to ``out`` (atomically).
+
+    Args:
+        name: registered model name.
+        out: ``.png``, ``.svg`` or ``.pdf`` path.
+        image_size: input side in pixels (default: the model's default).
+        show_shapes, rankdir, dpi: as ``keras.utils.plot_model``.
+        **model_args: builder arguments.
+
+    Returns:
+        The path written.
+    """
+    import keras
+
+    from xbn.models.registry import get_model, model_facts
+
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"plot_model: --out must end in one of {', '.join(FORMATS)}; got {out}.")
+    check_graphviz()
+    size = image_size or model_facts(name).default_size
+    model_args.setdefault("input_shape", (size, size, 3))
+    model = get_model(name, **model_args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        keras.utils.plot_model(
+            model, to_file=tmp, show_shapes=show_shapes, show_layer_names=True,
+            rankdir=rankdir, dpi=dpi,
+        )
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
