@@ -68,7 +68,12 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 @pytest.mark.parametrize(
-    "module", ["xbn.layers.batch_norm", "xbn.layers.group_norm", "xbn.layers.ws_conv"]
+    "module",
+    [
+        "xbn.layers.batch_norm", "xbn.layers.group_norm", "xbn.layers.ws_conv",
+        "xbn.layers.factory", "xbn.models", "xbn.models.registry",
+        "xbn.models.preprocessing", "xbn.cli._common",
+    ],
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -4,6 +4,9 @@ The package is organised one folder per concern; data flows one way:
 
 - :mod:`xbn.layers`: ``BatchNorm``, ``GroupNorm``, ``WSConv2D`` and the norm
   factory the model builders use.
+- :mod:`xbn.models`: the zoo (ResNet, ResNeXt, MobileNetV2; vanilla, XBN,
+  GN+WS), its registry and weight transfer.
+- :mod:`xbn.bench`: ``xbn-bench``.
 
 Importing :mod:`xbn` is cheap: the sub-packages are imported on first use.
 """

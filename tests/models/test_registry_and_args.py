@@ -1,0 +1,143 @@
+"""The registry, model facts, preprocessing, and builder argument checks."""
+
+import keras
+import numpy as np
+import pytest
+from keras.applications import imagenet_utils
+
+from xbn.layers.factory import gn_name, resolve_groups
+from xbn.models import (
+    get_model,
+    list_models,
+    mobilenetv2,
+    mobilenetv2_xbn,
+    model_facts,
+    preprocess_input,
+    resnet50_xbn,
+)
+from xbn.models.summary import count_macs
+
+EXPECTED = {
+    "resnet50", "resnet50_xbn", "resnet50_gnws", "resnet101", "resnet101_xbn",
+    "resnet152", "resnet152_xbn", "resnext50_32x4d", "resnext50_32x4d_xbn",
+    "mobilenetv2", "mobilenetv2_xbn", "mobilenetv2_gnws",
+}
+
+
+def test_registry_lists_every_model_in_natural_order():
+    names = list_models()
+    assert set(names) == EXPECTED
+    assert names.index("resnet50") < names.index("resnet101") < names.index("resnet152")
+
+
+def test_from_xbn_models_import_resnet50_xbn_just_works():
+    from xbn.models import resnet50_xbn as builder
+
+    assert builder is resnet50_xbn
+    assert builder.facts.variant == "xbn"
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError) as info:
+        get_model("resnet51")
+    assert "Unknown model 'resnet51'" in str(info.value)
+    for name in EXPECTED:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, mode, family",
+    [("resnet50", "caffe", "resnet"), ("resnext50_32x4d_xbn", "caffe", "resnext"),
+     ("mobilenetv2_xbn", "tf", "mobilenetv2")],
+)
+def test_facts(name, mode, family):
+    facts = model_facts(name)
+    assert (facts.preprocessing, facts.family, facts.default_size) == (mode, family, 224)
+
+
+def test_facts_of_a_renamed_model_come_from_the_build():
+    model = mobilenetv2(alpha=0.35, input_shape=(32, 32, 3), include_top=False, name="mine")
+    assert model_facts(model).name == "mobilenetv2"
+    stranger = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="stranger")
+    with pytest.raises(ValueError, match="'stranger' was not built by an xbn builder"):
+        model_facts(stranger)
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf", "torch"])
+def test_preprocessing_matches_keras_applications(mode):
+    from xbn.models.preprocessing import preprocess_images
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 5, 5, 3)).astype("float32")
+    expected = imagenet_utils.preprocess_input(x.copy(), mode=mode)
+    np.testing.assert_allclose(preprocess_images(x, mode), expected, rtol=1e-6, atol=1e-4)
+
+
+def test_preprocess_input_by_name_and_by_model():
+    x = np.full((1, 2, 2, 3), 255.0, "float32")
+    np.testing.assert_allclose(preprocess_input("mobilenetv2_xbn", x), 1.0)
+    model = mobilenetv2(alpha=0.35, input_shape=(32, 32, 3), include_top=False)
+    np.testing.assert_allclose(preprocess_input(model, x), 1.0)
+    bgr = preprocess_input("resnet50", x)
+    np.testing.assert_allclose(bgr[0, 0, 0], [255 - 103.939, 255 - 116.779, 255 - 123.68], rtol=1e-6)
+
+
+def test_group_resolution_and_names():
+    assert [resolve_groups(16, c) for c in (16, 24, 40, 8, 7)] == [16, 12, 10, 8, 7]
+    assert resolve_groups(64, 2048) == 64
+    assert gn_name("conv2_block1_2_bn") == "conv2_block1_2_gn"
+    assert gn_name("block_3_depthwise_BN") == "block_3_depthwise_GN"
+    assert gn_name("bn_Conv1") == "gn_Conv1"
+
+
+def test_resnet50_flops_are_keras_v1_figures():
+    model = get_model("resnet50")
+    assert count_macs(model) == pytest.approx(3.86e9, rel=0.01)
+
+
+# -- bad arguments ---------------------------------------------------------------
+BAD = [
+    ({"input_shape": (31, 64, 3)}, ValueError, "at least 32 pixels"),
+    ({"input_shape": (64, 64)}, ValueError, "tuple of three positive integers"),
+    ({"input_shape": (None, None, 3)}, ValueError, "include_top=True needs a static input size"),
+    ({"weights": "imagenet"}, ValueError, "never downloads"),
+    ({"weights": "/no/such/file.h5"}, FileNotFoundError, "does not exist"),
+    ({"weights": 3}, TypeError, "`weights` must be None or the path"),
+    ({"pooling": "mean"}, ValueError, "`pooling` must be one of None, 'avg', 'max'"),
+    ({"classes": 0}, ValueError, "`classes` must be an integer >= 1"),
+    ({"include_top": "yes"}, TypeError, "`include_top` must be True or False"),
+    ({"classifier_activation": 3}, TypeError, "`classifier_activation`"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, message", BAD)
+def test_bad_common_arguments(kwargs, error, message):
+    with pytest.raises(error, match="mobilenetv2_xbn") as info:
+        mobilenetv2_xbn(alpha=0.35, **kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"xbn_position": "p4"}, "`xbn_position` must be one of 'p1', 'p2', 'p3'"),
+     ({"stem_norm": "ln"}, "`stem_norm` must be one of 'gn', 'bn'"),
+     ({"xbn_groups": 0}, "`xbn_groups` must be an integer >= 1")],
+)
+def test_bad_xbn_arguments(kwargs, message):
+    with pytest.raises(ValueError, match="resnet50_xbn") as info:
+        resnet50_xbn(include_top=False, **kwargs)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("alpha", [0, -0.5])
+def test_alpha_must_be_positive(alpha):
+    with pytest.raises(ValueError, match="`alpha` must be a finite number > 0.0"):
+        mobilenetv2(alpha=alpha)
+
+
+def test_input_shape_and_input_tensor_must_agree():
+    tensor = keras.Input((64, 64, 3))
+    with pytest.raises(ValueError, match=r"\(96, 96, 3\) and the shape of `input_tensor` \(64, 64, 3\) disagree"):
+        mobilenetv2(alpha=0.35, input_tensor=tensor, input_shape=(96, 96, 3))
+    model = mobilenetv2(alpha=0.35, input_tensor=tensor, classes=4)
+    assert model.input_shape == (None, 64, 64, 3)
+    assert model.inputs[0] is tensor
