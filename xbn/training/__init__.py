@@ -1,0 +1,11 @@
+"""Training: settings and recipes, the strategy-aware loop, checkpoints.
+
+>>> from xbn.training import TrainConfig
+>>> TrainConfig().model, TrainConfig().data
+('mobilenetv2_xbn', 'digits')
+"""
+
+from xbn.training.config import TrainConfig, load_recipe, resolve
+from xbn.training.trainer import NonFiniteLossError, train, weights_digest
+
+__all__ = ["NonFiniteLossError", "TrainConfig", "load_recipe", "resolve", "train", "weights_digest"]
