@@ -44,6 +44,7 @@ def build_parser():
     g.add_argument("--image-size", type=int, help="input side in pixels, >= 32 (default 64)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
+    g.add_argument("--steps-per-epoch", type=int, help="at most this many batches per epoch (default: the whole split)")
     g.add_argument("--batch-size", type=int, help="global batch size")
     g.add_argument("--optimizer", choices=("sgd", "adamw"))
     g.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch/256 for SGD)")

@@ -4,6 +4,9 @@
 """
 
 from xbn.diagnostics.precise_bn import RecalibrationReport, recalibrate_bn
-from xbn.diagnostics.statistics import batch_norm_layers, collect_statistics
+from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers, collect_statistics
 
-__all__ = ["RecalibrationReport", "batch_norm_layers", "collect_statistics", "recalibrate_bn"]
+__all__ = [
+    "RecalibrationReport", "StatisticsCollector", "batch_norm_layers", "collect_statistics",
+    "recalibrate_bn",
+]

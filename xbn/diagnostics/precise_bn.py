@@ -27,7 +27,7 @@ import dataclasses
 
 import numpy as np
 
-from xbn.diagnostics.statistics import batch_norm_layers, collect_statistics
+from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers
 
 
 @dataclasses.dataclass
@@ -96,13 +96,12 @@ def recalibrate_bn(model, dataset, steps, refine=2, strategy=None, progress=None
     if not layers:
         return RecalibrationReport([], 0, 0, 0.0)
     dataset = dataset.take(steps)
+    collector = StatisticsCollector(model, strategy)
     change = examples = 0
     for i, training in enumerate([True] + [False] * refine):
         if progress is not None:
             mode = "training" if training else "inference"
             progress(f"precise BN: pass {i + 1}/{refine + 1} ({mode} mode, {steps} batches)")
-        stats, examples = collect_statistics(
-            model, dataset, steps, training=training, strategy=strategy
-        )
+        stats, examples = collector.collect(dataset, steps, training=training)
         change = _assign(model, stats, strategy)
     return RecalibrationReport(layers, examples, refine + 1, change)

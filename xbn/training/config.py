@@ -40,6 +40,7 @@ class TrainConfig:
     image_size: int = 64
     # optimization
     epochs: int = 15
+    steps_per_epoch: int = None  # None: the whole training split each epoch
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = None  # None: 0.1 x batch/256 (SGD) or 1e-3 x batch/256 (AdamW)
@@ -112,6 +113,8 @@ class TrainConfig:
         self.image_size = _checks.check_int(o, "image_size", self.image_size, minimum=32)
         self.epochs = _checks.check_int(o, "epochs", self.epochs, minimum=1)
         self.batch_size = _checks.check_int(o, "batch_size", self.batch_size, minimum=1)
+        if self.steps_per_epoch is not None:
+            self.steps_per_epoch = _checks.check_int(o, "steps_per_epoch", self.steps_per_epoch, minimum=1)
         _checks.check_choice(o, "optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is not None:
             self.lr = _checks.check_float(o, "lr", self.lr, minimum=0.0, min_inclusive=False)

@@ -95,7 +95,15 @@ class _RunFolder:
     def prepare(self):
         """Start or check the folder; returns the stored metrics if finished."""
         root = self.root
-        if self.config.overwrite and self.chief and root.exists():
+        if not self.chief:
+            # The chief owns the run folder; other workers only read its
+            # checkpoints and keep their own metrics beside it.  A finished
+            # run is finished for every worker, or they would wait forever
+            # on collectives the chief never joins.
+            self.own.mkdir(parents=True, exist_ok=True)
+            metrics = root / "metrics.json"
+            return json.loads(metrics.read_text()) if metrics.exists() else None
+        if self.config.overwrite and root.exists():
             shutil.rmtree(root)
         run_file = root / "run.json"
         if run_file.exists():
@@ -111,7 +119,7 @@ class _RunFolder:
             metrics = root / "metrics.json"
             if metrics.exists():
                 return json.loads(metrics.read_text())
-        elif root.exists() and any(root.iterdir()):
+        elif root.exists() and any(not p.name.startswith(".worker-") for p in root.iterdir()):
             raise FileExistsError(
                 f"{root} exists and is not an xbn-train run folder; choose another --out or "
                 "pass --overwrite to replace it."
@@ -211,6 +219,8 @@ class _Run:
         )
         train_size = self.source.split("train").size
         self.steps = self.pipeline.steps("train", training=True)
+        if c.steps_per_epoch:
+            self.steps = min(self.steps, c.steps_per_epoch)
         if self.steps == 0:
             raise ValueError(
                 f"--batch-size {c.batch_size} is larger than the {train_size} training "
@@ -297,7 +307,7 @@ class _Run:
         bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "accuracy", "lr"], verbose=1 if c.verbose and self.folder.chief else 0)
         loss_sum = correct_sum = seen = 0.0
         start = time.perf_counter()
-        data = self.strategy.experimental_distribute_dataset(self.pipeline.train(epoch))
+        data = self.strategy.experimental_distribute_dataset(self.pipeline.train(epoch).take(self.steps))
         for step, batch in enumerate(data):
             loss, correct = self.train_step(batch)
             loss = float(loss)
@@ -383,6 +393,7 @@ class _Run:
         metrics["val"] = self.evaluate("val")
         metrics[final_split] = self.evaluate(final_split)
         metrics["weights_digest"] = weights_digest(self.model)
+        metrics["replicas"] = self.replicas
         if self.folder.chief:
             _save_model(self.model, root / "model.keras")
             if c.export:

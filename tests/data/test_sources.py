@@ -1,0 +1,187 @@
+"""The --data sources read real images back exactly, and refuse bad input clearly."""
+
+import numpy as np
+import pytest
+
+import datasets
+from xbn.data import BadImageError, load_source, parse_spec
+from xbn.data.sources import DIGITS_FRACTIONS
+
+
+def _all(split):
+    images, labels = [], []
+    for image, label in split.make():
+        images.append(image.numpy())
+        labels.append(int(label))
+    return images, np.asarray(labels)
+
+
+# -- digits ----------------------------------------------------------------------
+def test_digits_split_is_fixed_stratified_and_disjoint():
+    from sklearn.datasets import load_digits
+
+    source = load_source("digits")
+    assert source.class_names == [str(d) for d in range(10)]
+    sizes = {name: split.size for name, split in source.splits.items()}
+    assert sum(sizes.values()) == 1797
+    for name, fraction in zip(("train", "val", "test"), DIGITS_FRACTIONS):
+        assert abs(sizes[name] - fraction * 1797) <= 10
+    reference = load_digits()
+    class_totals = np.bincount(reference.target)
+    seen = []
+    for name, fraction in zip(("train", "val", "test"), DIGITS_FRACTIONS):
+        images, labels = _all(source.split(name))
+        counts = np.bincount(labels, minlength=10)
+        # Stratified: every class contributes the same fraction (to rounding).
+        np.testing.assert_allclose(counts, fraction * class_totals, atol=1.0)
+        assert images[0].shape == (8, 8, 3) and images[0].dtype == np.uint8
+        seen += [img[..., 0].tobytes() for img in images]
+    # Every scan appears exactly once across the splits (duplicates in the data
+    # set aside: compare counts of identical scans).
+    originals = [np.uint8(np.round(i * 255 / 16)).tobytes() for i in reference.images]
+    assert sorted(seen) == sorted(originals)
+    again = load_source("digits")
+    np.testing.assert_array_equal(_all(again.split("test"))[1], _all(source.split("test"))[1])
+
+
+# -- folders ----------------------------------------------------------------------
+def test_folder_reads_every_format_back(tmp_path):
+    written = datasets.write_folder(tmp_path / "data", per_class=8)
+    source = load_source(f"folder:{tmp_path / 'data'}", val_split=0.25)
+    assert source.class_names == ["digit_0", "digit_1", "digit_2"]
+    assert source.split("train").size == 18 and source.split("val").size == 6
+    for name in ("train", "val"):
+        split = source.split(name)
+        images, labels = _all(split)
+        for path, image, label in zip(split.paths, images, labels):
+            expected_label, expected = written[path]
+            assert label == expected_label
+            if path.suffix == ".jpg":  # lossy
+                assert np.abs(image.astype(int) - expected).mean() < 3
+            else:
+                np.testing.assert_array_equal(image, expected)
+
+
+def test_folder_with_separate_validation_folder_and_real_photos(tmp_path):
+    train = tmp_path / "train"
+    val = tmp_path / "val"
+    for root in (train, val):
+        for name, photo in datasets.photos().items():
+            (root / name).mkdir(parents=True)
+            (root / name / "a.jpg").write_bytes(datasets.encode(photo, "jpg"))
+            (root / name / "b.png").write_bytes(datasets.encode(photo[::2, ::2], "png"))
+    source = load_source(f"folder:{train}", val_data=f"folder:{val}")
+    assert source.class_names == ["astronaut", "chelsea", "coffee", "rocket"]
+    assert source.split("val").size == 8
+    images, _ = _all(source.split("val"))
+    assert {img.shape for img in images} >= {(512, 512, 3), (150, 226, 3)}
+
+
+def test_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_source(f"folder:{tmp_path / 'missing'}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="has no class subfolders"):
+        load_source(f"folder:{empty}")
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "x.png").write_bytes(datasets.encode(np.zeros((4, 4, 3), np.uint8)))
+    with pytest.raises(ValueError, match="holds 1 image files directly: put them in one subfolder"):
+        load_source(f"folder:{loose}")
+    datasets.write_folder(tmp_path / "d", per_class=2)
+    (tmp_path / "d" / "no_images").mkdir()
+    (tmp_path / "d" / "no_images" / "readme.txt").write_text("hi")
+    with pytest.raises(ValueError, match="no_images has no .jpg"):
+        load_source(f"folder:{tmp_path / 'd'}")
+    afile = tmp_path / "f.txt"
+    afile.write_text("x")
+    with pytest.raises(NotADirectoryError):
+        load_source(f"folder:{afile}")
+
+
+def test_bad_images_are_named_or_skipped_and_counted(tmp_path):
+    root = tmp_path / "data"
+    datasets.write_folder(root, per_class=4)
+    fake = root / "digit_1" / "fake.jpg"
+    fake.write_text("this is not an image")
+    truncated = root / "digit_2" / "truncated.png"
+    truncated.write_bytes(datasets.encode(np.full((20, 20, 3), 7, np.uint8))[:40])
+    with pytest.raises(BadImageError) as info:
+        load_source(f"folder:{root}")
+    assert str(fake) in str(info.value) and "--skip-bad-images" in str(info.value)
+    source = load_source(f"folder:{root}", skip_bad_images=True, val_split=0.0)
+    assert sorted(path for path, _ in source.skipped) == sorted([fake, truncated])
+    assert source.split("train").size == 12
+    _all(source.split("train"))  # every remaining file decodes
+
+
+# -- TFRecords ----------------------------------------------------------------------
+def test_tfrecords_in_the_imagenet_layout(tmp_path):
+    images, labels = datasets.digits(per_class=5, classes=(0, 1, 2, 3))
+    texts = {0: "zero", 1: "one", 2: "two", 3: "three"}
+    pattern = datasets.write_tfrecords(tmp_path / "rec", images, labels, texts, fmt="png")
+    source = load_source(f"tfrecord:{pattern}", val_split=0.2)
+    assert source.class_names == ["zero", "one", "two", "three"]
+    assert source.split("train").size == 16 and source.split("val").size == 4
+    got = {}
+    for name in ("train", "val"):
+        for image, label in zip(*_all(source.split(name))):
+            got[image.tobytes()] = label
+    assert got == {img.tobytes(): int(l) for img, l in zip(images, labels)}
+
+
+def test_tfrecord_label_offset_and_errors(tmp_path):
+    images, labels = datasets.digits(per_class=2, classes=(0, 1))
+    pattern = datasets.write_tfrecords(tmp_path / "rec", images, labels + 1, fmt="jpg")
+    source = load_source(f"tfrecord:{pattern}", label_offset=-1, val_split=0.0)
+    assert source.class_names == ["0", "1"]
+    assert sorted(_all(source.split("train"))[1].tolist()) == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="labels must be >= 0 after --label-offset -5"):
+        load_source(f"tfrecord:{pattern}", label_offset=-5)
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        load_source(f"tfrecord:{tmp_path / 'none-*'}")
+    junk = tmp_path / "junk-00000"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="corrupt TFRecord data"):
+        load_source(f"tfrecord:{junk}")
+
+
+# -- TFDS and synthetic -----------------------------------------------------------------
+def test_tfds_reads_a_prepared_dataset_and_never_downloads(tmp_path):
+    from tensorflow_datasets import testing
+
+    testing.DummyMnist(data_dir=str(tmp_path)).download_and_prepare()
+    source = load_source("tfds:dummy_mnist", tfds_data_dir=str(tmp_path), val_split=0.1)
+    assert source.class_names == [str(i) for i in range(10)]
+    assert set(source.splits) == {"train", "val", "test"}
+    image, label = next(iter(source.split("train").make()))
+    assert image.shape == (28, 28, 3) and image.dtype == "uint8"
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_source("tfds:mnist", tfds_data_dir=str(tmp_path))
+
+
+def test_synthetic_is_deterministic():
+    source = load_source("synthetic", image_size=40, num_classes=4, synthetic_size=(8, 4, 4))
+    a, labels = _all(source.split("train"))
+    b, _ = _all(load_source("synthetic", image_size=40, num_classes=4, synthetic_size=(8, 4, 4)).split("train"))
+    assert a[0].shape == (40, 40, 3)
+    np.testing.assert_array_equal(np.stack(a), np.stack(b))
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("imagenet", "unknown source 'imagenet'"), ("folder", "folder needs an argument"),
+     ("digits:x", "digits takes no argument"), ("", "non-empty string")],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_spec(spec)
+
+
+def test_other_split_sources_must_have_the_same_classes(tmp_path):
+    datasets.write_folder(tmp_path / "a", classes=(0, 1))
+    datasets.write_folder(tmp_path / "b", classes=(0, 2))
+    with pytest.raises(ValueError, match="--val-data .* its classes"):
+        load_source(f"folder:{tmp_path / 'a'}", val_data=f"folder:{tmp_path / 'b'}")

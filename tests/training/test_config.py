@@ -1,0 +1,101 @@
+"""Settings: defaults, recipes, flags, and their errors."""
+
+from pathlib import Path
+
+import pytest
+
+from xbn.cli import train as cli
+from xbn.models import list_models
+from xbn.training import TrainConfig, load_recipe, resolve
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def test_defaults_are_the_digits_recipe():
+    recipe = resolve(MODELS / "digits_mobilenetv2_xbn.yaml")
+    assert recipe.as_dict() == TrainConfig().validate().as_dict()
+    assert recipe.learning_rate == pytest.approx(0.1 * 64 / 256)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_an_imagenet_recipe_following_the_official_one(name):
+    config = resolve(MODELS / f"imagenet_{name}.yaml")
+    assert config.model == name
+    assert (config.optimizer, config.momentum, config.image_size) == ("sgd", 0.9, 224)
+    assert config.data.startswith("tfrecord:") and config.label_offset == -1
+    if name.startswith("mobilenetv2"):
+        assert config.epochs == 150
+    else:
+        assert (config.lr, config.weight_decay, config.epochs, config.batch_size) == (0.1, 1e-4, 100, 256)
+
+
+def test_flags_override_the_recipe_and_model_args_merge(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base: %s\nepochs: 3\nmodel_args: {alpha: 0.5}\n" % (MODELS / "digits_mobilenetv2_xbn.yaml"))
+    config = cli.config_from_args(
+        ["--recipe", str(recipe), "--epochs", "7", "--model-arg", "xbn_groups=8", "--no-flip", "--crop-scale", "0.3", "0.9"]
+    )
+    assert config.epochs == 7
+    assert config.model_args == {"alpha": 0.5, "xbn_groups": 8}
+    assert config.crop_scale == (0.3, 0.9) and config.flip is False
+    assert config.batch_size == 64  # from the base recipe
+
+
+def test_switching_model_drops_the_default_models_arguments():
+    config = resolve(overrides={"model": "resnet50_xbn"})
+    assert config.model_args == {}
+
+
+@pytest.mark.parametrize(
+    "text, error, message",
+    [("epochs: [", ValueError, "is not valid YAML"),
+     ("- 1\n- 2\n", ValueError, "must be a mapping of settings"),
+     ("epoch: 3\n", ValueError, "unknown setting(s) 'epoch' (did you mean 'epochs'?)"),
+     ("base: nowhere.yaml\n", FileNotFoundError, "does not exist")],
+)
+def test_unreadable_recipes(tmp_path, text, error, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(error) as info:
+        load_recipe(path)
+    assert message in str(info.value)
+
+
+def test_recipe_base_loops_are_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ValueError, match="loops back"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [({"model": "resnet18"}, "unknown --model 'resnet18'"),
+     ({"image_size": 16}, "`image_size` must be an integer >= 32"),
+     ({"epochs": 2, "warmup_epochs": 2}, "--warmup-epochs 2.0 must be less than --epochs 2"),
+     ({"model_args": {"classes": 3}}, "--model-arg classes is set by xbn-train itself"),
+     ({"data": "imagenet"}, "unknown source 'imagenet'"),
+     ({"optimizer": "adam"}, "`optimizer` must be one of 'sgd', 'adamw'"),
+     ({"crop_scale": (0.5,)}, "crop_scale must be two numbers")],
+)
+def test_bad_settings(overrides, message):
+    with pytest.raises((ValueError, TypeError)) as info:
+        resolve(overrides=overrides)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--image-size", "16"], "`image_size` must be an integer >= 32"),
+     (["--model", "nope"], "unknown --model 'nope'"),
+     (["--recipe", "/no/such.yaml"], "recipe /no/such.yaml does not exist"),
+     (["--batch-size", "5000", "--out", "{tmp}/big"], "--batch-size 5000 is larger than the 1258 training examples"),
+     (["--data", "folder:{tmp}/missing", "--out", "{tmp}/m"], "does not exist"),
+     (["--model-arg", "alpha"], "--model-arg expects KEY=VALUE")],
+)
+def test_cli_errors_are_one_clear_line(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err and err.startswith("xbn-train: error:")

@@ -1,0 +1,105 @@
+"""A tiny xbn-train run, its run folder, and what happens when it is run again."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from xbn.data import Augment, Pipeline, load_source
+from xbn.training import NonFiniteLossError, TrainConfig, train, weights_digest
+from xbn.training import trainer as trainer_module
+
+TINY = dict(image_size=32, batch_size=32, epochs=2, recalibrate_bn=2, export=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    lines = []
+    metrics = train(TrainConfig(out=str(out), **TINY), log=lines.append)
+    return out, metrics, lines
+
+
+def test_run_folder_holds_everything(run):
+    out, metrics, lines = run
+    info = json.loads((out / "run.json").read_text())
+    assert info["class_names"] == [str(d) for d in range(10)]
+    assert info["facts"]["preprocessing"] == "tf" and info["image_size"] == 32
+    assert info["settings"]["model"] == "mobilenetv2_xbn"
+    latest = json.loads((out / "checkpoints" / "latest.json").read_text())
+    assert latest == {"epoch": 2, "path": "epoch-0002"}
+    assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "val_top5", "lr", "images_per_s"} <= set(rows[0])
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["test"]["examples"] == 359
+    assert stored["recalibration"]["passes"] == 3
+    assert any("Epoch 2/2" in line for line in lines)
+    assert any("| test, precise BN statistics | 359 |" in line for line in lines)
+
+
+def test_saved_model_reproduces_the_reported_test_metrics(run):
+    out, metrics, _ = run
+    model = keras.saving.load_model(out / "model.keras")
+    assert weights_digest(model) == metrics["weights_digest"]
+    pipe = Pipeline(load_source("digits"), 32, "tf", 32, augment=Augment(crop_scale=(0.6, 1.0), flip=False, eval_crop=1.0))
+    correct = total = 0
+    for x, y in pipe.evaluation("test"):
+        correct += int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy()))
+        total += len(y)
+    assert correct / total == pytest.approx(metrics["test"]["top1"])
+
+
+def test_running_a_finished_run_again_reports_it(run):
+    out, metrics, _ = run
+    lines = []
+    again = train(TrainConfig(out=str(out), **TINY), log=lines.append)
+    assert again["weights_digest"] == metrics["weights_digest"]
+    assert "already complete" in lines[0]
+
+
+def test_other_settings_on_the_same_folder_are_refused(run):
+    out, _, _ = run
+    with pytest.raises(ValueError, match=r"other settings \(epochs: 2 -> 3\).*--overwrite"):
+        train(TrainConfig(out=str(out), **{**TINY, "epochs": 3}))
+
+
+def test_a_folder_that_is_not_a_run_is_not_touched(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an xbn-train run folder"):
+        train(TrainConfig(out=str(tmp_path), **TINY))
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    original = Pipeline.train
+
+    def poisoned(self, epoch=0, split_name="train"):
+        ds = original(self, epoch, split_name)
+        return ds.map(lambda x, y: (x * np.nan, y)) if epoch == 1 else ds
+
+    monkeypatch.setattr(Pipeline, "train", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 2, step 1.*last good checkpoint \(epoch 1\)"):
+        train(TrainConfig(out=str(out), **TINY))
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["epoch"] == 1
+    assert not (out / "metrics.json").exists()
+
+
+def test_cli_reports_a_nan_loss_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from xbn.cli import train as cli
+
+    def explode(config, log=print):
+        raise NonFiniteLossError("the training loss became nan at epoch 1, step 3; stopped.")
+
+    monkeypatch.setattr(trainer_module, "train", explode)
+    monkeypatch.setattr("xbn.training.train", explode)
+    assert cli.main(["--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xbn-train: error: the training loss became nan") and "Traceback" not in err
