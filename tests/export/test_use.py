@@ -1,0 +1,109 @@
+"""xbn-export on a run folder, then xbn-evaluate and xbn-predict on the export."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import datasets
+from xbn.cli import evaluate as evaluate_cli
+from xbn.cli import export as export_cli
+from xbn.cli import predict as predict_cli
+from xbn.data import load_source
+from xbn.data.pipeline import eval_image
+from xbn.export import INFO_FILE
+from xbn.layers import BatchNorm, GroupNorm
+from xbn.models.preprocessing import preprocess_images
+
+SIZE = 32
+CLASSES = ["digit_0", "digit_1", "digit_2"]
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    root = tmp_path_factory.mktemp("use")
+    data = root / "data"
+    written = datasets.write_folder(data, per_class=10, size=40)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.ReLU()(BatchNorm(name="bn")(x))
+    x = GroupNorm(groups=4, name="gn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="mobilenetv2")
+    model.get_layer("bn").moving_variance.assign(np.full(8, 3.0, "float32"))
+    run = root / "run"
+    run.mkdir()
+    model.save(run / "model.keras")
+    (run / "run.json").write_text(json.dumps({
+        "class_names": CLASSES, "facts": {"preprocessing": "tf"},
+        "settings": {"model": "mobilenetv2", "eval_crop": 0.875},
+    }))
+    return root, data, written, model
+
+
+@pytest.fixture(scope="module")
+def export_dir(setting):
+    root, _, _, _ = setting
+    out = root / "export"
+    assert export_cli.main([str(root / "run"), "--out", str(out)]) == 0
+    return out
+
+
+def _direct_predictions(model, images):
+    batch = tf.stack([eval_image(tf.constant(img), SIZE, 0.875) for img in images])
+    return np.argmax(model(preprocess_images(batch, "tf"), training=False), axis=-1)
+
+
+def test_export_of_a_run_folder_uses_its_facts(export_dir):
+    info = json.loads((export_dir / INFO_FILE).read_text())
+    assert info["class_names"] == CLASSES and info["eval_crop"] == 0.875
+    assert info["model"] == "mobilenetv2" and info["folded"] is True
+
+
+def test_evaluate_reports_the_models_accuracy(setting, export_dir, tmp_path, capsys):
+    _, data, written, model = setting
+    report = tmp_path / "eval.json"
+    assert evaluate_cli.main([str(export_dir), "--data", f"folder:{data}", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "| top-1 | top-3 |" in out
+    result = json.loads(report.read_text())
+    source = load_source(f"folder:{data}", val_split=0.0)
+    images, labels = zip(*[(img.numpy(), int(l)) for img, l in source.split("train").make()])
+    expected = np.mean(_direct_predictions(model, images) == np.asarray(labels))
+    assert result["examples"] == 30
+    assert result["top1"] == pytest.approx(expected)
+    assert result["topk"] == 1.0  # top-3 of 3 classes
+
+
+def test_evaluate_refuses_data_of_other_classes(export_dir, capsys):
+    assert evaluate_cli.main([str(export_dir), "--data", "digits"]) == 2
+    assert "are not the export's" in capsys.readouterr().err
+
+
+def test_predict_prints_labels_and_names_bad_files(setting, export_dir, tmp_path, capsys):
+    _, _, written, model = setting
+    paths = sorted(written)[:3]
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("no image here")
+    code = predict_cli.main([str(export_dir), *map(str, paths), str(bad), "--top-k", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"{bad}: error: not a JPEG, PNG, BMP or GIF image" in err
+    expected = _direct_predictions(model, [written[p][1] for p in paths])
+    for path, index in zip(paths, expected):
+        line = next(l for l in out.splitlines() if l.startswith(str(path)))
+        assert line.split(": ", 1)[1].startswith(CLASSES[index] + " (")
+        assert line.count("%)") == 2
+    assert predict_cli.main([str(export_dir), str(paths[0])]) == 0
+
+
+def test_cli_errors(setting, tmp_path, capsys):
+    root, data, _, _ = setting
+    assert evaluate_cli.main([str(tmp_path), "--data", f"folder:{data}"]) == 2
+    assert "is not an xbn export" in capsys.readouterr().err
+    assert export_cli.main([str(root / "run"), "--out", str(root / "export")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert export_cli.main([str(root / "run"), "--out", str(tmp_path / "x"), "--weights", "w.h5"]) == 2
+    assert "a run folder brings its own weights" in capsys.readouterr().err

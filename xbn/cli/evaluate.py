@@ -1,0 +1,58 @@
+"""``xbn-evaluate``: top-1/top-5 accuracy of an exported model on a data source.
+
+Examples::
+
+    xbn-evaluate runs/mobilenetv2_xbn-digits/export --data digits
+    xbn-evaluate export/flowers --data folder:/data/flowers-test
+"""
+
+import argparse
+import json
+import sys
+
+from xbn.cli import _common
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="xbn-evaluate", description=__doc__.splitlines()[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
+    )
+    p.add_argument("export", help="an export folder written by xbn-export or xbn-train")
+    p.add_argument("--data", required=True, help="digits, folder:PATH, tfrecord:GLOB, tfds:NAME or synthetic")
+    p.add_argument("--split", choices=("train", "val", "test"), help="default: test where the source has one, else all of it")
+    p.add_argument("--val-split", type=float, default=0.0, help="hold-out fraction, to evaluate the same val split as training")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--json", help="also write the result to this JSON file")
+    return p
+
+
+def _body(argv):
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be >= 1.")
+    from xbn import _files
+    from xbn.export.use import evaluate_export
+
+    result = evaluate_export(
+        args.export, args.data, split=args.split, batch_size=args.batch_size,
+        val_split=args.val_split, skip_bad_images=args.skip_bad_images,
+    )
+    k = result["k"]
+    print(f"| export | data | split | examples | top-1 | top-{k} |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    print(f"| {args.export} | {args.data} | {result['split']} | {result['examples']} | "
+          f"{result['top1']:.2%} | {result['topk']:.2%} |")
+    if args.json:
+        _files.atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def main(argv=None):
+    _common.quiet_tensorflow()
+    return _common.run_main("xbn-evaluate", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
