@@ -10,15 +10,24 @@ import pytest
 from xbn.data import Augment, Pipeline, load_source
 from xbn.training import NonFiniteLossError, TrainConfig, train, weights_digest
 from xbn.training import trainer as trainer_module
+from tiny import tiny_zoo  # noqa: F401  (fixture)
 
 TINY = dict(image_size=32, batch_size=32, epochs=2, recalibrate_bn=2, export=False, verbose=False)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    import xbn.models
+    from tiny import tiny_model
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(xbn.models, "get_model", lambda name, **kwargs: tiny_model(name, **kwargs))
     out = tmp_path_factory.mktemp("runs") / "tiny"
     lines = []
-    metrics = train(TrainConfig(out=str(out), **TINY), log=lines.append)
+    try:
+        metrics = train(TrainConfig(out=str(out), **TINY), log=lines.append)
+    finally:
+        patch.undo()
     return out, metrics, lines
 
 
@@ -77,7 +86,7 @@ def test_a_folder_that_is_not_a_run_is_not_touched(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, tiny_zoo):
     original = Pipeline.train
 
     def poisoned(self, epoch=0, split_name="train"):
