@@ -9,6 +9,7 @@ import references
 from battery import LayerBattery
 from conftest import LOGICAL_CPUS, dtype_policy
 from xbn.layers import BatchNorm
+from xbn.training import mirrored_strategy
 
 # Both implementations must be exact: the fused TensorFlow kernel (default)
 # and the portable keras.ops path that the JAX/PyTorch backends run.
@@ -236,7 +237,7 @@ def _replica_run(strategy, layer, x_global, upstream_global):
 def _sync_and_single(rng, loc):
     """Synchronized BN on two replicas and plain BN on the whole batch."""
     assert len(LOGICAL_CPUS) == 2
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored_strategy(LOGICAL_CPUS)
     x = _data(rng, (8, 3, 3, 4), loc=loc)
     upstream = _data(rng, (8, 3, 3, 4))
     with strategy.scope():
@@ -281,9 +282,23 @@ def test_synchronized_statistics_are_robust_to_large_means(rng):
     assert np.abs(y - y_ref).max() <= 2 * np.abs(y1 - y_ref).max()
 
 
+def test_strategies_made_one_after_another_keep_their_all_reduces_apart(rng):
+    """A bare MirroredStrategy reuses the previous one's collective keys in the
+    same process ("Shape mismatch in the collective instance 100") as soon as
+    the shapes differ; xbn's strategies each get their own."""
+    for channels in (4, 7):
+        strategy = mirrored_strategy(LOGICAL_CPUS)
+        x = _data(rng, (8, 3, 3, channels), loc=1.0)
+        with strategy.scope():
+            synced = BatchNorm(synchronized=True)
+            synced.build(x.shape)
+        y, _, _ = _replica_run(strategy, synced, x, np.ones_like(x))
+        np.testing.assert_allclose(y, references.batch_norm(x.astype(np.float64))[0], atol=1e-4)
+
+
 def test_unsynchronized_replicas_use_local_statistics(rng):
     """Control for the test above: without sync each half is normalized alone."""
-    strategy = tf.distribute.MirroredStrategy(LOGICAL_CPUS)
+    strategy = mirrored_strategy(LOGICAL_CPUS)
     x = np.concatenate([_data(rng, (4, 2, 2, 3), loc=-3), _data(rng, (4, 2, 2, 3), loc=3)])
     with strategy.scope():
         local = BatchNorm(synchronized=False)

@@ -10,8 +10,18 @@
   workers, ``mirrored`` with several local GPUs, else ``default``.
 """
 
+import itertools
 import json
 import os
+
+# Every MirroredStrategy numbers its collective all-reduces from the same
+# group and instance keys (``MirroredStrategy._collective_key_base``, 0 in
+# production).  A second strategy in the same process therefore reuses keys
+# that the runtime has already bound to the first one's tensor shapes and
+# fails with "Shape mismatch in the collective instance 100".  TensorFlow's
+# own test combinations give each strategy a fresh key range; so do we.
+_KEY_RANGES = itertools.count()
+_KEY_STRIDE = 100_000
 
 
 def _tf_config():
@@ -48,8 +58,27 @@ def make_strategy(name="auto"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        return mirrored_strategy([d.name for d in devices])
     return tf.distribute.get_strategy()
+
+
+def mirrored_strategy(devices=None):
+    """A ``tf.distribute.MirroredStrategy`` over ``devices`` that can share a process.
+
+    Unlike a bare ``MirroredStrategy(devices)``, each strategy made here gets
+    its own range of collective keys, so building several in one process (a
+    notebook that trains twice, a test suite) never mixes up their
+    all-reduces.
+    """
+    import tensorflow as tf
+
+    cls = tf.distribute.MirroredStrategy
+    previous = cls._collective_key_base
+    cls._collective_key_base = next(_KEY_RANGES) * _KEY_STRIDE
+    try:
+        return cls(devices)
+    finally:
+        cls._collective_key_base = previous
 
 
 def worker_role(strategy):
