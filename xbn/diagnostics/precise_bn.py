@@ -7,26 +7,42 @@ that no longer exists.  Wu & Johnson ("Rethinking 'Batch' in BatchNorm",
 2021, arXiv:2105.07576) recompute them as population statistics over some
 training data: precise BN.
 
-:func:`recalibrate_bn` does that in two stages:
+What a layer receives at inference depends on the statistics of every
+BatchNorm before it, so the statistics are settled in depth order:
 
 1. one pass in training mode (every BN normalizing with its batch's
-   statistics, as during training) gives every layer a population estimate
-   at once;
-2. ``refine`` passes in inference mode, each setting every layer to the
-   statistics of what it receives *when serving*, with the earlier layers
-   already using their recalibrated statistics.  The dependence runs in
-   depth order; in practice it settles within a pass or two, and the
-   function reports how much the last pass still changed.
+   statistics, as during training) gives every layer a first estimate;
+2. then passes in inference mode (every BN using its moving statistics,
+   as when serving), each measuring every layer with the statistics the
+   previous pass set upstream.  A layer whose statistics are within
+   ``tolerance`` of the measured ones, in the estimation-shift metrics of
+   :func:`xbn.diagnostics.estimation_shift` (by default 0.01: a hundredth
+   of a standard deviation, a 1% variance error), is settled; the sweep
+   ends with a pass in which every layer is, and takes its measurements.
+
+A pass makes the first unsettled layer exact (everything before it is
+settled), so at most one pass per layer is ever needed.  While the largest
+change shrinks from pass to pass, each pass updates every layer at once (a
+Jacobi iteration): a trained network, whose training-mode and
+inference-mode statistics are close, settles in a handful of passes.  When
+it stops shrinking (in an untrained network the layers beyond the settled
+ones can chase each other and grow without bound) a pass updates only the
+layers up to the first unsettled one, whose measurement is exact, and
+leaves the later ones, measured under stale upstream statistics, alone.
 
 After recalibration the estimation shift
 (:func:`xbn.diagnostics.estimation_shift`) of every layer, measured on the
-same data, is close to zero.
+same data, is of the order of ``tolerance`` or (typically) far below for
+every layer.  A trained network
+settles in two inference passes (MobileNetV2-XBN on digits: largest shift
+0.003 after the first, 0.0003 on average).
 """
 
 import dataclasses
 
 import numpy as np
 
+from xbn.diagnostics.estimation_shift import shift_metrics
 from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers
 
 
@@ -37,38 +53,44 @@ class RecalibrationReport:
     Attributes:
         layers: the recalibrated layer names, in depth order.
         examples: examples per pass.
-        passes: forward passes run (1 training-mode + ``refine``).
-        last_change: the largest relative change of any layer's statistics
-            in the last pass (``|d mean| / std`` and ``|d var| / var``).
+        passes: forward passes run (1 training-mode + the inference-mode ones).
+        last_change: the largest estimation shift (mean or variance) any
+            layer had against the statistics measured in the last pass.
+        converged: whether the last pass found every layer settled (within
+            the tolerance); ``False`` when ``max_passes`` ran out first.
     """
 
     layers: list
     examples: int
     passes: int
     last_change: float
+    converged: bool = True
 
 
-def _assign(model, stats, strategy=None):
+def _changes(layers, stats):
+    """Per layer, in depth order, the estimation shift its current statistics
+    have against the measured ones (the larger of the mean and variance
+    shift): how far it is from settled."""
+    return [
+        max(shift_metrics(
+            layer.moving_mean.numpy(), layer.moving_variance.numpy(), *stats[layer.name][:2],
+            layer.epsilon,
+        ))
+        for layer in layers
+    ]
+
+
+def _assign(layers, stats, strategy=None):
     import tensorflow as tf
 
-    change = 0.0
-    for layer in batch_norm_layers(model):
-        mean, var, _ = stats[layer.name]
-        old_mean = layer.moving_mean.numpy().astype(np.float64)
-        old_var = layer.moving_variance.numpy().astype(np.float64)
-        std = np.sqrt(var + layer.epsilon)
-        change = max(
-            change,
-            float(np.max(np.abs(mean - old_mean) / std)),
-            float(np.max(np.abs(var - old_var) / (var + layer.epsilon))),
-        )
-        with (strategy or tf.distribute.get_strategy()).scope():
+    with (strategy or tf.distribute.get_strategy()).scope():
+        for layer in layers:
+            mean, var, _ = stats[layer.name]
             layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
             layer.moving_variance.assign(var.astype(layer.moving_variance.dtype))
-    return change
 
 
-def recalibrate_bn(model, dataset, steps, refine=2, strategy=None, progress=None):
+def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strategy=None, progress=None):
     """Set every BatchNorm's moving statistics to population statistics.
 
     Args:
@@ -79,7 +101,11 @@ def recalibrate_bn(model, dataset, steps, refine=2, strategy=None, progress=None
             augmentation; the same ``steps`` batches are used by every pass.
         steps: number of batches per pass (``>= 1``); more give better
             estimates (a few thousand images usually suffice).
-        refine: inference-mode passes after the training-mode one (``>= 0``).
+        max_passes: at most this many inference-mode passes (default: one
+            more than the number of BatchNorm layers, which always suffices).
+        tolerance: the estimation shift (mean or variance shift, see
+            :func:`xbn.diagnostics.shift_metrics`) below which a layer
+            counts as settled.
         strategy: the ``tf.distribute`` strategy holding the model, if any;
             synchronized BatchNorms need nothing special (the statistics are
             pooled over every replica's examples).
@@ -90,18 +116,44 @@ def recalibrate_bn(model, dataset, steps, refine=2, strategy=None, progress=None
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"recalibrate_bn: steps must be an integer >= 1; got {steps!r}.")
-    if not isinstance(refine, int) or refine < 0:
-        raise ValueError(f"recalibrate_bn: refine must be an integer >= 0; got {refine!r}.")
-    layers = [layer.name for layer in batch_norm_layers(model)]
+    if max_passes is not None and (not isinstance(max_passes, int) or max_passes < 1):
+        raise ValueError(f"recalibrate_bn: max_passes must be None or an integer >= 1; got {max_passes!r}.")
+    if not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise ValueError(f"recalibrate_bn: tolerance must be a number > 0; got {tolerance!r}.")
+    layers = batch_norm_layers(model)
     if not layers:
         return RecalibrationReport([], 0, 0, 0.0)
+    max_passes = max_passes or len(layers) + 1
     dataset = dataset.take(steps)
     collector = StatisticsCollector(model, strategy)
-    change = examples = 0
-    for i, training in enumerate([True] + [False] * refine):
-        if progress is not None:
-            mode = "training" if training else "inference"
-            progress(f"precise BN: pass {i + 1}/{refine + 1} ({mode} mode, {steps} batches)")
-        stats, examples = collector.collect(dataset, steps, training=training)
-        change = _assign(model, stats, strategy)
-    return RecalibrationReport(layers, examples, refine + 1, change)
+    say = progress or (lambda message: None)
+    say(f"precise BN: pass 1 (training mode, {steps} batches)")
+    stats, examples = collector.collect(dataset, steps, training=True)
+    _assign(layers, stats, strategy)
+    settled, change, converged, passes = 0, 0.0, False, 1
+    previous, jacobi = np.inf, True
+    for _ in range(max_passes):
+        passes += 1
+        stats, examples = collector.collect(dataset, steps, training=False)
+        changes = _changes(layers, stats)
+        change = max(changes)
+        unsettled = [i for i, c in enumerate(changes) if c > tolerance]
+        if not unsettled:
+            _assign(layers, stats, strategy)
+            converged = True
+            break
+        jacobi = jacobi and change < previous
+        previous, settled = change, unsettled[0] + 1
+        _assign(layers if jacobi else layers[:settled], stats, strategy)
+        say(
+            f"precise BN: pass {passes} (inference mode): {settled - 1}/{len(layers)} layers "
+            f"settled, largest change {change:.2g}"
+        )
+    if converged:
+        say(f"precise BN: all {len(layers)} layers settled after {passes} passes")
+    else:
+        say(
+            f"precise BN: stopped after {passes} passes with {settled}/{len(layers)} layers "
+            f"settled (largest change {change:.2g}); more passes would settle the rest"
+        )
+    return RecalibrationReport([layer.name for layer in layers], examples, passes, change, converged)

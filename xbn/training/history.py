@@ -3,7 +3,7 @@
 import csv
 import io
 
-from xbn import _files
+from xbn import _files, _plotting
 
 
 def write_csv(path, rows):
@@ -32,11 +32,7 @@ def write_tensorboard(logdir, row):
 
 def plot_curves(path, rows, title):
     """Loss and accuracy against epoch, training and validation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plotting.pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["loss"] for r in rows], "o-", label="training")
@@ -50,7 +46,4 @@ def plot_curves(path, rows, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    _files.atomic_write_bytes(path, buffer.getvalue())
+    _plotting.save_png(fig, path)

@@ -33,7 +33,6 @@ import hashlib
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -389,6 +388,7 @@ class _Run:
             metrics["recalibration"] = {
                 "layers": len(report.layers), "examples": report.examples,
                 "passes": report.passes, "last_change": report.last_change,
+                "converged": report.converged,
             }
         metrics["val"] = self.evaluate("val")
         metrics[final_split] = self.evaluate(final_split)
@@ -452,7 +452,7 @@ def summary_table(metrics, root):
     ]
     rows = [(f"{split}, moving-average BN statistics", metrics["moving_statistics"][split])]
     if "recalibration" in metrics:
-        rows.append((f"val, precise BN statistics", metrics["val"]))
+        rows.append(("val, precise BN statistics", metrics["val"]))
         rows.append((f"{split}, precise BN statistics", metrics[split]))
     else:
         rows.append(("val", metrics["val"]))
