@@ -47,3 +47,40 @@ def test_unknown_suite_is_refused_by_argparse(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--suite", "nope"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_quick_model_export_and_pipeline_suites_with_variants(tmp_path, capsys):
+    code = cli.main([
+        "--suite", "models", "--suite", "export", "--suite", "pipeline", "--quick",
+        "--repeats", "1", "--warmup", "0", "--mixed-precision", "bfloat16", "--jit-compile",
+        "--out", str(tmp_path),
+    ])
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    by_suite = {}
+    for row in rows:
+        by_suite.setdefault(row["suite"], []).append(row)
+        assert row["xbn"] > 0 and row["baseline"] > 0
+        assert row["speedup"] == pytest.approx(
+            row["xbn"] / row["baseline"] if row["unit"] == "images/s" else row["baseline"] / row["xbn"]
+        )
+    models = [row["case"] for row in by_suite["models"]]
+    assert models == [
+        "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 vs keras",
+        "MobileNetV2 training step (bs 2, 32x32): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
+        "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2 vs keras",
+        "MobileNetV2 training step (bs 2, 32x32, XLA): mobilenetv2 vs keras",
+    ]
+    assert by_suite["models"][0]["baseline_name"] == "keras.applications.MobileNetV2"
+    assert [row["case"].split(":")[0] for row in by_suite["export"]] == [
+        "mobilenetv2 SavedModel serving_default, batch 1, 32x32",
+        "mobilenetv2 SavedModel serving_default, batch 2, 32x32",
+    ]
+    assert all(row["goal"] == 1.0 for row in by_suite["export"])
+    (pipeline,) = by_suite["pipeline"]
+    assert pipeline["goal"] == 2.0 and pipeline["baseline_name"] == "mobilenetv2 training step"
+
+
+def test_variants_need_the_models_suite(capsys):
+    assert cli.main(["--suite", "layers", "--jit-compile"]) == 2
+    assert "add --suite models" in capsys.readouterr().err

@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 
-SUITES = ("layers",)
+SUITES = ("layers", "models", "export", "pipeline")
 
 
 def _suite_module(name):

@@ -6,6 +6,7 @@ Examples::
     xbn-bench --suite layers --repeats 20
     xbn-bench --quick --out runs/bench-quick   # small sizes, a smoke run
     xbn-bench --readme models/README.md        # refresh the published table
+    xbn-bench --suite models --mixed-precision bfloat16 --jit-compile
 """
 
 import argparse
@@ -29,6 +30,11 @@ def build_parser():
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the benchmark runs, not the speed")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median reported; default 10)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
+    parser.add_argument(
+        "--mixed-precision", action="append", choices=("float16", "bfloat16"), default=[],
+        help="also time the ResNet-50 training steps under mixed_float16/mixed_bfloat16 (repeatable)",
+    )
+    parser.add_argument("--jit-compile", action="store_true", help="also time the ResNet-50 training steps with XLA")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json and results.md (default runs/bench)")
     parser.add_argument("--readme", type=Path, help="also replace the generated 'bench' section of this Markdown file")
     return parser
@@ -46,9 +52,14 @@ def _body(argv):
     from xbn import bench
     from xbn.bench import report
 
-    result = bench.run(
-        suites=args.suite or bench.SUITES, quick=args.quick, repeats=args.repeats, warmup=args.warmup
-    )
+    suites = args.suite or bench.SUITES
+    if (args.mixed_precision or args.jit_compile) and "models" not in suites:
+        raise ValueError("--mixed-precision and --jit-compile are variants of the models suite; add --suite models.")
+    options = {"models": {
+        "precisions": [f"mixed_{p}" for p in dict.fromkeys(args.mixed_precision)],
+        "jit_compile": args.jit_compile,
+    }}
+    result = bench.run(suites=suites, quick=args.quick, repeats=args.repeats, warmup=args.warmup, options=options)
     table = report.write(
         result, json_path=args.out / "results.json", markdown_path=args.out / "results.md",
         readme=args.readme,
