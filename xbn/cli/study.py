@@ -1,0 +1,75 @@
+"""``xbn-study``: the batch-size study, BN against XBN against GN+WS.
+
+Trains the vanilla, XBN and GN+WS form of one family on the embedded digits
+at several batch sizes with the same number of epochs, then writes a table
+of test accuracy and mean estimation shift (study.md, study.json) and a
+plot (study.png) to --out.  Finished runs are reused; an interrupted study
+resumes where it stopped.
+
+Examples::
+
+    python scripts/study_batch_size.py --readme models/README.md
+    xbn-study --family mobilenetv2 --batch-sizes 2 8 64 --epochs 3 --out runs/study-quick
+"""
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from xbn.cli import _common
+
+
+def build_parser():
+    from xbn.diagnostics.study import BATCH_SIZES, FAMILIES
+
+    p = argparse.ArgumentParser(
+        prog="xbn-study", description=__doc__.splitlines()[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
+    )
+    p.add_argument("--family", choices=tuple(FAMILIES), default="mobilenetv2")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="B")
+    p.add_argument("--epochs", type=int, default=8, help="epochs per run, the same at every batch size (default 8)")
+    p.add_argument("--image-size", type=int, default=32, help="input side (default 32)")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (default alpha=0.35 for MobileNetV2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
+    p.add_argument("--readme", type=Path, help="also replace the generated 'study' section of this Markdown file")
+    return p
+
+
+def _body(argv):
+    args = build_parser().parse_args(argv)
+    for flag, value, minimum in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 32)):
+        if value < minimum:
+            raise ValueError(f"{flag} must be >= {minimum}; got {value}.")
+    from xbn import _files
+    from xbn.diagnostics import study
+
+    results = study.run_study(
+        args.family, args.batch_sizes, args.epochs, args.image_size,
+        _common.parse_key_values(args.model_arg) or None, args.out, args.seed,
+    )
+    command = " ".join(["python scripts/study_batch_size.py", *map(shlex.quote, argv or sys.argv[1:])])
+    table = study.to_markdown(results, command)
+    out = Path(args.out)
+    _files.atomic_write_text(out / "study.md", table)
+    _files.atomic_write_text(out / "study.json", json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
+    study.plot(results, out / "study.png")
+    if args.readme:
+        picture = study.plot(results, args.readme.parent / "study_batch_size.png")
+        _files.replace_section(args.readme, "study", f"{table}\n![batch-size study]({picture.name})\n")
+    print(table)
+    print(f"xbn-study: wrote {out / 'study.md'}, study.json and study.png")
+    return 0
+
+
+def main(argv=None):
+    _common.quiet_tensorflow()
+    return _common.run_main("xbn-study", _body, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
