@@ -7,7 +7,6 @@
   TensorFlow initializes its runtime, hence here, at collection time.
 """
 
-import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -23,22 +22,13 @@ tf.config.set_logical_device_configuration(
 )
 LOGICAL_CPUS = [d.name for d in tf.config.list_logical_devices("CPU")]
 
+from xbn._policy import dtype_policy  # noqa: E402,F401  (for the tests: from conftest import dtype_policy)
+
 
 @pytest.fixture
 def rng():
     """A seeded NumPy generator: every test sees the same data on every run."""
     return np.random.default_rng(1234)
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Run a block under a keras dtype policy, restoring the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +38,23 @@ def _fresh_keras_state():
     keras.backend.clear_session()
     yield
     keras.config.set_dtype_policy("float32")
+
+
+# The tests that each take minutes (they train or benchmark in subprocesses
+# or whole zoo models) start first, so that pytest-xdist packs the many short
+# ones around them instead of leaving one core idle at the end.
+SLOW_FIRST = (
+    "tests/training/test_main_job.py",
+    "tests/training/test_multiworker.py",
+    "tests/training/test_resume.py",
+    "tests/bench/",
+    "tests/diagnostics/test_study.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        return next((i for i, prefix in enumerate(SLOW_FIRST) if item.nodeid.startswith(prefix)), len(SLOW_FIRST))
+
+    items.sort(key=rank)
+

@@ -13,12 +13,11 @@ With ``--mixed-precision`` and ``--jit-compile`` the keras-against-xbn
 comparison is repeated under that dtype policy / with XLA.
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
 
+from xbn._policy import dtype_policy
 from xbn.bench.timing import compare
 
 # The quick sizes check that the suite runs (on the cheaper family only).
@@ -37,17 +36,6 @@ FAMILIES = {
 }
 GOAL_OVER_KERAS = {"ResNet-50": 1.3, "MobileNetV2": None}
 XBN_MAX_COST = 0.10  # XBN may cost at most 10% of the vanilla step time
-
-
-@contextlib.contextmanager
-def policy(name):
-    """Build and run under a keras dtype policy, restoring the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def train_step(model, batch, jit_compile=False, seed=0):
@@ -104,7 +92,7 @@ def _row(case, baseline_name, batch, goal, timings, who, against):
 def _family(family, batch, size, repeats, warmup, precision, jit, with_xbn):
     keras_name, vanilla, xbn = FAMILIES[family][1:]
     kinds = ("keras", "vanilla", "xbn") if with_xbn else ("keras", "vanilla")
-    with policy(precision):
+    with dtype_policy(precision):
         steps = {kind: train_step(_build(family, kind, size), batch, jit) for kind in kinds}
         timings = compare(steps, warmup=warmup, repeats=repeats)
     tag = f"bs {batch}, {size}x{size}" + ("" if precision == "float32" else f", {precision}") + (

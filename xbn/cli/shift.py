@@ -104,7 +104,7 @@ def measure(args, log=print):
         dataset = pipeline.evaluation(split)
         total = args.steps or pipeline.steps(split, training=False)
         collector = StatisticsCollector(item.model)
-        bar = keras.utils.Progbar(total, verbose=1 if sys.stderr.isatty() else 0)
+        bar = keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 0)
         log(f"xbn-shift: {label} ({item.name}) on {data}, {split} split")
         report = estimation_shift(item.model, dataset, args.steps, label=label, collector=collector, progress=bar.update)
         reports.append(report)

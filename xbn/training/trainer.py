@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 import xbn
+from xbn._policy import dtype_policy
 from xbn import _files
 from xbn.training import checkpoint, history
 from xbn.training.config import TrainConfig
@@ -151,8 +152,6 @@ def train(config, log=print):
         NonFiniteLossError: the loss became NaN/inf (the last good
             checkpoint is kept).
     """
-    import keras
-
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     config.validate()
     strategy = make_strategy(config.strategy)  # first: multi-worker needs it before any op
@@ -163,12 +162,8 @@ def train(config, log=print):
     if finished is not None:
         log(f"xbn-train: {folder.root} is already complete (use --overwrite to train again).")
         return finished
-    previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[config.mixed_precision])
-    try:
+    with dtype_policy(POLICIES[config.mixed_precision]):
         return _Run(config, strategy, folder, log).run()
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
 
 
 class _Run:
