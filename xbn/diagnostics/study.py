@@ -154,10 +154,14 @@ def plot(results, path, title=None):
         if not all(math.isnan(r.mean_shift) for r in rows):
             ax_shift.plot(sizes, [r.mean_shift for r in rows], "o-", label=model)
     ax_acc.set(xlabel="batch size", ylabel="test top-1 (%)", title="accuracy (inference mode)")
-    ax_shift.set(xlabel="batch size", ylabel="mean shift (average over BN layers)",
+    ax_shift.set(xlabel="batch size", ylabel="mean shift (average over BN layers, log scale)",
                  title="estimation shift of BN's moving statistics")
+    ax_shift.set_yscale("log")
+    sizes = sorted({r.batch_size for r in results})
     for ax in (ax_acc, ax_shift):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or "Batch-size study on the digits")
