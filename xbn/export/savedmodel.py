@@ -73,10 +73,17 @@ def serving_functions(model, class_names, preprocessing, eval_crop, top_k):
     names = tf.constant(list(class_names))
     k = min(top_k, len(class_names))
 
+    def checked(tensor, check):
+        # Nothing consumes an assertion's result, so a traced function may
+        # run the model before it and fail there with a less helpful
+        # message; make every use of the tensor wait for the check.
+        with tf.control_dependencies([check]):
+            return tf.identity(tensor)
+
     def head(images):
-        tf.debugging.assert_greater(
+        images = checked(images, tf.debugging.assert_greater(
             tf.shape(images)[0], 0, message="empty batch: send at least one image"
-        )
+        ))
         outputs = tf.cast(model(preprocess_images(images, preprocessing), training=False), tf.float32)
         probabilities = tf.nn.softmax(outputs) if logits_out else outputs
         top = tf.math.top_k(probabilities, k)
@@ -96,11 +103,10 @@ def serving_functions(model, class_names, preprocessing, eval_crop, top_k):
         # quantity: it equals batch * size * size * 3 only for such a batch.
         shape = tf.shape(images)
         expected = tf.cast(shape[0], tf.int64) * size * size * 3
-        tf.debugging.assert_equal(
+        return head(checked(images, tf.debugging.assert_equal(
             tf.size(images, out_type=tf.int64), expected,
             message=f"images must be float32 [batch, {size}, {size}, 3] (RGB values 0..255)",
-        )
-        return head(images)
+        )))
 
     def decode_one(element):
         index, encoded = element
@@ -108,19 +114,18 @@ def serving_functions(model, class_names, preprocessing, eval_crop, top_k):
         png = tf.strings.substr(encoded, 0, 8) == b"\x89PNG\r\n\x1a\n"
         gif = tf.reduce_any(tf.strings.substr(encoded, 0, 6) == [b"GIF87a", b"GIF89a"])
         bmp = tf.strings.substr(encoded, 0, 2) == b"BM"
-        check = tf.debugging.Assert(
+        encoded = checked(encoded, tf.debugging.Assert(
             jpeg | png | gif | bmp,
             ["image_bytes[", index, "] is not a JPEG, PNG, BMP or GIF file"],
-        )
-        with tf.control_dependencies([check]):
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        ))
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         return eval_image(image, size, eval_crop)
 
     def serve_bytes(image_bytes):
-        tf.debugging.assert_greater(
+        image_bytes = checked(image_bytes, tf.debugging.assert_greater(
             tf.size(image_bytes), 0, message="empty batch: send at least one image"
-        )
+        ))
         indices = tf.range(tf.size(image_bytes))
         images = tf.map_fn(
             decode_one, (indices, image_bytes),
