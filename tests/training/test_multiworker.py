@@ -8,6 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+# xbn-train on the tiny stand-in model (see tests/tiny_train.py).
+TINY_TRAIN = str(Path(__file__).parents[1] / "tiny_train.py")
 
 
 def _free_ports(n):
@@ -24,7 +28,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "xbn.cli.train", "--strategy", "multiworker", "--out", str(out),
+        sys.executable, TINY_TRAIN, "--strategy", "multiworker", "--out", str(out),
         "--epochs", "2", "--steps-per-epoch", "4", "--image-size", "32", "--batch-size", "32",
         "--warmup-epochs", "0.5", "--recalibrate-bn", "2", "--no-export", "--quiet",
     ]

@@ -8,18 +8,23 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+BATCH = 8  # 157 steps an epoch: the kill below lands well inside epoch 2
 COMMAND = [
-    "--epochs", "3", "--image-size", "32", "--batch-size", "32", "--warmup-epochs", "0.5",
+    "--epochs", "3", "--image-size", "32", "--batch-size", str(BATCH), "--warmup-epochs", "0.5",
     "--recalibrate-bn", "2", "--no-export",
 ]
+
+# xbn-train on the tiny stand-in model (see tests/tiny_train.py).
+TINY_TRAIN = str(Path(__file__).parents[1] / "tiny_train.py")
 
 
 def _start(out):
     return subprocess.Popen(
-        [sys.executable, "-m", "xbn.cli.train", "--out", str(out), *COMMAND],
+        [sys.executable, TINY_TRAIN, "--out", str(out), *COMMAND],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"},
     )
@@ -48,7 +53,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
         assert line or process.poll() is None, output
         output += line
         assert time.time() < deadline
-    time.sleep(1.0)
+    time.sleep(0.3)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     checkpointed = json.loads((resumed / "checkpoints" / "latest.json").read_text())["epoch"]
@@ -61,7 +66,7 @@ def test_kill_9_mid_epoch_then_resume(tmp_path):
     metrics = json.loads((resumed / "metrics.json").read_text())
     history = (resumed / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == ["1", "2", "3"]
-    steps = 1258 // 32
+    steps = 1258 // BATCH
     assert _iterations(resumed) == 3 * steps  # the optimizer state came back
 
     # The same command never interrupted ends with the same weights.
