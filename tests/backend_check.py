@@ -15,7 +15,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import references  # noqa: E402
-from xbn.layers import BatchNorm, GroupNorm, WSConv2D  # noqa: E402
+from xbn.layers import BatchNorm, Conv2D, GroupNorm, WSConv2D  # noqa: E402
 
 
 def check_batch_norm(rng):
@@ -54,9 +54,22 @@ def check_ws_conv(rng):
     np.testing.assert_allclose(y, expected, atol=1e-5)
 
 
+def check_conv(rng):
+    layer = Conv2D(6, 1, strides=2)
+    assert not layer.fast_input_gradient  # the TensorFlow-only path stays off
+    x = rng.normal(0, 1, (2, 9, 9, 4)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    expected = references.conv2d(
+        x, keras.ops.convert_to_numpy(layer.kernel), keras.ops.convert_to_numpy(layer.bias),
+        strides=2,
+    )
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
 def check_training(rng):
     inputs = keras.Input((8, 8, 3))
     x = WSConv2D(8, 3, padding="same")(inputs)
+    x = Conv2D(8, 1, strides=2)(x)
     x = GroupNorm(groups=4)(x)
     x = BatchNorm()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -72,5 +85,6 @@ if __name__ == "__main__":
     check_batch_norm(generator)
     check_group_norm(generator)
     check_ws_conv(generator)
+    check_conv(generator)
     check_training(generator)
     print("ok", keras.backend.backend())

@@ -71,6 +71,36 @@ def standardize_kernel(kernel, eps=1e-5):
     return (k - mean) / np.sqrt(var + eps)
 
 
+def _pairs(value):
+    return (value, value) if np.isscalar(value) else tuple(value)
+
+
+def _conv_geometry(in_shape, kernel_shape, strides, padding, dilation):
+    """Output size and TensorFlow's padding (extra at the end) of a 2-D conv.
+
+    Returns ``(out_h, out_w, ((top, bottom), (left, right)))``.
+    """
+    (sh, sw), (dh, dw) = _pairs(strides), _pairs(dilation)
+    h, w = in_shape
+    eff_h, eff_w = (kernel_shape[0] - 1) * dh + 1, (kernel_shape[1] - 1) * dw + 1
+    if padding == "same":
+        out_h, out_w = -(-h // sh), -(-w // sw)
+        pad_h = max((out_h - 1) * sh + eff_h - h, 0)
+        pad_w = max((out_w - 1) * sw + eff_w - w, 0)
+        return out_h, out_w, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
+    return (h - eff_h) // sh + 1, (w - eff_w) // sw + 1, ((0, 0), (0, 0))
+
+
+def _conv_taps(kernel_shape, out_h, out_w, strides, dilation):
+    """For each kernel tap ``(i, j)``: the slices of the padded input it reads."""
+    (sh, sw), (dh, dw) = _pairs(strides), _pairs(dilation)
+    for i in range(kernel_shape[0]):
+        for j in range(kernel_shape[1]):
+            rows = slice(i * dh, i * dh + (out_h - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (out_w - 1) * sw + 1, sw)
+            yield i, j, rows, cols
+
+
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, groups=1):
     """NHWC x HWIO convolution in float64 by explicit summation.
 
@@ -78,35 +108,39 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation=1, groups=
     """
     x = np.asarray(x, np.float64)
     k = np.asarray(kernel, np.float64)
-    sh, sw = (strides, strides) if np.isscalar(strides) else strides
-    dh, dw = (dilation, dilation) if np.isscalar(dilation) else dilation
     kh, kw, cin_g, cout = k.shape
-    n, h, w, cin = x.shape
-    eff_h, eff_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    if padding == "same":
-        out_h, out_w = -(-h // sh), -(-w // sw)
-        pad_h = max((out_h - 1) * sh + eff_h - h, 0)
-        pad_w = max((out_w - 1) * sw + eff_w - w, 0)
-        x = np.pad(
-            x,
-            ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-        )
-    else:
-        out_h, out_w = (h - eff_h) // sh + 1, (w - eff_w) // sw + 1
-    out = np.zeros((n, out_h, out_w, cout))
+    out_h, out_w, pads = _conv_geometry(x.shape[1:3], k.shape, strides, padding, dilation)
+    x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    out = np.zeros((x.shape[0], out_h, out_w, cout))
     cout_g = cout // groups
     for g in range(groups):
         xs = x[..., g * cin_g:(g + 1) * cin_g]
         ks = k[..., g * cout_g:(g + 1) * cout_g]
-        for i in range(kh):
-            for j in range(kw):
-                patch = xs[
-                    :,
-                    i * dh: i * dh + (out_h - 1) * sh + 1: sh,
-                    j * dw: j * dw + (out_w - 1) * sw + 1: sw,
-                    :,
-                ]
-                out[..., g * cout_g:(g + 1) * cout_g] += patch @ ks[i, j]
+        for i, j, rows, cols in _conv_taps(k.shape, out_h, out_w, strides, dilation):
+            out[..., g * cout_g:(g + 1) * cout_g] += xs[:, rows, cols, :] @ ks[i, j]
     if bias is not None:
         out = out + np.asarray(bias, np.float64)
     return out
+
+
+def conv2d_gradients(x, kernel, dy, strides=1, padding="valid", dilation=1):
+    """Gradients of ``sum(conv2d(x, kernel) * dy)`` in float64: ``(dx, dkernel)``.
+
+    The adjoint of :func:`conv2d` (``groups=1``) by explicit summation: every
+    kernel tap that read an input position sends ``dy @ kernel[tap].T`` back to
+    it, and the kernel tap's gradient is the input it read times ``dy``.
+    """
+    x = np.asarray(x, np.float64)
+    k = np.asarray(kernel, np.float64)
+    dy = np.asarray(dy, np.float64)
+    n, h, w, _ = x.shape
+    out_h, out_w, pads = _conv_geometry((h, w), k.shape, strides, padding, dilation)
+    assert dy.shape[1:3] == (out_h, out_w)
+    padded = np.pad(x, ((0, 0), *pads, (0, 0)))
+    dx = np.zeros_like(padded)
+    dk = np.zeros_like(k)
+    for i, j, rows, cols in _conv_taps(k.shape, out_h, out_w, strides, dilation):
+        dx[:, rows, cols, :] += dy @ k[i, j].T
+        dk[i, j] = np.einsum("nhwc,nhwo->co", padded[:, rows, cols, :], dy)
+    (top, _), (left, _) = pads
+    return dx[:, top:top + h, left:left + w, :], dk

@@ -21,6 +21,7 @@ import dataclasses
 
 from xbn import _checks
 from xbn.layers.batch_norm import BatchNorm
+from xbn.layers.conv import Conv2D
 from xbn.layers.group_norm import GroupNorm
 from xbn.layers.ws_conv import WSConv2D
 
@@ -103,9 +104,7 @@ def make_norm(spec, channels, name, axis=-1):
 
 
 def make_conv(kind, filters, kernel_size, name, **kwargs):
-    """A ``Conv2D`` (``kind="conv"``) or weight-standardized ``WSConv2D`` (``"ws"``)."""
+    """xbn's ``Conv2D`` (``kind="conv"``) or weight-standardized ``WSConv2D`` (``"ws"``)."""
     _checks.check_choice("make_conv", "kind", kind, CONV_KINDS)
-    import keras
-
-    cls = keras.layers.Conv2D if kind == "conv" else WSConv2D
+    cls = Conv2D if kind == "conv" else WSConv2D
     return cls(filters, kernel_size, name=name, **kwargs)

@@ -9,10 +9,11 @@ import keras
 from keras import ops
 
 from xbn import _checks
+from xbn.layers.conv import Conv2D
 
 
 @keras.saving.register_keras_serializable(package="xbn")
-class WSConv2D(keras.layers.Conv2D):
+class WSConv2D(Conv2D):
     """A ``keras.layers.Conv2D`` whose kernel is standardized per output filter.
 
     Before every convolution each output filter's weights are centred and

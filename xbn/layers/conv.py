@@ -1,0 +1,68 @@
+"""``Conv2D`` with a faster backward pass on TensorFlow.
+
+xbn's models build every convolution from this class (or its subclass
+:class:`~xbn.layers.WSConv2D`).  It *is* a ``keras.layers.Conv2D``: the same
+arguments, weights, weight names and forward op, so weights move between it
+and keras' layer (and ``keras.applications``) with ``set_weights``.  Only the
+gradient differs, and only on the TensorFlow backend: TensorFlow's CPU kernel
+for a convolution's input gradient (``Conv2DBackpropInput``) is several times
+slower than the forward convolution on the deep, small-spatial layers of a
+ResNet, so where it is exact the layer computes that gradient as a forward
+convolution instead (see ``xbn.layers._tf_ops.can_use_fast_conv_gradient``).
+"""
+
+import keras
+
+from xbn.layers import _base
+
+
+@keras.saving.register_keras_serializable(package="xbn")
+class Conv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose input gradient is computed faster on TensorFlow.
+
+    Takes exactly ``keras.layers.Conv2D``'s arguments.  On the TensorFlow
+    backend, a channels-last convolution without dilation or groups that has
+    either stride 1 (``"valid"`` padding, or ``"same"`` padding with odd
+    kernel sides) or a 1x1 kernel computes the gradient with respect to its
+    input as a forward convolution: the mathematically identical result, 4x
+    to 8x faster than TensorFlow's ``Conv2DBackpropInput`` on a CPU for the
+    deep layers of a ResNet-50.  Every other configuration, and every other
+    backend, runs keras' own implementation.  Outputs and kernel gradients
+    are keras' in every case.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from xbn.layers import Conv2D
+    >>> conv = Conv2D(8, 3, padding="same", use_bias=False)
+    >>> conv(np.ones((2, 16, 16, 3), "float32")).shape
+    (2, 16, 16, 8)
+    """
+
+    @property
+    def fast_input_gradient(self):
+        """Whether this layer computes its input gradient as a forward conv.
+
+        True on the TensorFlow backend for the configurations listed in the
+        class docstring; False means keras' own gradient.
+        """
+        if not _base.use_tf_fast_path():
+            return False
+        from xbn.layers import _tf_ops
+
+        return _tf_ops.can_use_fast_conv_gradient(
+            self.kernel_size, self.strides, self.padding, self.dilation_rate,
+            self.data_format, self.groups,
+        )
+
+    def convolution_op(self, inputs, kernel):
+        if len(inputs.shape) != 4 or not self.fast_input_gradient:
+            return super().convolution_op(inputs, kernel)
+        from keras import ops
+
+        from xbn.layers import _tf_ops
+
+        inputs = ops.convert_to_tensor(inputs)
+        return _tf_ops.conv2d(
+            inputs, ops.cast(kernel, inputs.dtype), self.strides, self.padding
+        )
