@@ -46,3 +46,29 @@ def test_study_trains_every_form_at_every_batch_size_and_reuses_runs(tiny_zoo, t
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_per_form_builder_arguments_and_no_reuse_of_runs_with_other_settings(tiny_zoo, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "s"
+    argv = ["--batch-sizes", "32", "--epochs", "1", "--out", str(out)]
+    assert study_cli.main([*argv, "--model-arg", "mobilenetv2_gnws:gn_groups=8"]) == 0, capsys.readouterr().err
+    settings = {
+        model: json.loads((out / f"{model}-bs32" / "run.json").read_text())["settings"]["model_args"]
+        for model in study.FAMILIES["mobilenetv2"]
+    }
+    assert settings == {
+        "mobilenetv2": {"alpha": 0.35}, "mobilenetv2_xbn": {"alpha": 0.35},
+        "mobilenetv2_gnws": {"alpha": 0.35, "gn_groups": 8},
+    }
+    capsys.readouterr()
+    # The same folder with other arguments: a clear refusal, nothing retrained.
+    assert study_cli.main([*argv, "--model-arg", "mobilenetv2_gnws:gn_groups=4"]) == 2
+    err = capsys.readouterr().err
+    assert "mobilenetv2_gnws-bs32 holds a finished run with other settings" in err
+    assert "model_args: {'alpha': 0.35, 'gn_groups': 8} there" in err and "Use another --out" in err
+
+
+def test_arguments_for_a_form_the_study_does_not_train_are_refused(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--model-arg", "resnet50_gnws:gn_groups=8"]
+    assert study_cli.main(argv) == 2
+    assert "builder arguments for resnet50_gnws, which the mobilenetv2 study does not train" in capsys.readouterr().err

@@ -347,3 +347,31 @@ def test_small_epsilon_takes_the_exact_portable_path(rng):
     y = np.asarray(layer(x, training=True))
     y_ref, _, _ = references.batch_norm(x, epsilon=1e-8)
     np.testing.assert_allclose(y, y_ref, atol=1e-4)
+
+
+def _op_types(fn, *args):
+    return {op.type for op in fn.get_concrete_function(*args).graph.get_operations()}
+
+
+@pytest.mark.parametrize("fused, jit, expect_fused", [
+    (None, False, True), (None, True, False), (True, True, True), (False, False, False),
+], ids=["auto", "auto-under-xla", "forced-under-xla", "portable"])
+def test_fused_kernel_is_skipped_under_xla_unless_forced(rng, fused, jit, expect_fused):
+    """XLA fuses the portable maths better than it lowers FusedBatchNormV3."""
+    x = tf.constant(_data(rng, (4, 5, 5, 3)))
+    layer = BatchNorm(fused=fused)
+    layer.build(x.shape)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        return y, tape.gradient(y, x)
+
+    compiled = tf.function(step, jit_compile=jit)
+    assert ("FusedBatchNormV3" in _op_types(compiled, x)) is expect_fused
+    y, dx = compiled(x)
+    y_ref, _, _ = references.batch_norm(np.asarray(x))
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
+    # d(sum y)/dx is 0 for BN in training mode (the mean is subtracted).
+    np.testing.assert_allclose(dx, 0, atol=1e-5)

@@ -1,5 +1,7 @@
 """GroupNorm against keras.layers.GroupNormalization and a float64 reference."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -164,6 +166,36 @@ def test_indivisible_channels_error_names_layer_channels_and_groups():
     assert "24 channels" in message
     assert "groups=16" in message
     assert "[1, 2, 3, 4, 6, 8, 12, 24]" in message
+
+
+@pytest.mark.parametrize(
+    "groups, shape, values",
+    [(28, (None, 1, 1, 56), 2), (-1, (None, 1, 1, 8), 1), (4, (None, 8), 2)],
+    ids=["2-values", "instance-norm-1x1", "dense"],
+)
+def test_groups_of_two_values_or_fewer_warn_and_really_are_degenerate(groups, shape, values):
+    layer = GroupNorm(groups=groups, epsilon=1e-5, name="tiny_groups")
+    with pytest.warns(UserWarning, match=rf"'tiny_groups': each group normalizes only {values} value"):
+        layer.build(shape)
+    # What the warning says: the output no longer depends on the input's
+    # values (distinct integers x 10: every pair differs by far more than
+    # sqrt(epsilon), so two values normalize to +-1 within 1e-6).
+    size = 4 * int(np.prod(shape[1:]))
+    x = (10.0 * np.random.default_rng(0).permutation(size)).reshape(4, *shape[1:]).astype("float32")
+    y = np.abs(np.asarray(layer(x)))
+    expected = 0.0 if values == 1 else 1.0
+    np.testing.assert_allclose(y, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "groups, shape",
+    [(28, (None, 2, 1, 56)), (32, (None, None, None, 64)), (1, (None, 3))],
+    ids=["4-values", "unknown-spatial", "dense-layer-norm"],
+)
+def test_ordinary_groups_do_not_warn(groups, shape):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GroupNorm(groups=groups).build(shape)
 
 
 @pytest.mark.parametrize(

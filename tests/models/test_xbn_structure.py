@@ -1,10 +1,12 @@
 """Where the GroupNorms go in each XBN and GN+WS configuration."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 
-from xbn.layers import BatchNorm, GroupNorm, WSConv2D
+from xbn.layers import BatchNorm, Conv2D, GroupNorm, WSConv2D
 from xbn.models import (
     mobilenetv2,
     mobilenetv2_gnws,
@@ -88,6 +90,31 @@ def test_resnet50_gnws_is_group_norm_and_weight_standardization_throughout():
     norms = _norms(model)
     assert len(norms) == 53
     assert all(isinstance(l, GroupNorm) and l.get_config()["groups"] == 32 for l in norms.values())
+
+
+def test_gnws_group_count_is_an_argument():
+    model = resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=16)
+    assert {l.get_config()["groups"] for l in _norms(model).values()} == {16}
+    with pytest.raises(ValueError, match="resnet50_gnws: `gn_groups` must be an integer >= 1"):
+        resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=0)
+
+
+def test_mobilenetv2_gnws_warns_where_32_groups_degenerate_and_fewer_do_not():
+    """alpha 0.35 at 32x32: block 13's 56 channels at 1x1 pixel in 28 groups."""
+    with pytest.warns(UserWarning, match="'block_13_project_GN': each group normalizes only 2 value"):
+        mobilenetv2_gnws(input_shape=(32, 32, 3), alpha=0.35, classes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = mobilenetv2_gnws(input_shape=(32, 32, 3), alpha=0.35, classes=10, gn_groups=8)
+    assert model.get_layer("block_13_project_GN").get_config()["groups"] == 8
+    assert max(l.get_config()["groups"] for l in _norms(model).values()) == 8
+
+
+def test_vanilla_convs_take_the_fast_input_gradient_except_the_strided_stem():
+    model = resnet50(input_shape=SHAPE, include_top=False)
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert len(convs) == 53 and all(isinstance(l, Conv2D) for l in convs)
+    assert [l.name for l in convs if not l.fast_input_gradient] == ["conv1_conv"]  # 7x7, stride 2
 
 
 def test_resnext_puts_the_group_norm_after_the_grouped_3x3_conv():

@@ -33,7 +33,11 @@ def build_parser():
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="B")
     p.add_argument("--epochs", type=int, default=8, help="epochs per run, the same at every batch size (default 8)")
     p.add_argument("--image-size", type=int, default=32, help="input side (default 32)")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (default alpha=0.35 for MobileNetV2)")
+    p.add_argument(
+        "--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
+        help="builder argument of every form (default alpha=0.35 for MobileNetV2), or with a "
+        "MODEL: prefix of that form only, e.g. mobilenetv2_gnws:gn_groups=8 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
     p.add_argument("--readme", type=Path, help="also replace the generated 'study' section of this Markdown file")
@@ -48,9 +52,17 @@ def _body(argv):
     from xbn import _files
     from xbn.diagnostics import study
 
+    shared, per_form = [], {}
+    for item in args.model_arg or ():
+        prefix, sep, rest = item.partition(":")
+        if sep and "=" not in prefix:
+            per_form.setdefault(prefix.strip(), []).append(rest)
+        else:
+            shared.append(item)
     results = study.run_study(
         args.family, args.batch_sizes, args.epochs, args.image_size,
-        _common.parse_key_values(args.model_arg) or None, args.out, args.seed,
+        _common.parse_key_values(shared) or None, args.out, args.seed,
+        form_args={form: _common.parse_key_values(items) for form, items in per_form.items()},
     )
     command = " ".join(["python scripts/study_batch_size.py", *map(shlex.quote, argv or sys.argv[1:])])
     table = study.to_markdown(results, command)

@@ -65,6 +65,10 @@ def run_one(model, batch_size, out, epochs, image_size, model_args, seed=0, log=
     run_dir = Path(out) / f"{model}-bs{batch_size}"
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
+        _check_reusable(run_dir, dict(
+            model=model, model_args=dict(model_args), batch_size=batch_size, epochs=epochs,
+            image_size=image_size, seed=seed,
+        ))
         metrics = json.loads(metrics_file.read_text())
         log(f"[study] {model} at batch {batch_size}: reusing {run_dir}")
     else:
@@ -85,8 +89,20 @@ def run_one(model, batch_size, out, epochs, image_size, model_args, seed=0, log=
     )
 
 
+def _check_reusable(run_dir, wanted):
+    """Refuse to reuse a finished run that was trained with other settings."""
+    settings = json.loads((run_dir / "run.json").read_text())["settings"]
+    differ = {k: (settings.get(k), v) for k, v in wanted.items() if settings.get(k) != v}
+    if differ:
+        details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in differ.items())
+        raise ValueError(
+            f"{run_dir} holds a finished run with other settings ({details}). Use another "
+            "--out folder for this study, or delete that run to retrain it."
+        )
+
+
 def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_size=32,
-              model_args=None, out="runs/study", seed=0, log=print):
+              model_args=None, out="runs/study", seed=0, log=print, form_args=None):
     """Train every form of ``family`` at every batch size; returns the results.
 
     Args:
@@ -97,6 +113,8 @@ def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_siz
         model_args: builder arguments (default ``alpha=0.35`` for MobileNetV2).
         out: folder of the runs and the study's files.
         seed: training seed of every run.
+        form_args: extra builder arguments for single forms, e.g.
+            ``{"mobilenetv2_gnws": {"gn_groups": 8}}``.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}.")
@@ -105,10 +123,18 @@ def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_siz
         raise ValueError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {batch_sizes}.")
     if model_args is None:
         model_args = {"alpha": 0.35} if family == "mobilenetv2" else {}
+    form_args = dict(form_args or {})
+    unknown = sorted(set(form_args) - set(FAMILIES[family]))
+    if unknown:
+        raise ValueError(
+            f"builder arguments for {', '.join(unknown)}, which the {family} study does not "
+            f"train; its forms are {', '.join(FAMILIES[family])}."
+        )
     results = []
     for model in FAMILIES[family]:
+        args = {**model_args, **form_args.get(model, {})}
         for batch_size in batch_sizes:
-            results.append(run_one(model, batch_size, out, epochs, image_size, model_args, seed, log))
+            results.append(run_one(model, batch_size, out, epochs, image_size, args, seed, log))
     return results
 
 

@@ -29,6 +29,25 @@ FUSED_MIN_EPSILON = 1.001e-5
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
 
+def in_xla_context():
+    """Whether the op being built is compiled by XLA (``jit_compile=True``).
+
+    XLA lowers ``FusedBatchNormV3`` and its gradient as opaque blocks but
+    fuses the elementwise maths of the portable path into the neighbouring
+    ops: on a 2-core CPU a ResNet-50 training step under XLA took 2.36 s with
+    the fused kernel and 2.10 s with the portable maths.  Uses the same
+    TensorFlow-internal helper as tf.keras 2; if it ever moves, the answer is
+    ``False`` (the fused kernel, still correct).
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - depends on TensorFlow's layout
+        return False
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
 def can_fuse_batch_norm(inputs, axis, epsilon):
     """Whether :func:`fused_batch_norm` handles this input.
 

@@ -63,7 +63,10 @@ class BatchNorm(_base.AffineNormalization):
             backend and input allow it (TensorFlow backend, float16/bfloat16/
             float32 input, channel axis last or axis 1 of a 4-D input,
             ``epsilon >= 1.001e-5``, no mask, not synchronized across
-            replicas); ``False`` always uses the portable implementation;
+            replicas, not inside an XLA-compiled function, where XLA fuses
+            the portable maths into its neighbours and runs a ResNet-50
+            training step about 10% faster than with the fused kernel);
+            ``False`` always uses the portable implementation;
             ``True`` requires the fused kernel and raises where it cannot be
             used.
         renorm: accepted for compatibility with keras configurations; only
@@ -220,6 +223,8 @@ class BatchNorm(_base.AffineNormalization):
         if training and self.synchronized and _replicas_in_sync() > 1:
             return False
         ok = _tf_ops.can_fuse_batch_norm(inputs, self._axis_index, self.epsilon)
+        if ok and self.fused is None and _tf_ops.in_xla_context():
+            return False  # XLA fuses the portable maths better
         if self.fused and not ok:
             raise ValueError(
                 f"BatchNorm '{self.name}': fused=True but the fused kernel cannot "

@@ -16,6 +16,9 @@ with an analytic gradient (about 2x faster than keras' layer on a CPU, see
 Statistics are computed in float32 under mixed precision, by two passes.
 """
 
+import math
+import warnings
+
 import keras
 from keras import ops
 
@@ -50,6 +53,11 @@ class GroupNorm(_base.AffineNormalization):
     Raises:
         ValueError: at build time, naming the layer, the channel count and
             the group count, when ``groups`` does not divide the channels.
+
+    Warns:
+        UserWarning: at build time, when the spatial size is known and each
+            group holds at most 2 values per sample (its output would then
+            be beta, or +-gamma + beta, whatever the input).
 
     Example:
 
@@ -108,12 +116,37 @@ class GroupNorm(_base.AffineNormalization):
                 f"cannot be split into groups={groups} equal groups. Use a group "
                 f"count that divides {channels}: one of {divisors}."
             )
+        self._warn_if_degenerate(input_shape, axis, channels // groups)
         self._groups = groups
         self._axis_index = axis
         self._add_affine_weights(channels)
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self.axis: channels}
         )
+
+    def _warn_if_degenerate(self, input_shape, axis, channels_per_group):
+        """Warn when a group holds at most 2 values per sample.
+
+        A group of one value normalizes to exactly 0 (the output is ``beta``
+        whatever the input), a group of two to +-1 (up to epsilon): the layer then
+        destroys the information it should only rescale.  This happens with
+        many groups on narrow layers at small spatial sizes (e.g. 32 groups
+        on 56 channels at 1x1 pixel), and the network does not train.
+        """
+        spatial = [d for i, d in enumerate(input_shape) if i not in (0, axis)]
+        if any(d is None for d in spatial):
+            return
+        values = math.prod(spatial) * channels_per_group
+        if values <= 2:
+            outcome = "exactly beta" if values == 1 else "+-gamma + beta (up to epsilon)"
+            warnings.warn(
+                f"GroupNorm '{self.name}': each group normalizes only {values} value(s) per "
+                f"sample ({channels_per_group} channel(s) x {math.prod(spatial)} position(s) "
+                f"for input shape {tuple(input_shape)}), so its output is {outcome} whatever "
+                "the input. Use fewer groups (more channels per group) or larger inputs.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def call(self, inputs):
         channels = inputs.shape[self._axis_index]

@@ -6,7 +6,7 @@
 - XBN (Huang et al., CVPR 2022): the BatchNorm after every depthwise conv
   becomes a 16-group GroupNorm, as in seed 004 and the XBNBlock code; the
   expand, project, stem and last-conv BatchNorms stay.
-- GN+WS: every BatchNorm a GroupNorm (32 groups, capped) and every regular
+- GN+WS: every BatchNorm a GroupNorm (``gn_groups=32``, capped) and every regular
   convolution a ``WSConv2D``; the depthwise convolutions (9 weights per
   filter) are left unstandardized.
 
@@ -198,8 +198,10 @@ def mobilenetv2_xbn(
 def mobilenetv2_gnws(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
     pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    gn_groups=GNWS_GROUPS,
 ):
-    gn = NormSpec("gn", groups=GNWS_GROUPS, epsilon=1e-5)
+    gn_groups = _checks.check_int("mobilenetv2_gnws", "gn_groups", gn_groups, minimum=1)
+    gn = NormSpec("gn", groups=gn_groups, epsilon=1e-5)
     norms = MobileNetV2Norms(stem=gn, expand=gn, depthwise=gn, project=gn, last=gn, conv="ws")
     return build_mobilenetv2(
         norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
@@ -214,4 +216,13 @@ mobilenetv2_xbn.__doc__ = _DOC.format(
         xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
             004 and the XBNBlock code), reduced to a divisor of the channels.""",
 )
-mobilenetv2_gnws.__doc__ = _DOC.format(what=" with GroupNorm + weight standardization", extra="")
+mobilenetv2_gnws.__doc__ = _DOC.format(
+    what=" with GroupNorm + weight standardization",
+    extra="""
+        gn_groups: groups of every GroupNorm (32, as in the GN paper),
+            reduced to a divisor of each layer's channels.  MobileNetV2's
+            layers are narrow (56 channels in block 13 at ``alpha=0.35``) and
+            at 32x32 inputs its last stage is 1x1 pixel, where 32 groups
+            leave 2 values per group; GroupNorm warns about that, and fewer
+            groups (e.g. 8) avoid it.""",
+)

@@ -203,6 +203,11 @@ _XBN_ARGS = """
             norm after ``conv1``."""
 
 
+_GNWS_ARGS = """
+        gn_groups: groups of every GroupNorm (32 in the GN and WS papers),
+            reduced to a divisor of each layer's channels."""
+
+
 def _register(name, config, title, family="resnet", variants=("vanilla", "xbn")):
     def vanilla(
         include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
@@ -226,10 +231,11 @@ def _register(name, config, title, family="resnet", variants=("vanilla", "xbn"))
 
     def gnws(
         include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-        classes=1000, classifier_activation="softmax", name=None,
+        classes=1000, classifier_activation="softmax", name=None, gn_groups=GNWS_GROUPS,
     ):
+        gn_groups = _checks.check_int(gnws.facts.name, "gn_groups", gn_groups, minimum=1)
         return build_resnet(
-            config, gnws_norms(), gnws.facts, include_top, weights, input_tensor,
+            config, gnws_norms(gn_groups), gnws.facts, include_top, weights, input_tensor,
             input_shape, pooling, classes, classifier_activation, name,
         )
 
@@ -237,7 +243,7 @@ def _register(name, config, title, family="resnet", variants=("vanilla", "xbn"))
     for variant, builder, suffix, what, extra in (
         ("vanilla", vanilla, "", "", ""),
         ("xbn", xbn, "_xbn", " with XBNBlocks (one GroupNorm per bottleneck)", _XBN_ARGS),
-        ("gnws", gnws, "_gnws", " with GroupNorm + weight standardization", ""),
+        ("gnws", gnws, "_gnws", " with GroupNorm + weight standardization", _GNWS_ARGS),
     ):
         if variant not in variants:
             continue
