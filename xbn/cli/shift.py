@@ -52,14 +52,6 @@ def _check(args):
         raise ValueError("--weights/--model-arg/--image-size describe one registered model; give one SOURCE.")
 
 
-def _run_settings(source):
-    """The run's own --data and --val-split when SOURCE is a run folder."""
-    run_file = Path(source) / "run.json"
-    if not run_file.is_file():
-        return {}
-    return json.loads(run_file.read_text())["settings"]
-
-
 def _labels(sources, names):
     """Legend labels: the folder or file name, made unique."""
     labels = []
@@ -87,7 +79,7 @@ def measure(args, log=print):
         for source in args.sources
     ]
     for source, label, item in zip(args.sources, _labels(args.sources, [m.name for m in loaded]), loaded):
-        settings = _run_settings(source)
+        settings = item.settings
         data = args.data or settings.get("data")
         if data is None:
             raise ValueError(f"SOURCE {source} is not a run folder; say which data to measure on with --data.")

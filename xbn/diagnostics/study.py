@@ -50,9 +50,8 @@ def _measure_shift(run_dir):
     from xbn.models.loading import load_run
 
     loaded = load_run(run_dir)
-    settings = json.loads((Path(run_dir) / "run.json").read_text())["settings"]
     pipeline = Pipeline(
-        load_source(settings["data"], val_split=settings["val_split"]), loaded.image_size,
+        load_source(loaded.settings["data"], val_split=loaded.settings["val_split"]), loaded.image_size,
         loaded.preprocessing, 64, augment=Augment(eval_crop=loaded.eval_crop),
     )
     return estimation_shift(loaded.model, pipeline.evaluation("test"))
@@ -60,45 +59,33 @@ def _measure_shift(run_dir):
 
 def run_one(model, batch_size, out, epochs, image_size, model_args, seed=0, log=print):
     """Train (or reuse) one run and measure it; returns a :class:`StudyResult`."""
-    from xbn.training import TrainConfig, train
+    from xbn.training import TrainConfig, changed_settings, train
 
-    run_dir = Path(out) / f"{model}-bs{batch_size}"
+    config = TrainConfig(
+        model=model, model_args=dict(model_args), batch_size=batch_size, epochs=epochs,
+        image_size=image_size, warmup_epochs=1.0 if epochs > 1 else 0.0, recalibrate_bn=0,
+        export=False, verbose=False, seed=seed, out=str(Path(out) / f"{model}-bs{batch_size}"),
+    )
+    run_dir = config.out_dir
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        _check_reusable(run_dir, dict(
-            model=model, model_args=dict(model_args), batch_size=batch_size, epochs=epochs,
-            image_size=image_size, seed=seed,
-        ))
+        changed = changed_settings(config)
+        if changed:
+            details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
+            raise ValueError(
+                f"{run_dir} holds a finished run with other settings ({details}). Use another "
+                "--out folder for this study, or delete that run to retrain it."
+            )
         metrics = json.loads(metrics_file.read_text())
         log(f"[study] {model} at batch {batch_size}: reusing {run_dir}")
     else:
         log(f"[study] {model} at batch {batch_size}: training {epochs} epochs")
-        metrics = train(
-            TrainConfig(
-                model=model, model_args=dict(model_args), batch_size=batch_size, epochs=epochs,
-                image_size=image_size, warmup_epochs=1.0 if epochs > 1 else 0.0, recalibrate_bn=0,
-                export=False, verbose=False,
-                seed=seed, out=str(run_dir),
-            ),
-            log=lambda message: None,
-        )
+        metrics = train(config, log=lambda message: None)
     shift = _measure_shift(run_dir)
     return StudyResult(
         model, batch_size, metrics["test"]["top1"], shift.mean_shift, shift.var_shift,
         metrics["train_seconds"], str(run_dir),
     )
-
-
-def _check_reusable(run_dir, wanted):
-    """Refuse to reuse a finished run that was trained with other settings."""
-    settings = json.loads((run_dir / "run.json").read_text())["settings"]
-    differ = {k: (settings.get(k), v) for k, v in wanted.items() if settings.get(k) != v}
-    if differ:
-        details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in differ.items())
-        raise ValueError(
-            f"{run_dir} holds a finished run with other settings ({details}). Use another "
-            "--out folder for this study, or delete that run to retrain it."
-        )
 
 
 def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_size=32,

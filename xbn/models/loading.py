@@ -24,6 +24,7 @@ class LoadedModel:
     class_names: list
     eval_crop: float
     image_size: int
+    settings: dict = dataclasses.field(default_factory=dict)  # a run folder's xbn-train settings
 
 
 def _default_names(classes):
@@ -67,6 +68,7 @@ def load_run(run_dir, model=None, eval_crop=None):
     return LoadedModel(
         model, info["settings"]["model"], info["facts"]["preprocessing"], info["class_names"],
         info["settings"]["eval_crop"] if eval_crop is None else eval_crop, int(model.input_shape[1]),
+        info["settings"],
     )
 
 

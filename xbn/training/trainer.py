@@ -83,6 +83,22 @@ def _make_optimizer(config, steps_per_epoch):
     return optimizer, schedule
 
 
+def changed_settings(config):
+    """Where the run in ``config.out_dir`` was started with other settings.
+
+    Compares the settings that define a run
+    (:meth:`TrainConfig.training_settings`) with those stored in the folder's
+    ``run.json``.  Returns ``{name: (stored, current)}``, empty when they
+    agree or when the folder holds no run yet.
+    """
+    run_file = config.out_dir / "run.json"
+    if not run_file.exists():
+        return {}
+    stored = json.loads(run_file.read_text())["settings"]
+    current = json.loads(json.dumps(config.training_settings()))  # tuples -> lists, as stored
+    return {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
+
+
 class _RunFolder:
     """The run folder: new, resumed, or finished."""
 
@@ -105,11 +121,8 @@ class _RunFolder:
             return json.loads(metrics.read_text()) if metrics.exists() else None
         if self.config.overwrite and root.exists():
             shutil.rmtree(root)
-        run_file = root / "run.json"
-        if run_file.exists():
-            stored = json.loads(run_file.read_text())["settings"]
-            current = json.loads(json.dumps(self.config.training_settings()))
-            changed = {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
+        if (root / "run.json").exists():
+            changed = changed_settings(self.config)
             if changed:
                 listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
                 raise ValueError(
