@@ -33,9 +33,9 @@ leaves the later ones, measured under stale upstream statistics, alone.
 After recalibration the estimation shift
 (:func:`xbn.diagnostics.estimation_shift`) of every layer, measured on the
 same data, is of the order of ``tolerance`` or (typically) far below for
-every layer.  A trained network
-settles in two inference passes (MobileNetV2-XBN on digits: largest shift
-0.003 after the first, 0.0003 on average).
+every layer.  A trained network settles in two inference passes
+(MobileNetV2-XBN on digits: largest shift 0.003 after the first, 0.0003 on
+average).
 """
 
 import dataclasses

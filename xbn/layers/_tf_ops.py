@@ -287,7 +287,6 @@ def conv2d(x, kernel, strides, padding):
     """
     strides = [int(s) for s in strides]
     tf_padding = padding.upper()
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
 
     @tf.custom_gradient
     def forward(x, kernel):
@@ -301,14 +300,15 @@ def conv2d(x, kernel, strides, padding):
                 strides=[1, *strides, 1],
                 padding=tf_padding,
             )
-            return _conv_input_gradient(dy, kernel, tf.shape(x), strides, tf_padding, kh, kw), d_kernel
+            return _conv_input_gradient(dy, kernel, tf.shape(x), strides, tf_padding), d_kernel
 
         return y, backward
 
     return forward(x, kernel)
 
 
-def _conv_input_gradient(dy, kernel, x_shape, strides, padding, kh, kw):
+def _conv_input_gradient(dy, kernel, x_shape, strides, padding):
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
     # (kh, kw, in, out) -> (kh, kw, out, in), rotated by 180 degrees.
     flipped = tf.reverse(tf.transpose(kernel, [0, 1, 3, 2]), axis=[0, 1])
     if strides == [1, 1]:

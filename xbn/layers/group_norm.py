@@ -136,12 +136,13 @@ class GroupNorm(_base.AffineNormalization):
         spatial = [d for i, d in enumerate(input_shape) if i not in (0, axis)]
         if any(d is None for d in spatial):
             return
-        values = math.prod(spatial) * channels_per_group
+        positions = math.prod(spatial)
+        values = positions * channels_per_group
         if values <= 2:
             outcome = "exactly beta" if values == 1 else "+-gamma + beta (up to epsilon)"
             warnings.warn(
                 f"GroupNorm '{self.name}': each group normalizes only {values} value(s) per "
-                f"sample ({channels_per_group} channel(s) x {math.prod(spatial)} position(s) "
+                f"sample ({channels_per_group} channel(s) x {positions} position(s) "
                 f"for input shape {tuple(input_shape)}), so its output is {outcome} whatever "
                 "the input. Use fewer groups (more channels per group) or larger inputs.",
                 UserWarning,
