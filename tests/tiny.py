@@ -6,10 +6,15 @@ of seconds per run.  The real model is trained end to end by the main-job,
 resume and multi-worker tests.
 """
 
+from pathlib import Path
+
 import keras
 import pytest
 
 from xbn.layers import BatchNorm, GroupNorm
+
+# xbn-train on the tiny stand-in model, for subprocess tests (see tiny_train.py).
+TINY_TRAIN = str(Path(__file__).with_name("tiny_train.py"))
 
 
 def tiny_model(name="mobilenetv2_xbn", input_shape=(32, 32, 3), classes=10, classifier_activation=None, **_):

@@ -8,10 +8,8 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-# xbn-train on the tiny stand-in model (see tests/tiny_train.py).
-TINY_TRAIN = str(Path(__file__).parents[1] / "tiny_train.py")
+from tiny import TINY_TRAIN
 
 
 def _free_ports(n):

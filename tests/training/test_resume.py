@@ -8,18 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from tiny import TINY_TRAIN
 
 BATCH = 8  # 157 steps an epoch: the kill below lands well inside epoch 2
 COMMAND = [
     "--epochs", "3", "--image-size", "32", "--batch-size", str(BATCH), "--warmup-epochs", "0.5",
     "--recalibrate-bn", "2", "--no-export",
 ]
-
-# xbn-train on the tiny stand-in model (see tests/tiny_train.py).
-TINY_TRAIN = str(Path(__file__).parents[1] / "tiny_train.py")
 
 
 def _start(out):
