@@ -83,3 +83,49 @@ def test_train_crop_stays_inside_and_is_resized():
 def test_bad_augment_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Augment(**kwargs)
+
+
+# -- non-finite pixels ---------------------------------------------------------------
+def _float_source(pixels, origin="--data numpy:/data/x.npz"):
+    from xbn.data import DataSource, Split
+
+    labels = (np.arange(len(pixels)) % 2).astype(np.int32)
+    make = lambda: tf.data.Dataset.from_tensor_slices((pixels, labels))  # noqa: E731
+    splits = {name: Split(name, len(pixels), make, origin=origin) for name in ("train", "test")}
+    return DataSource("numpy:/data/x.npz", "numpy", ["a", "b"], splits)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("phase", ["train", "evaluation"])
+def test_non_finite_float_pixels_are_named_where_they_enter(bad, phase):
+    from xbn.data.images import NonFiniteImageError, named_bad_input
+
+    pixels = np.full((6, 8, 8, 3), 100.0, np.float32)
+    pixels[4, 2, 3, 1] = bad
+    pipe = Pipeline(_float_source(pixels), 32, "tf", 2, cache=True)
+    split = "train" if phase == "train" else "test"
+    batches = pipe.train(0) if phase == "train" else pipe.evaluation("test")
+    with pytest.raises(NonFiniteImageError) as info:
+        with named_bad_input():
+            list(batches)
+    assert str(info.value).startswith(
+        f"example 4 of the '{split}' split of --data numpy:/data/x.npz has non-finite pixel values (NaN or inf)"
+    )
+
+
+def test_finite_float_pixels_give_the_batches_of_the_same_uint8_pixels():
+    values = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)
+    as_float = Pipeline(_float_source(values.astype(np.float32)), 32, "tf", 3).evaluation("test")
+    as_uint8 = Pipeline(_float_source(values), 32, "tf", 3).evaluation("test")
+    for (a, ya), (b, yb) in zip(as_float, as_uint8):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+        np.testing.assert_array_equal(ya, yb)
+
+
+def test_a_separate_validation_source_is_named_by_its_own_flag(tmp_path):
+    import datasets
+
+    datasets.write_folder(tmp_path / "a", classes=(0, 1), per_class=2)
+    source = load_source(f"folder:{tmp_path / 'a'}", val_data=f"folder:{tmp_path / 'a'}", val_split=0.0)
+    assert source.split("train").describe() == f"the 'train' split of --data folder:{tmp_path / 'a'}"
+    assert source.split("val").describe() == f"the 'val' split of --val-data folder:{tmp_path / 'a'}"

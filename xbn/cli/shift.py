@@ -114,7 +114,10 @@ def _body(argv):
     from xbn import _files
     from xbn.diagnostics import plot_shift
 
-    reports = measure(args)
+    from xbn.data.images import named_bad_input
+
+    with named_bad_input():
+        reports = measure(args)
     out = Path(args.out)
     sections = []
     for report in reports:

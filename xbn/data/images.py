@@ -6,8 +6,17 @@ cheap check every file of a folder dataset gets before training starts.
 :func:`find_undecodable` decodes files one by one with the same decoder the
 pipeline uses, to name the file behind a decode error (a truncated JPEG
 passes the header check) or to drop such files with ``--skip-bad-images``.
+
+Images stored as floats (TFDS tensors, ``.npz`` arrays) can hold NaN or
+infinity, which some CPUs' kernels silently turn into finite values (max
+pooling gives -3.4e38 for NaN on AVX-512 machines), so training would go on
+with garbage.  :func:`check_finite` makes the pipeline fail on such an
+example instead, naming it, and :func:`named_bad_input` turns that failure
+into a :class:`NonFiniteImageError` whose message names the record.
 """
 
+import contextlib
+import re
 from pathlib import Path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -22,6 +31,68 @@ _MAGIC = (
 
 class BadImageError(ValueError):
     """A file that is not a readable image; the message names the file."""
+
+
+class NonFiniteImageError(BadImageError):
+    """An example whose pixels include NaN or infinity; the message names it."""
+
+
+# Marks the assertion messages of check_finite, so that named_bad_input can
+# tell them from any other InvalidArgumentError of the pipeline.
+_MARK = "xbn-non-finite-image"
+
+
+def check_finite(image, index, where):
+    """``image`` unchanged, or a pipeline error naming example ``index`` of ``where``.
+
+    Integer images pass without any work.  For float images the check runs
+    inside the tf.data pipeline (once per example, before any cache), so a
+    bad example fails the epoch that first reads it.
+
+    Args:
+        image: one example's image tensor.
+        index: its position in the split (an int64 scalar tensor).
+        where: what the split is, e.g. ``"the 'train' split of --data tfds:mnist"``.
+    """
+    import tensorflow as tf
+
+    if not image.dtype.is_floating:
+        return image
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(image)),
+        [_MARK, "example", index, f"of {where} has non-finite pixel values (NaN or inf)"],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(image)
+
+
+def non_finite_message(text):
+    """The readable message inside a pipeline error raised by :func:`check_finite`, or None."""
+    if _MARK not in text:
+        return None
+    # TensorFlow prints each datum as "[value]", escapes quotes and appends
+    # the graph node ("{{function_node ...}}"), which means nothing to a user.
+    tail = text.split(_MARK, 1)[1].split("{{", 1)[0].replace("\\'", "'")
+    parts = re.findall(r"\[([^\[\]]*)\]", tail)
+    words = " ".join(p.strip() for p in parts if p.strip())
+    return (
+        f"{words}. Training on them would go on with values that some CPUs turn into "
+        "arbitrary finite numbers: fix or drop that example."
+    )
+
+
+@contextlib.contextmanager
+def named_bad_input():
+    """Turn a :func:`check_finite` failure into a :class:`NonFiniteImageError`."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = non_finite_message(error.message)
+        if message is None:
+            raise
+        raise NonFiniteImageError(message) from None
 
 
 def sniff_format(path):

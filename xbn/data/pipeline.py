@@ -117,12 +117,16 @@ class Pipeline:
         self._bases = {}
 
     def _base(self, split_name):
-        """The decoded, indexed (and cached) examples of a split, built once."""
+        """The decoded, indexed, checked (and cached) examples of a split, built once.
+
+        Float images are checked for NaN and infinity before the cache, so
+        once per example (:meth:`Split.indexed`).
+        """
         if split_name not in self._bases:
-            ds = self.source.split(split_name).make()
+            ds = self.source.split(split_name).indexed()
             if self.cache:
                 ds = ds.cache()
-            self._bases[split_name] = ds.enumerate()
+            self._bases[split_name] = ds
         return self._bases[split_name]
 
     def steps(self, split_name, training):

@@ -23,8 +23,9 @@ A source is named by a spec string:
     random images generated on the fly, for benchmarks.
 
 Every source yields, per split, a :class:`Split` whose dataset produces
-``(image, label)`` with ``image`` a decoded ``uint8 [H, W, 3]`` tensor (sizes
-may vary) and ``label`` an ``int32``, always in the same order.
+``(image, label)`` with ``image`` a decoded ``uint8 [H, W, 3]`` tensor (or
+``float32`` with values in 0..255 for sources that store floats; sizes may
+vary) and ``label`` an ``int32``, always in the same order.
 """
 
 import dataclasses
@@ -53,12 +54,39 @@ class Split:
         make: builds the ``tf.data.Dataset`` of ``(uint8 image, int32 label)``.
         paths: for file-backed splits, the files in dataset order (to name
             the file behind a decode error).
+        origin: the ``--data`` flag and spec the split was read from
+            (``"--val-data folder:/data/val"``), to name it in errors.
     """
 
     name: str
     size: int
     make: Callable
     paths: list = None
+    origin: str = None
+
+    def describe(self):
+        """``"the 'train' split of --data digits"``: for error messages."""
+        return f"the '{self.name}' split of {self.origin or 'the data'}"
+
+    def indexed(self):
+        """``make()`` as ``(index, (image, label))`` with float images checked.
+
+        Float images are checked for NaN and infinity here, where every
+        source's examples enter a pipeline (see
+        :func:`xbn.data.images.check_finite`); integer images pass untouched.
+        """
+        import tensorflow as tf
+
+        ds = self.make().enumerate()
+        if not ds.element_spec[1][0].dtype.is_floating:
+            return ds
+        where = self.describe()
+        return ds.map(
+            lambda index, example: (
+                index, (images.check_finite(example[0], index, where), example[1])
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
 
 
 @dataclasses.dataclass
@@ -154,6 +182,8 @@ def load_source(
         source = _tfds(spec, arg, tfds_data_dir, val_split)
     else:
         source = _synthetic(spec, image_size, num_classes or 10, synthetic_size)
+    for split in source.splits.values():
+        split.origin = split.origin or f"--data {spec}"
     for role, other in (("val", val_data), ("test", test_data)):
         if other:
             extra = load_source(
@@ -167,7 +197,7 @@ def load_source(
                     f"those of --data {spec}: {source.class_names[:10]}."
                 )
             split = extra.splits["train"]
-            source.splits[role] = dataclasses.replace(split, name=role)
+            source.splits[role] = dataclasses.replace(split, name=role, origin=f"--{role}-data {other}")
             source.skipped += extra.skipped
     for name, split in source.splits.items():
         if split.size == 0:
@@ -437,7 +467,10 @@ def _tfds(spec, name, data_dir, val_split):
                 image = item["image"]
                 if image.shape[-1] == 1:
                     image = tf.image.grayscale_to_rgb(image)
-                return tf.cast(image, tf.uint8), tf.cast(item["label"], tf.int32)
+                # Float images stay float (0..255), so that the pipeline can
+                # find NaN and inf in them; a cast to uint8 would hide both.
+                image = tf.cast(image, tf.float32 if image.dtype.is_floating else tf.uint8)
+                return image, tf.cast(item["label"], tf.int32)
 
             return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
 

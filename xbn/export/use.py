@@ -43,6 +43,7 @@ def evaluate_export(directory, data, split=None, batch_size=64, val_split=0.0, s
     import tensorflow as tf
 
     from xbn.data import load_source
+    from xbn.data.images import named_bad_input
     from xbn.data.pipeline import eval_image
 
     loaded, info = load_export(directory)
@@ -55,20 +56,22 @@ def evaluate_export(directory, data, split=None, batch_size=64, val_split=0.0, s
     split = split or ("test" if "test" in source.splits else "train")
     size, crop = info["image_size"], info["eval_crop"]
     dataset = (
-        source.split(split).make()
-        .map(lambda image, label: (eval_image(image, size, crop), label), num_parallel_calls=tf.data.AUTOTUNE)
+        source.split(split).indexed()
+        .map(lambda _, example: (eval_image(example[0], size, crop), example[1]),
+             num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
     serve = loaded.signatures["serving_default"]
     k = info["top_k"]
     count = top1 = topk = 0
-    for images, labels in dataset:
-        indices = serve(images=images)["top_k_indices"].numpy()
-        labels = labels.numpy()[:, None]
-        top1 += int(np.sum(indices[:, :1] == labels))
-        topk += int(np.sum(np.any(indices[:, :k] == labels, axis=1)))
-        count += len(labels)
+    with named_bad_input():
+        for images, labels in dataset:
+            indices = serve(images=images)["top_k_indices"].numpy()
+            labels = labels.numpy()[:, None]
+            top1 += int(np.sum(indices[:, :1] == labels))
+            topk += int(np.sum(np.any(indices[:, :k] == labels, axis=1)))
+            count += len(labels)
     return {"split": split, "examples": count, "top1": top1 / count, "topk": topk / count, "k": k}
 
 

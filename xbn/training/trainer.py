@@ -164,6 +164,8 @@ def train(config, log=print):
             with a message naming the problem and the fix.
         NonFiniteLossError: the loss became NaN/inf (the last good
             checkpoint is kept).
+        xbn.data.images.NonFiniteImageError: an example of the data holds
+            NaN or inf pixels (named in the message).
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     config.validate()
@@ -175,7 +177,9 @@ def train(config, log=print):
     if finished is not None:
         log(f"xbn-train: {folder.root} is already complete (use --overwrite to train again).")
         return finished
-    with dtype_policy(POLICIES[config.mixed_precision]):
+    from xbn.data.images import named_bad_input
+
+    with dtype_policy(POLICIES[config.mixed_precision]), named_bad_input():
         return _Run(config, strategy, folder, log).run()
 
 
