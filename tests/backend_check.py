@@ -1,6 +1,6 @@
 """Run xbn's layers on a non-TensorFlow keras backend; used by test_backends.py.
 
-Usage: KERAS_BACKEND=jax python tests/backend_check.py
+Usage: KERAS_BACKEND=jax python tests/backend_check.py  (or torch)
 
 Checks the portable keras.ops implementations against the float64 NumPy
 references and prints "ok <backend>" at the end; any mismatch raises.
@@ -10,6 +10,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+if os.environ.get("KERAS_BACKEND") == "torch":
+    import torch  # noqa: F401  (before anything imports TensorFlow, as keras' tests do)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -44,6 +44,51 @@ def moving_statistics(batches, momentum, axis=-1, mean0=0.0, var0=1.0):
     return mean, var
 
 
+def batch_renorm(batches, axis=-1, gamma=None, beta=None, epsilon=1e-3, momentum=0.99,
+                 renorm_momentum=0.99, clipping=None, mean0=0.0, var0=1.0):
+    """Batch renormalization (Ioffe, 2017) in float64, as keras defines it.
+
+    Trains on ``batches`` one after the other and returns the outputs of each
+    step and the final ``(moving_mean, moving_variance, moving_stddev,
+    renorm_mean, renorm_stddev)``.  ``r = s / renorm_stddev`` and
+    ``d = (mean - renorm_mean) / renorm_stddev`` use the running statistics
+    from *before* the step (``renorm_stddev`` at least ``sqrt(epsilon)``),
+    clipped to ``[rmin, rmax]`` and ``[-dmax, dmax]``.
+    """
+    clipping = clipping or {}
+    outputs = []
+    state = None
+    for x in batches:
+        x = np.asarray(x, np.float64)
+        _, mean, var = batch_norm(x, axis=axis)
+        std = np.sqrt(var + epsilon)
+        if state is None:
+            std0 = np.sqrt(np.full_like(var, var0))
+            state = [np.full_like(mean, mean0), np.full_like(var, var0), std0,
+                     np.full_like(mean, mean0), std0.copy()]
+        moving_mean, _, moving_std, renorm_mean, renorm_std = state
+        safe = np.maximum(renorm_std, np.sqrt(epsilon))
+        r = np.clip(std / safe, clipping.get("rmin", 0.0), clipping.get("rmax", np.inf))
+        d = np.clip((mean - renorm_mean) / safe, -clipping.get("dmax", np.inf), clipping.get("dmax", np.inf))
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = x.shape[axis]
+        y = (x - mean.reshape(shape)) / std.reshape(shape) * r.reshape(shape) + d.reshape(shape)
+        if gamma is not None:
+            y = y * np.asarray(gamma, np.float64).reshape(shape)
+        if beta is not None:
+            y = y + np.asarray(beta, np.float64).reshape(shape)
+        outputs.append(y)
+        moving_std = momentum * moving_std + (1 - momentum) * std
+        state = [
+            momentum * moving_mean + (1 - momentum) * mean,
+            np.maximum(moving_std**2 - epsilon, 0.0),
+            moving_std,
+            renorm_momentum * renorm_mean + (1 - renorm_momentum) * mean,
+            renorm_momentum * renorm_std + (1 - renorm_momentum) * std,
+        ]
+    return outputs, state
+
+
 def group_norm(x, groups, axis=-1, gamma=None, beta=None, epsilon=1e-3):
     """GN of ``x`` in float64: per sample and group, over every other axis."""
     x = np.asarray(x, np.float64)

@@ -4,7 +4,7 @@ Each helper returns the validated (and normalised) value or raises a
 ``ValueError``/``TypeError`` whose message names the owner, the argument, what
 was expected and what was received, e.g.::
 
-    BatchNorm: `momentum` must be a number in [0, 1). Received: momentum=1.5
+    BatchNorm: argument `momentum` must be a finite number in [0.0, 1.0). Received: momentum=1.5
 
 so that a user can fix the call without reading the source.
 """
@@ -13,7 +13,7 @@ import numbers
 
 
 def _fail(owner, name, expected, value, error=ValueError):
-    raise error(f"{owner}: `{name}` must be {expected}. Received: {name}={value!r}")
+    raise error(f"{owner}: argument `{name}` must be {expected}. Received: {name}={value!r}")
 
 
 def check_bool(owner, name, value):
@@ -23,18 +23,20 @@ def check_bool(owner, name, value):
     _fail(owner, name, "True or False", value, TypeError)
 
 
-def check_int(owner, name, value, minimum=None, maximum=None, allowed=()):
+def check_int(owner, name, value, minimum=None, maximum=None, allowed=(), type_error=TypeError):
     """Return ``value`` as an ``int`` within ``[minimum, maximum]``.
 
     ``allowed`` lists extra sentinel values accepted as they are (e.g. ``-1``
-    for "all channels").
+    for "all channels").  ``type_error`` is the exception for a value that is
+    no integer at all (keras raises ``ValueError`` for some arguments, e.g.
+    ``GroupNormalization(groups=1.5)``; drop-ins do the same).
     """
-    if value in allowed and isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value in allowed:
         return int(value)
     bounds = _describe_bounds(minimum, maximum, True, True)
     extra = "".join(f" or {a!r}" for a in allowed)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(owner, name, f"an integer{bounds}{extra}", value, TypeError)
+        _fail(owner, name, f"an integer{bounds}{extra}", value, type_error)
     if (minimum is not None and value < minimum) or (
         maximum is not None and value > maximum
     ):

@@ -202,7 +202,8 @@ def test_ordinary_groups_do_not_warn(groups, shape):
     "kwargs, error, message",
     [
         ({"groups": 0}, ValueError, "`groups` must be an integer >= 1 or -1"),
-        ({"groups": 2.0}, TypeError, "`groups` must be an integer"),
+        ({"groups": 2.0}, ValueError, "argument `groups` must be an integer"),
+        ({"groups": "32"}, ValueError, "argument `groups` must be an integer"),
         ({"epsilon": -1e-3}, ValueError, "`epsilon`"),
         ({"scale": "no"}, TypeError, "`scale` must be True or False"),
     ],

@@ -120,5 +120,5 @@ def test_config_keeps_every_conv2d_argument():
 
 @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan")])
 def test_bad_eps_is_named(eps):
-    with pytest.raises(ValueError, match="WSConv2D: `eps` must be a finite number > 0.0"):
+    with pytest.raises(ValueError, match="WSConv2D: argument `eps` must be a finite number > 0.0"):
         WSConv2D(4, 3, eps=eps)

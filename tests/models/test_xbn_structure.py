@@ -95,7 +95,7 @@ def test_resnet50_gnws_is_group_norm_and_weight_standardization_throughout():
 def test_gnws_group_count_is_an_argument():
     model = resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=16)
     assert {l.get_config()["groups"] for l in _norms(model).values()} == {16}
-    with pytest.raises(ValueError, match="resnet50_gnws: `gn_groups` must be an integer >= 1"):
+    with pytest.raises(ValueError, match="resnet50_gnws: argument `gn_groups` must be an integer >= 1"):
         resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=0)
 
 

@@ -141,11 +141,25 @@ def statistics_dtype(dtype):
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
+def centre(x, axes):
+    """``(x - shift, shift)``: ``x`` centred on its first element of each reduced slice.
+
+    Moments are shift-invariant, so the statistics of the centred ``x`` give
+    those of ``x`` (add ``shift`` back to the mean), but the float32 sums now
+    see values of the order of the spread, not of the mean: a mean of 1e4
+    with unit spread is then as exact as a mean of 0.  The shift gets no
+    gradient (none flows through it in exact arithmetic either).
+    """
+    index = [0 if i in axes else slice(None) for i in range(len(x.shape))]
+    shift = ops.stop_gradient(ops.expand_dims(x[tuple(index)], axes))
+    return x - shift, shift
+
+
 def moments(x, axes):
     """Mean and biased variance over ``axes`` by two passes (portable path).
 
     ``var = mean((x - mean)^2)``: never ``E[x^2] - E[x]^2``, which loses every
-    digit when the mean is large against the spread.
+    digit when the mean is large against the spread (see also :func:`centre`).
     """
     mean = ops.mean(x, axis=axes, keepdims=True)
     variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=axes, keepdims=True)

@@ -1,18 +1,26 @@
-"""Batch normalization (Ioffe & Szegedy, 2015, arXiv:1502.03167).
+"""Batch normalization (Ioffe & Szegedy, 2015, arXiv:1502.03167), and batch
+renormalization (Ioffe, 2017, arXiv:1702.03275).
 
 A drop-in replacement for ``keras.layers.BatchNormalization`` that
 
 - takes the same arguments with the same defaults and creates the same
-  weights in the same order (``gamma, beta, moving_mean, moving_variance``),
-  so ``set_weights``/``get_weights`` move between the two in both directions;
+  weights in the same order (``gamma, beta, moving_mean, moving_variance``,
+  and with ``renorm=True`` ``moving_stddev, renorm_mean, renorm_stddev``),
+  so ``set_weights``/``get_weights`` and ``get_config``/``from_config`` move
+  between the two in both directions;
 - on the TensorFlow backend runs TensorFlow's fused kernel where the input
   allows it (about 2x faster forward+backward on a CPU than keras' layer,
   see ``xbn-bench``) and a portable ``keras.ops`` implementation elsewhere;
 - computes its statistics in float32 under ``mixed_float16`` and
-  ``mixed_bfloat16`` and never forms a variance as ``E[x^2] - E[x]^2``;
+  ``mixed_bfloat16``, never forms a variance as ``E[x^2] - E[x]^2``, and
+  centres inputs whose channels sit far from zero (a mean of 1e4 with unit
+  spread) before taking their statistics, so that such inputs lose nothing;
 - with ``synchronized=True`` reduces the batch statistics across the replicas
   of a ``tf.distribute`` strategy with a numerically robust formula.
 """
+
+import math
+import numbers
 
 import keras
 from keras import initializers
@@ -20,6 +28,8 @@ from keras import ops
 
 from xbn import _checks
 from xbn.layers import _base
+
+RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
 
 @keras.saving.register_keras_serializable(package="xbn")
@@ -43,6 +53,23 @@ class BatchNorm(_base.AffineNormalization):
     ``BatchNormalization`` stores.  (Keras 2's fused path and PyTorch store
     the unbiased one; the difference is a factor ``n / (n - 1)``.)
 
+    **Batch renormalization** (``renorm=True``, Ioffe 2017, keras' own answer
+    to small batches) keeps normalizing with the batch statistics but
+    corrects the result towards running averages of them, so that training
+    sees what inference will::
+
+        s = sqrt(var + epsilon)
+        r = clip(s / renorm_stddev, rmin, rmax)       # no gradient
+        d = clip((mean - renorm_mean) / renorm_stddev, -dmax, dmax)
+        y = gamma * ((x - mean) / s * r + d) + beta
+
+    ``renorm_mean``/``renorm_stddev`` follow the batch with
+    ``renorm_momentum``; ``moving_mean``/``moving_stddev`` (and
+    ``moving_variance = moving_stddev^2 - epsilon``) with ``momentum``, for
+    inference, which is plain BN with the moving statistics.  The weights,
+    their names and this update rule are keras' exactly.  Renormalization
+    runs on the portable path (the fused kernel cannot apply ``r, d``).
+
     Args:
         axis: the channel axis (``-1`` for channels-last, ``1`` for
             channels-first images).
@@ -55,6 +82,13 @@ class BatchNorm(_base.AffineNormalization):
             of the moving statistics.
         beta_regularizer, gamma_regularizer: optional regularizers.
         beta_constraint, gamma_constraint: optional constraints.
+        renorm: use batch renormalization (see above).
+        renorm_clipping: with ``renorm``, a dict with optional keys
+            ``"rmax"``, ``"rmin"``, ``"dmax"`` bounding ``r`` to
+            ``[rmin, rmax]`` and ``d`` to ``[-dmax, dmax]`` (missing keys:
+            ``inf``, ``0``, ``inf``).
+        renorm_momentum: momentum of ``renorm_mean`` and ``renorm_stddev``,
+            in [0, 1).
         synchronized: TensorFlow only.  Under a ``tf.distribute`` strategy,
             compute the batch statistics over the global batch (all replicas)
             instead of each replica's share.  Outside a strategy it changes
@@ -63,23 +97,26 @@ class BatchNorm(_base.AffineNormalization):
             backend and input allow it (TensorFlow backend, float16/bfloat16/
             float32 input, channel axis last or axis 1 of a 4-D input,
             ``epsilon >= 1.001e-5``, no mask, not synchronized across
-            replicas, not inside an XLA-compiled function, where XLA fuses
-            the portable maths into its neighbours and runs a ResNet-50
-            training step about 10% faster than with the fused kernel);
-            ``False`` always uses the portable implementation;
-            ``True`` requires the fused kernel and raises where it cannot be
-            used.
-        renorm: accepted for compatibility with keras configurations; only
-            ``False`` is supported.
+            replicas, not renormalizing in training, not inside an
+            XLA-compiled function, where XLA fuses the portable maths into
+            its neighbours and runs a ResNet-50 training step about 10%
+            faster than with the fused kernel); ``False`` always uses the
+            portable implementation; ``True`` requires the fused kernel and
+            raises where it cannot be used.  Not part of keras' layer: it
+            appears in ``get_config()`` only when set, so default configs
+            load into ``keras.layers.BatchNormalization`` too.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
     Call arguments:
         inputs: tensor of rank >= 2.
         training: whether to normalize with the batch statistics and update
             the moving averages.
-        mask: optional boolean tensor of ``inputs``' shape without the channel
-            axis; masked-out positions do not count towards the batch
-            statistics (as in keras).
+        mask: optional boolean tensor with one dimension less than
+            ``inputs``, in keras' convention (every axis but the last, as
+            ``keras.layers.Masking`` makes it; broadcast over the last axis
+            whatever ``axis`` is).  Masked-out positions do not count towards
+            the batch statistics, and their values (NaN or inf included)
+            never reach them.
 
     Example:
 
@@ -108,11 +145,11 @@ class BatchNorm(_base.AffineNormalization):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
-        synchronized=False,
-        fused=None,
         renorm=False,
         renorm_clipping=None,
         renorm_momentum=0.99,
+        synchronized=False,
+        fused=None,
         **kwargs,
     ):
         super().__init__(
@@ -140,6 +177,15 @@ class BatchNorm(_base.AffineNormalization):
                 f"keras backend is {_base.BACKEND!r}. Set KERAS_BACKEND=tensorflow "
                 "or use synchronized=False."
             )
+        self.renorm = _checks.check_bool(owner, "renorm", renorm)
+        self.renorm_momentum = _checks.check_float(
+            owner, "renorm_momentum", renorm_momentum, minimum=0.0, maximum=1.0,
+            max_inclusive=False,
+        )
+        # As keras: the clipping is checked (and None becomes {}) only with renorm.
+        self.renorm_clipping = (
+            _check_renorm_clipping(renorm_clipping) if self.renorm else renorm_clipping
+        )
         if fused is not None:
             fused = _checks.check_bool(owner, "fused", fused)
             if fused and not _base.use_tf_fast_path():
@@ -147,17 +193,20 @@ class BatchNorm(_base.AffineNormalization):
                     "BatchNorm: fused=True needs the TensorFlow backend; the current "
                     f"keras backend is {_base.BACKEND!r}. Use fused=None (automatic)."
                 )
+            if fused and self.renorm:
+                raise ValueError(
+                    "BatchNorm: fused=True cannot renormalize (the fused kernel has no "
+                    "r, d correction); use fused=None, which renormalizes on the "
+                    "portable path."
+                )
         self.fused = fused
-        if renorm:
-            raise NotImplementedError(
-                "BatchNorm: batch renormalization (renorm=True) is not supported. "
-                "Use keras.layers.BatchNormalization(renorm=True) for it, or "
-                "xbn.layers.GroupNorm for small batches."
-            )
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
         self.moving_mean = None
         self.moving_variance = None
+        self.moving_stddev = None
+        self.renorm_mean = None
+        self.renorm_stddev = None
 
     def build(self, input_shape):
         axis = self._channel_axis(input_shape)
@@ -165,22 +214,19 @@ class BatchNorm(_base.AffineNormalization):
         self._add_affine_weights(channels)
         # Mean aggregation: under a tf.distribute strategy every replica's
         # update is averaged into the one mirrored value, as in Keras 2.
-        self.moving_mean = self.add_weight(
-            shape=(channels,),
-            name="moving_mean",
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
+        self.moving_mean = self._add_statistic("moving_mean", channels, self.moving_mean_initializer)
+        self.moving_variance = self._add_statistic(
+            "moving_variance", channels, self.moving_variance_initializer
         )
-        self.moving_variance = self.add_weight(
-            shape=(channels,),
-            name="moving_variance",
-            initializer=self.moving_variance_initializer,
-            trainable=False,
-            autocast=False,
-            aggregation="mean",
-        )
+        if self.renorm:
+            # keras' names, order and initial values: the standard deviations
+            # start at the square root of the variance initializer.
+            stddev_initializer = _SqrtInitializer(self.moving_variance_initializer)
+            self.moving_stddev = self._add_statistic("moving_stddev", channels, stddev_initializer)
+            self.renorm_mean = self._add_statistic(
+                "renorm_mean", channels, _clone_initializer(self.moving_mean_initializer)
+            )
+            self.renorm_stddev = self._add_statistic("renorm_stddev", channels, stddev_initializer)
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self.axis: channels}
         )
@@ -202,14 +248,21 @@ class BatchNorm(_base.AffineNormalization):
                     f"epsilon={self.epsilon}. Use fused=None."
                 )
 
+    def _add_statistic(self, name, channels, initializer):
+        return self.add_weight(
+            shape=(channels,), name=name, initializer=initializer, trainable=False,
+            autocast=False, aggregation="mean",
+        )
+
     # -- forward ------------------------------------------------------------
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError(
                 f"BatchNorm '{self.name}': the mask must have one dimension less "
-                f"than the inputs; got mask shape {tuple(mask.shape)} for inputs "
-                f"of shape {tuple(inputs.shape)}."
+                f"than the inputs (every axis but the last, as keras.layers.Masking "
+                f"makes it); got mask shape {tuple(mask.shape)} for inputs of shape "
+                f"{tuple(inputs.shape)}."
             )
         if self._use_fused(inputs, training, mask):
             return self._call_fused(inputs, training)
@@ -217,6 +270,8 @@ class BatchNorm(_base.AffineNormalization):
 
     def _use_fused(self, inputs, training, mask):
         if self.fused is False or mask is not None or not _base.use_tf_fast_path():
+            return False
+        if training and self.renorm:
             return False
         from xbn.layers import _tf_ops
 
@@ -258,42 +313,92 @@ class BatchNorm(_base.AffineNormalization):
         work_dtype = _base.statistics_dtype(inputs.dtype)
         x = ops.cast(inputs, work_dtype)
         channels = self.moving_mean.shape[0]
+        gamma, beta = self._affine(channels, work_dtype)
+        shape = self._broadcast_shape(x)
         if training:
-            mean, variance = self._batch_moments(x, mask)
-            self._update_moving_statistics(mean, variance)
+            x, shift, mean, variance = self._batch_moments(x, mask)
+            if self.renorm:
+                gamma, beta = self._renormalize(mean + shift, variance, gamma, beta)
+            else:
+                self._update_moving_statistics(mean + shift, variance)
         else:
             mean = ops.cast(self.moving_mean, work_dtype)
             variance = ops.cast(self.moving_variance, work_dtype)
-        gamma, beta = self._affine(channels, work_dtype)
-        inv = ops.rsqrt(variance + self.epsilon) * gamma
-        shift = beta - mean * inv
-        broadcast = [1] * len(inputs.shape)
-        broadcast[self._axis_index] = channels
-        outputs = x * ops.reshape(inv, broadcast) + ops.reshape(shift, broadcast)
+        scale = ops.rsqrt(variance + self.epsilon) * gamma
+        # (x - mean) * scale + beta, not x * scale + (beta - mean * scale):
+        # the latter cancels catastrophically when |mean| >> spread.  In
+        # training x and mean are both centred on the same shift, so the
+        # subtraction never meets a mean rounded at the scale of the offset.
+        outputs = (x - ops.reshape(mean, shape)) * ops.reshape(scale, shape) + ops.reshape(beta, shape)
         return ops.cast(outputs, inputs.dtype)
 
     def _batch_moments(self, x, mask):
-        """Per-channel batch mean and biased variance, shape ``(C,)``."""
+        """``(x - shift, shift, mean, variance)``, the last three of shape ``(C,)``.
+
+        ``mean`` and ``variance`` are those of ``x - shift``; the batch mean
+        is ``mean + shift``.  Unmasked, unsynchronized inputs are centred
+        first (:func:`xbn.layers._base.centre`); otherwise ``shift`` is 0.
+        """
         axes = self._reduction_axes
+        zero = ops.zeros((self.moving_mean.shape[0],), x.dtype)
         if mask is not None:
-            weights = ops.cast(ops.expand_dims(mask, self._axis_index), x.dtype)
-            weights = ops.broadcast_to(weights, ops.shape(x))
-            count = ops.maximum(ops.sum(weights, axis=axes), 1.0)
-            mean = ops.sum(x * weights, axis=axes) / count
-            centred = (x - ops.reshape(ops.stop_gradient(mean), self._broadcast_shape(x)))
-            variance = ops.sum(ops.square(centred) * weights, axis=axes) / count
-            return mean, variance
+            # keras' convention: the mask covers every axis but the last.
+            keep = ops.broadcast_to(ops.expand_dims(ops.cast(mask, "bool"), -1), ops.shape(x))
+            count = ops.maximum(ops.sum(ops.cast(keep, x.dtype), axis=axes), 1.0)
+            # where(), not x * mask: NaN or inf at a masked position stays out.
+            mean = ops.sum(ops.where(keep, x, 0.0), axis=axes) / count
+            centred = ops.where(
+                keep, x - ops.reshape(ops.stop_gradient(mean), self._broadcast_shape(x)), 0.0
+            )
+            variance = ops.sum(ops.square(centred), axis=axes) / count
+            return x, zero, mean, variance
         if self.synchronized and _base.use_tf_fast_path():
             from xbn.layers import _tf_ops
 
             return _tf_ops.sync_moments(x, axes)
+        x, shift = _base.centre(x, axes)
         mean, variance = _base.moments(x, axes)
-        return ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
+        return x, ops.reshape(shift, (-1,)), ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
 
     def _broadcast_shape(self, x):
         shape = [1] * len(x.shape)
         shape[self._axis_index] = self.moving_mean.shape[0]
         return shape
+
+    def _renormalize(self, mean, variance, gamma, beta):
+        """Batch renormalization: keras' ``r, d`` corrections folded into
+        ``(gamma, beta)``, and its updates of the four running statistics."""
+        dtype = mean.dtype
+        stddev = ops.sqrt(variance + self.epsilon)
+        renorm_mean = ops.cast(self.renorm_mean, dtype)
+        renorm_stddev = ops.cast(self.renorm_stddev, dtype)
+        # Avoids dividing by (near) zero early in training, as keras does.
+        safe_stddev = ops.maximum(renorm_stddev, math.sqrt(self.epsilon))
+        r = stddev / safe_stddev
+        d = (mean - renorm_mean) / safe_stddev
+        clipping = self.renorm_clipping
+        if clipping.get("rmin") is not None:
+            r = ops.maximum(r, clipping["rmin"])
+        if clipping.get("rmax") is not None:
+            r = ops.minimum(r, clipping["rmax"])
+        if clipping.get("dmax") is not None:
+            d = ops.clip(d, -clipping["dmax"], clipping["dmax"])
+        r, d = ops.stop_gradient(r), ops.stop_gradient(d)
+        keep = self.renorm_momentum
+        self.renorm_mean.assign(ops.cast(renorm_mean * keep + mean * (1.0 - keep), self.renorm_mean.dtype))
+        self.renorm_stddev.assign(
+            ops.cast(renorm_stddev * keep + stddev * (1.0 - keep), self.renorm_stddev.dtype)
+        )
+        keep = self.momentum
+        moving_mean = ops.cast(self.moving_mean, dtype)
+        moving_stddev = ops.cast(self.moving_stddev, dtype) * keep + stddev * (1.0 - keep)
+        self.moving_mean.assign(ops.cast(moving_mean * keep + mean * (1.0 - keep), self.moving_mean.dtype))
+        self.moving_stddev.assign(ops.cast(moving_stddev, self.moving_stddev.dtype))
+        # The variance inference uses, from the stddev (never below zero).
+        self.moving_variance.assign(
+            ops.cast(ops.relu(moving_stddev * moving_stddev - self.epsilon), self.moving_variance.dtype)
+        )
+        return r * gamma, d * gamma + beta
 
     def _update_moving_statistics(self, mean, variance):
         momentum = self.momentum
@@ -319,9 +424,74 @@ class BatchNorm(_base.AffineNormalization):
                 self.moving_variance_initializer
             ),
             "synchronized": self.synchronized,
-            "fused": self.fused,
+            "renorm": self.renorm,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
         }
+        # keras' layer has no `fused` argument: a default config (fused=None)
+        # loads into keras.layers.BatchNormalization too.
+        if self.fused is not None:
+            config["fused"] = self.fused
         return {**super().get_config(), **config}
+
+
+def _check_renorm_clipping(clipping):
+    """``renorm_clipping`` as keras takes it: None or a dict of rmax/rmin/dmax."""
+    if clipping is None:
+        return {}
+    if not isinstance(clipping, dict):
+        raise TypeError(
+            "BatchNorm: argument `renorm_clipping` must be None or a dict with the keys "
+            f"'rmax', 'rmin', 'dmax'. Received: renorm_clipping={clipping!r}"
+        )
+    unknown = sorted(set(clipping) - set(RENORM_CLIPPING_KEYS))
+    if unknown:
+        raise ValueError(
+            f"BatchNorm: `renorm_clipping` may only hold the keys 'rmax', 'rmin' and 'dmax'; "
+            f"it has {unknown}. Received: renorm_clipping={clipping!r}"
+        )
+    for key, value in clipping.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
+        ):
+            raise ValueError(
+                f"BatchNorm: renorm_clipping['{key}'] must be a number (or None for no "
+                f"bound). Received: renorm_clipping={clipping!r}"
+            )
+    rmax, rmin, dmax = (clipping.get(k) for k in RENORM_CLIPPING_KEYS)
+    if rmin is not None and rmin < 0:
+        raise ValueError(
+            f"BatchNorm: renorm_clipping['rmin'] must be >= 0 (r is a ratio of standard "
+            f"deviations). Received: renorm_clipping={clipping!r}"
+        )
+    if rmax is not None and rmin is not None and rmax < rmin:
+        raise ValueError(
+            "BatchNorm: renorm_clipping['rmax'] must be at least renorm_clipping['rmin']. "
+            f"Received: renorm_clipping={clipping!r}"
+        )
+    if dmax is not None and dmax < 0:
+        raise ValueError(
+            "BatchNorm: renorm_clipping['dmax'] must be >= 0 (d is clipped to [-dmax, "
+            f"dmax]). Received: renorm_clipping={clipping!r}"
+        )
+    return dict(clipping)
+
+
+def _clone_initializer(initializer):
+    """A fresh copy of a configurable initializer, so two weights get their own draws."""
+    if isinstance(initializer, initializers.Initializer):
+        return initializer.__class__.from_config(initializer.get_config())
+    return initializer
+
+
+class _SqrtInitializer(initializers.Initializer):
+    """The square root of another initializer's values (renorm's standard deviations)."""
+
+    def __init__(self, variance_initializer):
+        self.variance_initializer = variance_initializer
+
+    def __call__(self, shape, dtype=None):
+        return ops.sqrt(_clone_initializer(self.variance_initializer)(shape, dtype=dtype))
 
 
 def _replicas_in_sync():

@@ -98,8 +98,9 @@ class GroupNorm(_base.AffineNormalization):
             gamma_constraint=gamma_constraint,
             **kwargs,
         )
+        # keras raises ValueError for groups=1.5 or "32" too.
         self.groups = _checks.check_int(
-            "GroupNorm", "groups", groups, minimum=1, allowed=(-1,)
+            "GroupNorm", "groups", groups, minimum=1, allowed=(-1,), type_error=ValueError
         )
         # Statistics are upcast inside call; do not let keras cast the inputs
         # of a float16 policy up front (as keras' GroupNormalization does).
@@ -111,10 +112,15 @@ class GroupNorm(_base.AffineNormalization):
         groups = channels if self.groups == -1 else self.groups
         if channels % groups:
             divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+            problem = (
+                f"groups={groups} is more than the {channels} channels of the input"
+                if groups > channels
+                else f"the input has {channels} channels, which cannot be split into "
+                f"groups={groups} equal groups"
+            )
             raise ValueError(
-                f"GroupNorm '{self.name}': the input has {channels} channels, which "
-                f"cannot be split into groups={groups} equal groups. Use a group "
-                f"count that divides {channels}: one of {divisors}."
+                f"GroupNorm '{self.name}': {problem}. Use a group count that divides "
+                f"{channels}: one of {divisors}."
             )
         self._warn_if_degenerate(input_shape, axis, channels // groups)
         self._groups = groups
