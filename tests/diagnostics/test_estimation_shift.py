@@ -116,14 +116,22 @@ def test_cli_compares_models_before_and_after_precise_bn(keras_files, tmp_path, 
         assert max(la["var_shift"] for la in after["layers"]) < 2e-3
     assert (out / "shift.png").read_bytes().startswith(PNG)
     assert "## mobilenetv2_xbn + precise BN" in (out / "shift.md").read_text()
-    assert "| 1 | Conv1_bn |" in printed or "| 1 | bn_Conv1 |" in printed
+    # The printed table is the JSON's, row for row: MobileNetV2's first BN is bn_Conv1.
+    section = printed.split("## mobilenetv2\n", 1)[1]
+    first = next(line for line in section.splitlines() if line.startswith("| 1 |"))
+    layer = vanilla["layers"][0]
+    assert first == (
+        f"| 1 | bn_Conv1 | {layer['depth']:.2f} | {layer['channels']} | "
+        f"{layer['mean_shift']:.4f} | {layer['var_shift']:.4f} |"
+    )
 
 
 def test_cli_reads_data_and_split_from_a_run_folder(tiny_zoo, tmp_path, capsys):  # noqa: F811
     from xbn.training import TrainConfig, train
 
     run = tmp_path / "run"
-    train(TrainConfig(out=str(run), image_size=32, batch_size=64, epochs=1, warmup_epochs=0.0, recalibrate_bn=0,
+    train(TrainConfig(model="tiny_xbn", model_args={}, out=str(run), image_size=32, batch_size=64, epochs=1,
+                      warmup_epochs=0.0, recalibrate_bn=0,
                       export=False, verbose=False))
     code = shift_cli.main([str(run), "--steps", "1", "--out", str(tmp_path / "s")])
     assert code == 0, capsys.readouterr().err

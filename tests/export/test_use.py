@@ -8,14 +8,15 @@ import pytest
 import tensorflow as tf
 
 import datasets
+import tiny
 from xbn.cli import evaluate as evaluate_cli
 from xbn.cli import export as export_cli
 from xbn.cli import predict as predict_cli
 from xbn.data import load_source
 from xbn.data.pipeline import eval_image
 from xbn.export import INFO_FILE
-from xbn.layers import BatchNorm, GroupNorm
 from xbn.models.preprocessing import preprocess_images
+from xbn.training import TrainConfig, train
 
 SIZE = 32
 CLASSES = ["digit_0", "digit_1", "digit_2"]
@@ -23,24 +24,18 @@ CLASSES = ["digit_0", "digit_1", "digit_2"]
 
 @pytest.fixture(scope="module")
 def setting(tmp_path_factory):
+    """A run folder written by xbn-train itself (the tiny test network, one epoch)."""
     root = tmp_path_factory.mktemp("use")
     data = root / "data"
     written = datasets.write_folder(data, per_class=10, size=40)
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
-    x = keras.layers.ReLU()(BatchNorm(name="bn")(x))
-    x = GroupNorm(groups=4, name="gn")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="mobilenetv2")
-    model.get_layer("bn").moving_variance.assign(np.full(8, 3.0, "float32"))
     run = root / "run"
-    run.mkdir()
-    model.save(run / "model.keras")
-    (run / "run.json").write_text(json.dumps({
-        "class_names": CLASSES, "facts": {"preprocessing": "tf"},
-        "settings": {"model": "mobilenetv2", "eval_crop": 0.875},
-    }))
-    return root, data, written, model
+    with tiny.registered():
+        train(TrainConfig(
+            model="tiny_xbn", model_args={}, data=f"folder:{data}", val_split=0.2, out=str(run),
+            image_size=SIZE, batch_size=8, epochs=1, warmup_epochs=0.0, recalibrate_bn=1,
+            eval_crop=0.875, export=False, verbose=False,
+        ), log=lambda message: None)
+    return root, data, written, keras.saving.load_model(run / "model.keras")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def _direct_predictions(model, images):
 def test_export_of_a_run_folder_uses_its_facts(export_dir):
     info = json.loads((export_dir / INFO_FILE).read_text())
     assert info["class_names"] == CLASSES and info["eval_crop"] == 0.875
-    assert info["model"] == "mobilenetv2" and info["folded"] is True
+    assert info["model"] == "tiny_xbn" and info["folded"] is True
 
 
 def test_evaluate_reports_the_models_accuracy(setting, export_dir, tmp_path, capsys):

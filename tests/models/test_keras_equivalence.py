@@ -114,40 +114,55 @@ def _training_gradients(model, x, labels):
             keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
         )
     grads = tape.gradient(loss, model.trainable_variables)
-    return [np.asarray(g, np.float64) for g in grads]
+    return {v.path: np.asarray(g, np.float64) for v, g in zip(model.trainable_variables, grads)}
 
 
 def test_training_gradients_are_as_accurate_as_keras(pair):
-    """Fused BN and the faster conv gradient give keras' training gradients.
+    """Fused BN and the faster conv gradient give keras' training gradients,
+    variable by variable.
 
     The reference is keras.applications' own network in float64, with the
     same (seeded) weights.  At batch 4 the deep BNs normalize over few values
     and the stem's max-pooling routes gradients by near-ties, so float32
     gradients of these networks are ill-conditioned: keras' own differ from
-    float64 by 1.5% to 3% (relative L2 over all weights, four seeds measured).
-    xbn's twin must stay within the 5% that keras stays within; a wrong
-    gradient anywhere in the network is off by far more.
+    float64 by up to 4% on some variables.  No variable of xbn's twin may be
+    more than 3x further from float64 than keras' own float32 gradient
+    (plus a floor of 1e-5 of the largest gradient, for the conv biases right
+    before a BatchNorm, whose exact gradient is zero), and every BatchNorm
+    gamma and beta gradient above that floor must be within 10% of float64:
+    a wrong BN gradient anywhere is caught, however small its share of all
+    weights.
     """
     name, theirs, ours = pair
-    keras.utils.set_random_seed(0)
-    with dtype_policy("float64"):
-        exact = PAIRS[name][0](weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
-    _randomize_bn(exact, seed=2)
-    theirs.set_weights(exact.get_weights())
-    transfer_weights(theirs, ours)
-    rng = np.random.default_rng(5)
-    x = rng.uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
-    labels = rng.integers(0, 1000, 4)
-    reference = _training_gradients(exact, x, labels)
-    norm = np.sqrt(sum(np.square(g).sum() for g in reference))
-
-    def error(model):
-        grads = _training_gradients(model, x, labels)
-        return np.sqrt(sum(np.square(g - r).sum() for g, r in zip(grads, reference))) / norm
-
-    keras_error, our_error = error(theirs), error(ours)
-    assert 0 < keras_error < 0.05
-    assert our_error < 0.05, (our_error, keras_error)
+    saved = theirs.get_weights(), ours.get_weights()  # the module's models stay as they were
+    try:
+        keras.utils.set_random_seed(0)
+        with dtype_policy("float64"):
+            exact = PAIRS[name][0](weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+        _randomize_bn(exact, seed=2)
+        theirs.set_weights(exact.get_weights())
+        transfer_weights(theirs, ours)
+        rng = np.random.default_rng(5)
+        x = rng.uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
+        labels = rng.integers(0, 1000, 4)
+        reference = _training_gradients(exact, x, labels)
+        keras_grads, our_grads = (_training_gradients(m, x, labels) for m in (theirs, ours))
+    finally:
+        theirs.set_weights(saved[0])
+        ours.set_weights(saved[1])
+    assert list(our_grads) == list(reference)  # the same variables in the same order
+    floor = 1e-5 * max(np.linalg.norm(r) for r in reference.values())
+    worse = []
+    for path, ref in reference.items():
+        ours_error = np.linalg.norm(our_grads[path] - ref)
+        keras_error = np.linalg.norm(keras_grads[path] - ref)
+        if ours_error > 3 * keras_error + floor:
+            worse.append((path, ours_error, keras_error))
+        # (Some betas have an exact gradient of zero too: a projection BN
+        # whose output a conv and another BN follow, with no residual.)
+        if path.endswith(("gamma", "beta")) and np.linalg.norm(ref) > floor:
+            assert ours_error <= 0.1 * np.linalg.norm(ref), (path, ours_error, np.linalg.norm(ref))
+    assert not worse, worse[:5]
 
 
 @pytest.mark.parametrize("fmt", ["keras3-weights", "legacy-h5", "keras-file"])

@@ -26,7 +26,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     out = tmp_path / "run"
     command = [
-        sys.executable, TINY_TRAIN, "--strategy", "multiworker", "--out", str(out),
+        sys.executable, TINY_TRAIN, "--model", "tiny_xbn", "--strategy", "multiworker", "--out", str(out),
         "--epochs", "2", "--steps-per-epoch", "4", "--image-size", "32", "--batch-size", "32",
         "--warmup-epochs", "0.5", "--recalibrate-bn", "2", "--no-export", "--quiet",
     ]
@@ -47,5 +47,5 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     assert chief["test"] == other["test"]
     # Only the chief writes the run folder.
     assert (out / "model.keras").exists() and not (out / ".worker-1" / "model.keras").exists()
-    assert "xbn-train: mobilenetv2_xbn on digits" in outputs[0]
+    assert "xbn-train: tiny_xbn on digits" in outputs[0]
     assert "xbn-train:" not in outputs[1]

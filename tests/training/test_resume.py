@@ -15,7 +15,7 @@ from tiny import TINY_TRAIN
 
 BATCH = 8  # 157 steps an epoch: the kill below lands well inside epoch 2
 COMMAND = [
-    "--epochs", "3", "--image-size", "32", "--batch-size", str(BATCH), "--warmup-epochs", "0.5",
+    "--model", "tiny_xbn", "--epochs", "3", "--image-size", "32", "--batch-size", str(BATCH), "--warmup-epochs", "0.5",
     "--recalibrate-bn", "2", "--no-export",
 ]
 

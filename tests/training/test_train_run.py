@@ -10,24 +10,20 @@ import pytest
 from xbn.data import Augment, Pipeline, load_source
 from xbn.training import NonFiniteLossError, TrainConfig, train, weights_digest
 from xbn.training import trainer as trainer_module
+import tiny
 from tiny import tiny_zoo  # noqa: F401  (fixture)
 
-TINY = dict(image_size=32, batch_size=32, epochs=2, recalibrate_bn=2, export=False, verbose=False)
+TINY = dict(model="tiny_xbn", model_args={}, image_size=32, batch_size=32, epochs=2, recalibrate_bn=2,
+            export=False, verbose=False)
+pytestmark = pytest.mark.usefixtures("tiny_zoo")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    import xbn.models
-    from tiny import tiny_model
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(xbn.models, "get_model", lambda name, **kwargs: tiny_model(name, **kwargs))
     out = tmp_path_factory.mktemp("runs") / "tiny"
     lines = []
-    try:
+    with tiny.registered():
         metrics = train(TrainConfig(out=str(out), **TINY), log=lines.append)
-    finally:
-        patch.undo()
     return out, metrics, lines
 
 
@@ -36,7 +32,7 @@ def test_run_folder_holds_everything(run):
     info = json.loads((out / "run.json").read_text())
     assert info["class_names"] == [str(d) for d in range(10)]
     assert info["facts"]["preprocessing"] == "tf" and info["image_size"] == 32
-    assert info["settings"]["model"] == "mobilenetv2_xbn"
+    assert info["settings"]["model"] == "tiny_xbn"
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert latest == {"epoch": 2, "path": "epoch-0002"}
     assert sorted(p.name for p in (out / "checkpoints").glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
@@ -88,7 +84,7 @@ def test_a_folder_that_is_not_a_run_is_not_touched(tmp_path):
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, tiny_zoo):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """The fault goes where no kernel can squash it: the classifier's bias.
 
     (NaN pixels are no test of the loss guard: on some CPUs max pooling
@@ -114,7 +110,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert np.isfinite(state["history"][0]["loss"])
 
 
-def test_nan_pixels_in_float_data_stop_training_with_the_example_named(tmp_path, monkeypatch, tiny_zoo):
+def test_nan_pixels_in_float_data_stop_training_with_the_example_named(tmp_path, monkeypatch):
     """Float sources (TFDS tensors, .npz arrays) can hold NaN: refused where they enter."""
     import tensorflow as tf
 

@@ -23,13 +23,14 @@ from xbn.cli import _common
 
 
 def build_parser():
-    from xbn.diagnostics.study import BATCH_SIZES, FAMILIES
+    from xbn.diagnostics.study import BATCH_SIZES
 
     p = argparse.ArgumentParser(
         prog="xbn-study", description=__doc__.splitlines()[0].split(": ", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
     )
-    p.add_argument("--family", choices=tuple(FAMILIES), default="mobilenetv2")
+    p.add_argument("--family", default="mobilenetv2",
+                   help="registered model family: its vanilla, XBN and GN+WS forms are trained (default mobilenetv2)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="B")
     p.add_argument("--epochs", type=int, default=8, help="epochs per run, the same at every batch size (default 8)")
     p.add_argument("--image-size", type=int, default=32, help="input side (default 32)")

@@ -20,10 +20,8 @@ import json
 import math
 from pathlib import Path
 
-FAMILIES = {
-    "mobilenetv2": ("mobilenetv2", "mobilenetv2_xbn", "mobilenetv2_gnws"),
-    "resnet50": ("resnet50", "resnet50_xbn", "resnet50_gnws"),
-}
+from xbn.models.registry import VARIANTS
+
 BATCH_SIZES = (2, 4, 8, 16, 64)
 # Wu & He (2018), Table 2 / Figure 1: ResNet-50 ImageNet top-1 error (%) per
 # batch size per GPU.
@@ -88,12 +86,32 @@ def run_one(model, batch_size, out, epochs, image_size, model_args, seed=0, log=
     )
 
 
+def family_forms(family):
+    """The registered forms of ``family`` the study compares: vanilla, XBN, GN+WS.
+
+    A family's models are grouped by their variant; where a family has
+    several of one variant (ResNet-50 and ResNet-101), the first in natural
+    order is taken (``resnet50``, ``resnet50_xbn``, ``resnet50_gnws``).
+    """
+    from xbn.models import list_models
+
+    forms = []
+    for variant in VARIANTS:
+        names = list_models(family=family, variant=variant)
+        if names:
+            forms.append(names[0])
+    if not list_models(family=family, variant="vanilla"):
+        raise ValueError(f"the {family} family has no vanilla model to compare against.")
+    return tuple(forms)
+
+
 def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_size=32,
               model_args=None, out="runs/study", seed=0, log=print, form_args=None):
     """Train every form of ``family`` at every batch size; returns the results.
 
     Args:
-        family: ``mobilenetv2`` or ``resnet50``.
+        family: a registered family (see :func:`family_forms`), e.g.
+            ``mobilenetv2`` or ``resnet``.
         batch_sizes: the batch sizes (each >= 2: BatchNorm needs two examples).
         epochs: epochs per run, the same at every batch size.
         image_size: input side (digits are upsampled from 8x8).
@@ -103,22 +121,21 @@ def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_siz
         form_args: extra builder arguments for single forms, e.g.
             ``{"mobilenetv2_gnws": {"gn_groups": 8}}``.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}.")
+    forms = family_forms(family)
     batch_sizes = sorted({int(b) for b in batch_sizes})
     if not batch_sizes or batch_sizes[0] < 2:
         raise ValueError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {batch_sizes}.")
     if model_args is None:
         model_args = {"alpha": 0.35} if family == "mobilenetv2" else {}
     form_args = dict(form_args or {})
-    unknown = sorted(set(form_args) - set(FAMILIES[family]))
+    unknown = sorted(set(form_args) - set(forms))
     if unknown:
         raise ValueError(
             f"builder arguments for {', '.join(unknown)}, which the {family} study does not "
-            f"train; its forms are {', '.join(FAMILIES[family])}."
+            f"train; its forms are {', '.join(forms)}."
         )
     results = []
-    for model in FAMILIES[family]:
+    for model in forms:
         args = {**model_args, **form_args.get(model, {})}
         for batch_size in batch_sizes:
             results.append(run_one(model, batch_size, out, epochs, image_size, args, seed, log))

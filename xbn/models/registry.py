@@ -68,9 +68,34 @@ def _natural_key(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def list_models():
-    """The registered model names in natural order (resnet50 before resnet101)."""
-    return sorted(_REGISTRY, key=_natural_key)
+def list_models(family=None, variant=None):
+    """The registered model names in natural order (resnet50 before resnet101).
+
+    Args:
+        family: only the models of this family (``"resnet"``, ``"mobilenetv2"``, ...).
+        variant: only the models of this variant (``"vanilla"``, ``"xbn"``, ``"gnws"``).
+
+    >>> list_models(family="mobilenetv2")
+    ['mobilenetv2', 'mobilenetv2_gnws', 'mobilenetv2_xbn']
+    >>> list_models(family="resnext", variant="xbn")
+    ['resnext50_32x4d_xbn']
+    """
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"list_models: variant must be one of {VARIANTS}; got {variant!r}.")
+    names = [
+        name for name, (_, facts) in _REGISTRY.items()
+        if (family is None or facts.family == family) and (variant is None or facts.variant == variant)
+    ]
+    if family is not None and not names and not any(f.family == family for _, f in _REGISTRY.values()):
+        families = sorted({f.family for _, f in _REGISTRY.values()})
+        raise ValueError(f"list_models: unknown family {family!r}; the families are {', '.join(families)}.")
+    return sorted(names, key=_natural_key)
+
+
+def unregister_model(name):
+    """Remove ``name`` from the registry (models registered by plugins or tests)."""
+    _entry(name)
+    del _REGISTRY[name]
 
 
 def _entry(name):
