@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from xbn import _hardware
 from xbn.bench import report
 from xbn.cli import bench as cli
 
@@ -13,10 +14,10 @@ def test_quick_layer_suite_writes_json_markdown_and_readme_section(tmp_path, cap
     readme.write_text("# Zoo\n\n<!-- begin:bench -->\n<!-- end:bench -->\n")
     code = cli.main(
         ["--suite", "layers", "--quick", "--repeats", "1", "--warmup", "0",
-         "--out", str(tmp_path / "bench"), "--readme", str(readme)]
+         "--out", str(tmp_path / "out"), "--readme", str(readme)]
     )
     assert code == 0
-    result = json.loads((tmp_path / "bench" / "results.json").read_text())
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
     cases = [row["case"] for row in result["rows"]]
     assert any(c.startswith("BatchNorm train") for c in cases)
     assert any(c.startswith("GroupNorm(G=8) inference") for c in cases)
@@ -25,10 +26,47 @@ def test_quick_layer_suite_writes_json_markdown_and_readme_section(tmp_path, cap
         assert row["speedup"] == pytest.approx(row["baseline"] / row["xbn"])
         assert row["baseline_name"].startswith("keras.layers.")
     assert result["machine"]["tensorflow"]
-    table = (tmp_path / "bench" / "results.md").read_text()
+    # The figures name the CPU and its vector extensions.
+    assert result["machine"]["cpu_label"] == _hardware.cpu_label()
+    table = (tmp_path / "out" / "results.md").read_text()
     assert table.count("\n| layers |") == len(result["rows"])
-    assert "| layers | BatchNorm train" in readme.read_text()
+    assert f"on {_hardware.cpu_label()}, TensorFlow" in table
+    # Published: this machine's record beside the README, and the section from the records.
+    (record,) = (tmp_path / "bench").glob("*.json")
+    assert record.name == f"{report.machine_slug(result)}.json"
+    assert json.loads(record.read_text()) == result
+    text = readme.read_text()
+    assert "| layers | BatchNorm train" in text and f"#### {_hardware.cpu_label()}" in text
     assert "wrote" in capsys.readouterr().out
+
+
+def _record(date, cpu, extensions, speedup):
+    info = {"model": cpu, "family": "25", "model_number": "17", "extensions": extensions, "cores": 2}
+    return {
+        "date": date, "command": "xbn-bench", "repeats": 10, "quick": False,
+        "machine": {"device": "CPU", "cpu": cpu, "cpu_info": info, "cpu_label": _hardware.cpu_label(info),
+                    "cpu_count": 2, "tensorflow": "2.21.0", "keras": "3.15.1"},
+        "rows": [{"suite": "models", "case": "ResNet-50 step", "unit": "images/s", "xbn": 10 * speedup,
+                  "baseline": 10.0, "baseline_name": "keras", "speedup": speedup, "goal": 1.3}],
+    }
+
+
+def test_published_speedups_are_ranges_over_the_machines(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- begin:bench -->\n<!-- end:bench -->\n")
+    fast = _record("2026-11-22T10:00:00+00:00", "AMD EPYC", ["AVX2", "AVX-512"], 1.41)
+    slow = _record("2026-11-23T10:00:00+00:00", "Intel Xeon", ["AVX2"], 1.17)
+    report.write(fast, readme=readme)
+    report.write(slow, readme=readme)
+    assert report.machine_slug(fast) != report.machine_slug(slow)
+    text = readme.read_text()
+    assert "| models | ResNet-50 step | 1.17x - 1.41x | 2 | 1.30x | 1 of 2 |" in text
+    assert text.index(f"#### {fast['machine']['cpu_label']}") < text.index(f"#### {slow['machine']['cpu_label']}")
+    # A machine measured again replaces its own record, not the other's.
+    report.write({**fast, "date": "2026-11-24T10:00:00+00:00", "rows": [{**fast["rows"][0], "speedup": 1.5}]},
+                 readme=readme)
+    assert len(list((tmp_path / "bench").glob("*.json"))) == 2
+    assert "| 1.17x - 1.50x | 2 |" in readme.read_text()
 
 
 def test_goal_verdicts():
@@ -69,7 +107,9 @@ def test_quick_model_export_and_pipeline_suites_with_a_precision_variant(tmp_pat
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 vs keras",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2 vs keras",
+        "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 with mixed_bfloat16 vs without",
     ]
+    assert by_suite["models"][-1]["goal"] is None  # informational: does bfloat16 pay here?
     assert by_suite["models"][0]["baseline_name"] == "keras.applications.MobileNetV2"
     assert [row["case"].split(":")[0] for row in by_suite["export"]] == [
         "mobilenetv2 SavedModel serving_default, batch 1, 32x32",

@@ -194,10 +194,11 @@ def _errors(layer, x, y_ref, var_ref):
     ])
 
 
-# Float32 ulps of the output scale that each path may be off by on 6272
-# values per channel: TensorFlow's fused kernel sums less accurately than
-# keras' reductions (about 2x the ulps); the portable path matches keras'.
-LIMITS = [pytest.param(None, 32, id="fused"), pytest.param(False, 16, id="portable")]
+# Float32 ulps of the output scale either path may be off by on 6272 values
+# per channel (both take their statistics from TensorFlow's tree reductions,
+# as keras does: 3 to 8 ulps measured; the fused kernel's own statistics
+# were 6 to 20, up to 25 on one thread).
+LIMITS = [pytest.param(None, 16, id="fused"), pytest.param(False, 16, id="portable")]
 
 
 @pytest.mark.parametrize("fused, limit", LIMITS)
@@ -238,20 +239,56 @@ def test_ordinary_inputs_are_exact_to_float32_resolution(fused, limit, make):
         assert ours[2] <= limit * ULP * np.abs(y_ref).max(), (seed, ours)
 
 
-def test_centring_happens_only_where_channels_sit_far_from_zero(rng):
-    """The fused path centres an input only when some channel's mean is over
-    8 sampled standard deviations from zero: ordinary layers pay nothing."""
-    from xbn.layers import _tf_ops
+@pytest.mark.parametrize("fused", PATHS)
+def test_gradients_stay_accurate_where_they_cancel(fused):
+    """BatchNorm's input gradient is (dy - mean(dy) - xhat * mean(dy * xhat)) / s.
+    When dy is nearly affine in xhat (a linear layer and a BatchNorm after
+    it make it so) the bracket cancels, and any error in the batch variance
+    comes back a thousandfold: TensorFlow's fused kernel, on one thread, made
+    this gradient 3x less accurate than keras' (1.3e-3 against 4.9e-4), and
+    MobileNetV2's stem gradient 2% off.  On every seed, no worse than keras."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(0.3, 1.5, (4, 32, 32, 16)).astype("float32")
+        x64 = x.astype(np.float64)
+        mean, var = x64.mean((0, 1, 2)), x64.var((0, 1, 2))
+        xhat = (x64 - mean) / np.sqrt(var + 1e-3)
+        dy = (0.7 + 1.3 * xhat + 1e-3 * rng.normal(0, 1, x.shape)).astype("float32")
+        d = dy.astype(np.float64)
+        exact = (d - d.mean((0, 1, 2)) - xhat * (d * xhat).mean((0, 1, 2))) / np.sqrt(var + 1e-3)
+        errors = []
+        for layer in (BatchNorm(momentum=0.0, fused=fused), keras.layers.BatchNormalization(momentum=0.0)):
+            xt = tf.constant(x)
+            with tf.GradientTape() as tape:
+                tape.watch(xt)
+                y = layer(xt, training=True)
+            dx = np.asarray(tape.gradient(y, xt, tf.constant(dy)), np.float64)
+            errors.append(np.linalg.norm(dx - exact) / np.linalg.norm(exact))
+        assert errors[0] <= errors[1], (seed, errors)
 
-    def centred(x):
-        need, _ = _tf_ops._pivot(tf.constant(x), 3)
-        return bool(need)
 
-    assert not centred(_data(rng, (8, 5, 5, 4), loc=2.0))
-    assert centred(_data(rng, (8, 5, 5, 4), loc=30.0))
+@pytest.mark.parametrize("axis", [3, 1], ids=["channels-last", "channels-first"])
+def test_centring_happens_only_where_channels_sit_far_from_zero(rng, axis):
+    """An input is centred only when some channel's mean is over 8 sampled
+    standard deviations from zero: ordinary layers pay nothing."""
+    from xbn.layers import _base
+
+    def shift(x):
+        x = np.moveaxis(x, -1, axis)  # channels last -> at `axis`
+        axes = [i for i in range(4) if i != axis]
+        centred, value = _base.centre(tf.constant(x), axis, axes)
+        value = np.asarray(value)
+        moved = np.moveaxis(np.asarray(x) - np.asarray(centred), axis, -1)
+        # What was taken off is the shift (to the rounding of x - shift).
+        np.testing.assert_allclose(moved, np.broadcast_to(value, moved.shape), rtol=0,
+                                   atol=4 * ULP * np.abs(x).max())
+        return value
+
+    assert not np.any(shift(_data(rng, (8, 5, 5, 4), loc=2.0)))
+    assert np.all(np.abs(shift(_data(rng, (8, 5, 5, 4), loc=30.0)) - 30) < 3)
     offset = _data(rng, (8, 5, 5, 4))
     offset[..., 2] += 1e4  # one channel is enough
-    assert centred(offset)
+    assert np.all(np.abs(shift(offset) - np.array([0, 0, 1e4, 0])) < 5)
 
 
 @pytest.mark.parametrize("fused", PATHS)

@@ -117,52 +117,40 @@ def _training_gradients(model, x, labels):
     return {v.path: np.asarray(g, np.float64) for v, g in zip(model.trainable_variables, grads)}
 
 
-def test_training_gradients_are_as_accurate_as_keras(pair):
-    """Fused BN and the faster conv gradient give keras' training gradients,
-    variable by variable.
+def test_training_gradients_are_keras_gradients(pair):
+    """xbn's twin trains with keras' gradients, variable by variable: both
+    networks in float64, the same seeded weights and batch, every gradient
+    equal to 1e-8 of its norm (a wrong gradient anywhere, a BatchNorm's gamma
+    as much as a conv kernel, is off by far more).
 
-    The reference is keras.applications' own network in float64, with the
-    same (seeded) weights.  At batch 4 the deep BNs normalize over few values
-    and the stem's max-pooling routes gradients by near-ties, so float32
-    gradients of these networks are ill-conditioned: keras' own differ from
-    float64 by up to 4% on some variables.  No variable of xbn's twin may be
-    more than 3x further from float64 than keras' own float32 gradient
-    (plus a floor of 1e-5 of the largest gradient, for the conv biases right
-    before a BatchNorm, whose exact gradient is zero), and every BatchNorm
-    gamma and beta gradient above that floor must be within 10% of float64:
-    a wrong BN gradient anywhere is caught, however small its share of all
-    weights.
+    Why float64: in float32 these networks are ill-conditioned at batch 4.
+    ReLU6 gates and max-pooling ties flip when a value moves by one rounding,
+    and a flip changes every gradient upstream of it: keras' own float32
+    ResNet-50 gradients are ~50 (norm) away from float64 and MobileNetV2's
+    land on either side of a flip from seed to seed and machine to machine,
+    so no float32 comparison holds on every CPU.  The float32 fused path's
+    gradients are compared with keras' and with float64 at the layer, where
+    there are no gates (tests/layers/test_batch_norm.py, including the
+    ill-conditioned case where the gradient cancels).
     """
     name, theirs, ours = pair
-    saved = theirs.get_weights(), ours.get_weights()  # the module's models stay as they were
-    try:
-        keras.utils.set_random_seed(0)
-        with dtype_policy("float64"):
-            exact = PAIRS[name][0](weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
-        _randomize_bn(exact, seed=2)
-        theirs.set_weights(exact.get_weights())
-        transfer_weights(theirs, ours)
-        rng = np.random.default_rng(5)
-        x = rng.uniform(-1, 1, (4, SIZE, SIZE, 3)).astype("float32")
-        labels = rng.integers(0, 1000, 4)
-        reference = _training_gradients(exact, x, labels)
-        keras_grads, our_grads = (_training_gradients(m, x, labels) for m in (theirs, ours))
-    finally:
-        theirs.set_weights(saved[0])
-        ours.set_weights(saved[1])
-    assert list(our_grads) == list(reference)  # the same variables in the same order
-    floor = 1e-5 * max(np.linalg.norm(r) for r in reference.values())
-    worse = []
+    keras.utils.set_random_seed(0)
+    kwargs = dict(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+    with dtype_policy("float64"):
+        exact_keras = PAIRS[name][0](**kwargs)
+        exact_ours = PAIRS[name][1](**kwargs)
+    _randomize_bn(exact_keras, seed=2)
+    report = transfer_weights(exact_keras, exact_ours)
+    assert report.left_initial == []
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (4, SIZE, SIZE, 3))
+    labels = rng.integers(0, 1000, 4)
+    reference = _training_gradients(exact_keras, x, labels)
+    grads = _training_gradients(exact_ours, x, labels)
+    assert list(grads) == list(reference)  # the same variables in the same order
+    floor = 1e-12 * max(np.linalg.norm(r) for r in reference.values())
     for path, ref in reference.items():
-        ours_error = np.linalg.norm(our_grads[path] - ref)
-        keras_error = np.linalg.norm(keras_grads[path] - ref)
-        if ours_error > 3 * keras_error + floor:
-            worse.append((path, ours_error, keras_error))
-        # (Some betas have an exact gradient of zero too: a projection BN
-        # whose output a conv and another BN follow, with no residual.)
-        if path.endswith(("gamma", "beta")) and np.linalg.norm(ref) > floor:
-            assert ours_error <= 0.1 * np.linalg.norm(ref), (path, ours_error, np.linalg.norm(ref))
-    assert not worse, worse[:5]
+        assert np.linalg.norm(grads[path] - ref) <= 1e-8 * np.linalg.norm(ref) + floor, path
 
 
 @pytest.mark.parametrize("fmt", ["keras3-weights", "legacy-h5", "keras-file"])
@@ -230,3 +218,34 @@ def test_load_weights_refuses_a_non_weights_file(tmp_path):
     model = mobilenetv2(alpha=0.35, input_shape=(32, 32, 3), include_top=False)
     with pytest.raises(ValueError, match="neither an HDF5 weights file"):
         load_weights(model, path)
+
+
+def test_weights_of_another_width_are_refused_unless_asked_for(tmp_path):
+    """alpha 0.35 weights into an alpha 1.0 network: 2 of 105 layers would load."""
+    source = mobilenetv2(alpha=0.35, input_shape=(32, 32, 3), classes=3)
+    path = tmp_path / "narrow.weights.h5"
+    source.save_weights(path)
+    with pytest.raises(ValueError, match=r"only \d+ of the \d+ layers of 'mobilenetv2' with weights found .* "
+                                         r"built with other arguments \(alpha, groups, layout\).*strict=False"):
+        mobilenetv2(weights=str(path), input_shape=(32, 32, 3), classes=3)
+    model = mobilenetv2(input_shape=(32, 32, 3), classes=3)
+    with pytest.warns(UserWarning, match="left at their initial values"):
+        report = load_weights(model, path, strict=False)
+    assert 0 < len(report.loaded) < len(report.left_initial)
+
+
+def test_load_model_says_which_layers_neither_keras_nor_xbn_provides(tmp_path):
+    from xbn.models import load_model
+
+    @keras.saving.register_keras_serializable(package="elsewhere")
+    class Foreign(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, Foreign()(inputs)).save(tmp_path / "foreign.keras")
+    del keras.saving.get_custom_objects()["elsewhere>Foreign"]
+    with pytest.raises(ValueError, match="uses layers that neither keras nor xbn provides .*Foreign"):
+        load_model(tmp_path / "foreign.keras")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_model(tmp_path / "missing.keras")

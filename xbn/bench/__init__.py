@@ -25,32 +25,45 @@ def _suite_module(name):
     return importlib.import_module(f"xbn.bench.{name}")
 
 
+def _commit():
+    """The git commit of the xbn checkout the figures come from (``+dirty`` with local changes)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine():
-    """Facts about where the figures were taken."""
+    """Facts about where the figures were taken: the device, the CPU and its
+    vector extensions (speed depends on them), the software and the commit."""
     import keras
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = "CPU"
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        device = details.get("device_name", "GPU")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    import xbn
+    from xbn import _hardware
+
+    info = _hardware.cpu()
+    gpus = _hardware.accelerators()
     return {
-        "device": device,
-        "cpu": cpu,
+        "device": gpus[0] if gpus else "CPU",
+        "cpu": info["model"],
+        "cpu_info": info,
+        "cpu_label": _hardware.cpu_label(info),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "xbn": xbn.__version__,
+        "commit": _commit(),
         "platform": platform.platform(),
     }
 

@@ -55,6 +55,14 @@ def _body(argv):
     suites = args.suite or bench.SUITES
     if (args.mixed_precision or args.jit_compile) and "models" not in suites:
         raise ValueError("--mixed-precision and --jit-compile are variants of the models suite; add --suite models.")
+    from xbn import _hardware
+
+    notes = dict.fromkeys(
+        note for precision in (args.mixed_precision or ["none"])
+        for note in _hardware.execution_warnings(precision, args.jit_compile)
+    )
+    for note in notes:
+        print(f"[xbn-bench] note (measured anyway): {note}")
     options = {"models": {
         "precisions": [f"mixed_{p}" for p in dict.fromkeys(args.mixed_precision)],
         "jit_compile": args.jit_compile,

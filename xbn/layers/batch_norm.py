@@ -336,8 +336,10 @@ class BatchNorm(_base.AffineNormalization):
         """``(x - shift, shift, mean, variance)``, the last three of shape ``(C,)``.
 
         ``mean`` and ``variance`` are those of ``x - shift``; the batch mean
-        is ``mean + shift``.  Unmasked, unsynchronized inputs are centred
-        first (:func:`xbn.layers._base.centre`); otherwise ``shift`` is 0.
+        is ``mean + shift``.  Unmasked inputs are centred first where their
+        channels sit far from zero (:func:`xbn.layers._base.centre`;
+        synchronized ones on the global mean, see ``sync_moments``);
+        otherwise ``shift`` is 0.
         """
         axes = self._reduction_axes
         zero = ops.zeros((self.moving_mean.shape[0],), x.dtype)
@@ -356,9 +358,9 @@ class BatchNorm(_base.AffineNormalization):
             from xbn.layers import _tf_ops
 
             return _tf_ops.sync_moments(x, axes)
-        x, shift = _base.centre(x, axes)
+        x, shift = _base.centre(x, self._axis_index, axes)
         mean, variance = _base.moments(x, axes)
-        return x, ops.reshape(shift, (-1,)), ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
+        return x, shift, ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
 
     def _broadcast_shape(self, x):
         shape = [1] * len(x.shape)
