@@ -71,7 +71,7 @@ def test_readme_test_command_is_what_ci_runs():
     "module",
     [
         "xbn.layers.batch_norm", "xbn.layers.group_norm", "xbn.layers.ws_conv",
-        "xbn.layers.factory", "xbn.models", "xbn.models.registry",
+        "xbn.layers.norms", "xbn.models", "xbn.models.registry",
         "xbn.models.preprocessing", "xbn.cli._common",
     ],
 )

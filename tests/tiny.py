@@ -5,8 +5,8 @@ handling, the study's bookkeeping) do not depend on the network; tracing
 MobileNetV2 does cost tens of seconds per run.  So the tests register three
 small networks under their own names, ``tiny`` (BatchNorm throughout),
 ``tiny_xbn`` (a GroupNorm after the depthwise conv) and ``tiny_gnws``
-(GroupNorm and weight-standardized convs), through xbn's public registry,
-exactly as a plugin would, and train them by name: nothing of xbn is
+(GroupNorm and weight-standardized convs), through xbn's public registry
+and variant rules, exactly as a plugin family would, and train them by name: nothing of xbn is
 patched.  The real models are trained end to end by the main-job test.
 
 In-process tests use the ``tiny_zoo`` fixture (registered for the test,
@@ -20,8 +20,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from xbn.layers import BatchNorm, Conv2D, GroupNorm, WSConv2D
-from xbn.models import common
+from xbn.layers.norms import NormSpec
+from xbn.models import common, variants
 from xbn.models.registry import register_model, unregister_model
 
 # xbn-train with the tiny family registered, for subprocess tests (see tiny_train.py).
@@ -29,40 +29,51 @@ TINY_TRAIN = str(Path(__file__).with_name("tiny_train.py"))
 NAMES = ("tiny", "tiny_xbn", "tiny_gnws")
 
 
-def _tiny_net(variant, facts, include_top=True, weights=None, input_tensor=None, input_shape=None,
-              pooling=None, classes=10, classifier_activation="softmax", name=None, width=16, gn_groups=4):
+# The tiny family's norm roles, and the one the XBN rule makes a GroupNorm:
+# the family declares them, xbn.models.variants does the rest.
+ROLES = ("stem", "dw", "project")
+XBN_ROLES = ("dw",)
+BN = NormSpec("bn")
+
+
+def _tiny_net(norms, facts, include_top=True, weights=None, input_tensor=None, input_shape=None,
+              pooling=None, classes=10, classifier_activation="softmax", name=None, width=16):
     input_shape = common.check_common_args(
         facts.name, include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, facts.default_size,
     )
-    conv = WSConv2D if variant == "gnws" else Conv2D
-
-    def norm(norm_name, batch_free):
-        if batch_free:
-            return GroupNorm(groups=gn_groups, name=f"{norm_name}_gn")
-        return BatchNorm(name=f"{norm_name}_bn")
-
     inputs = common.image_input(input_tensor, input_shape)
-    x = conv(width, 3, strides=2, use_bias=False, name="stem")(inputs)
-    x = keras.layers.ReLU()(norm("stem", variant == "gnws")(x))
+    x = norms.conv_layer(width, 3, name="stem", strides=2, use_bias=False)(inputs)
+    x = keras.layers.ReLU()(norms.norm("stem", width, "stem_bn")(x))
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
-    x = keras.layers.ReLU()(norm("dw", variant != "vanilla")(x))
-    x = conv(2 * width, 1, use_bias=False, name="project")(x)
-    x = keras.layers.ReLU()(norm("project", variant == "gnws")(x))
+    x = keras.layers.ReLU()(norms.norm("dw", width, "dw_bn")(x))
+    x = norms.conv_layer(2 * width, 1, name="project", use_bias=False)(x)
+    x = keras.layers.ReLU()(norms.norm("project", 2 * width, "project_bn")(x))
     x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
     return common.finish_model(inputs, input_tensor, x, name or facts.name, facts, weights)
 
 
-def tiny(width=16, **kwargs):
-    return _tiny_net("vanilla", tiny.facts, width=width, **kwargs)
+def tiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+         classes=10, classifier_activation="softmax", name=None, width=16, bn_kind="bn",
+         bn_options=None):
+    norms = variants.vanilla(BN, bn_kind, bn_options, owner="tiny")
+    return _tiny_net(norms, tiny.facts, include_top, weights, input_tensor, input_shape, pooling,
+                     classes, classifier_activation, name, width)
 
 
-def tiny_xbn(width=16, gn_groups=4, **kwargs):
-    return _tiny_net("xbn", tiny_xbn.facts, width=width, gn_groups=gn_groups, **kwargs)
+def tiny_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=10, classifier_activation="softmax", name=None, width=16, gn_groups=4,
+             bn_kind="bn", bn_options=None):
+    norms = variants.xbn(BN, XBN_ROLES, gn_groups, bn_kind, bn_options, owner="tiny_xbn")
+    return _tiny_net(norms, tiny_xbn.facts, include_top, weights, input_tensor, input_shape,
+                     pooling, classes, classifier_activation, name, width)
 
 
-def tiny_gnws(width=16, gn_groups=4, **kwargs):
-    return _tiny_net("gnws", tiny_gnws.facts, width=width, gn_groups=gn_groups, **kwargs)
+def tiny_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=10, classifier_activation="softmax", name=None, width=16, gn_groups=4):
+    norms = variants.gnws(gn_groups, owner="tiny_gnws")
+    return _tiny_net(norms, tiny_gnws.facts, include_top, weights, input_tensor, input_shape,
+                     pooling, classes, classifier_activation, name, width)
 
 
 def register():

@@ -34,9 +34,9 @@ import dataclasses
 import keras
 import numpy as np
 
-from xbn.layers import BatchNorm, WSConv2D
+from xbn.layers import WSConv2D
+from xbn.layers.norms import is_batch_norm
 
-_BN_TYPES = (BatchNorm, keras.layers.BatchNormalization)
 
 
 @dataclasses.dataclass
@@ -155,9 +155,9 @@ def fold_batchnorm(model):
     Returns:
         ``(folded_model, report)``: the new model (same inputs, outputs and
         layer names; each folded BatchNorm is replaced by a pass-through
-        :class:`FoldedBatchNorm` named ``<bn>_folded``) and a
-        :class:`FoldReport`.  The source
-        model is not modified.
+        :class:`FoldedBatchNorm` named ``<bn>_folded``; frozen,
+        ``trainable=False``, as it is for inference only) and a
+        :class:`FoldReport`.  The source model is not modified.
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"fold_batchnorm: expected a keras Model; got {type(model).__name__}.")
@@ -169,7 +169,7 @@ def fold_batchnorm(model):
     consumers = _consumers(model)
     partner_of_conv, folded, kept = {}, [], {}
     for layer in model.layers:
-        if isinstance(layer, _BN_TYPES):
+        if is_batch_norm(layer):
             conv, reason = _fold_partner(layer, model, consumers)
             if conv is None:
                 kept[layer.name] = reason
@@ -201,4 +201,7 @@ def fold_batchnorm(model):
             layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
         elif layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
+    # Inference only: training it would update weights whose BatchNorm is gone
+    # (and the remaining BatchNorms' statistics); frozen, it cannot be by mistake.
+    folded_model.trainable = False
     return folded_model, FoldReport(folded, kept, standardized)

@@ -5,7 +5,7 @@ import pytest
 
 import datasets
 from xbn.data import BadImageError, load_source, parse_spec
-from xbn.data.sources import DIGITS_FRACTIONS
+from xbn.data.sources.digits import DIGITS_FRACTIONS
 
 
 def _all(split):
@@ -100,20 +100,72 @@ def test_folder_errors_name_the_problem(tmp_path):
         load_source(f"folder:{afile}")
 
 
-def test_bad_images_are_named_or_skipped_and_counted(tmp_path):
-    root = tmp_path / "data"
+def _damaged_folder(root):
+    """Four good digits per class, and three files that only look like images."""
     datasets.write_folder(root, per_class=4)
-    fake = root / "digit_1" / "fake.jpg"
-    fake.write_text("this is not an image")
-    truncated = root / "digit_2" / "truncated.png"
-    truncated.write_bytes(datasets.encode(np.full((20, 20, 3), 7, np.uint8))[:40])
+    photo = datasets.photos()["coffee"]
+    bad = {
+        root / "digit_1" / "fake.jpg": b"this is not an image",
+        root / "digit_2" / "truncated.jpg": datasets.encode(photo, "jpg")[:2000],
+        root / "digit_0" / "truncated.png": datasets.encode(np.full((20, 20, 3), 7, np.uint8))[:40],
+    }
+    for path, data in bad.items():
+        path.write_bytes(data)
+    return sorted(bad)
+
+
+def test_damaged_images_are_found_before_training_and_named(tmp_path):
+    """A truncated JPEG passes a header check; every file is decoded once
+    before training, and the message says which and why, in words."""
+    bad = _damaged_folder(tmp_path / "data")
     with pytest.raises(BadImageError) as info:
-        load_source(f"folder:{root}")
-    assert str(fake) in str(info.value) and "--skip-bad-images" in str(info.value)
-    source = load_source(f"folder:{root}", skip_bad_images=True, val_split=0.0)
-    assert sorted(path for path, _ in source.skipped) == sorted([fake, truncated])
+        load_source(f"folder:{tmp_path / 'data'}")
+    message = str(info.value)
+    assert "3 unreadable image file(s)" in message and "--skip-bad-images" in message
+    for path in bad:
+        assert str(path) in message
+    assert "damaged or truncated JPEG data" in message and "damaged or truncated PNG data" in message
+    assert "not a JPEG, PNG, BMP or GIF file" in message
+    assert "{{" not in message and "function_node" not in message
+
+
+def test_skip_bad_images_drops_them_with_readable_reasons(tmp_path):
+    bad = _damaged_folder(tmp_path / "data")
+    source = load_source(f"folder:{tmp_path / 'data'}", skip_bad_images=True, val_split=0.0)
+    assert sorted(path for path, _ in source.skipped) == bad
+    reasons = {path.name: why for path, why in source.skipped}
+    assert reasons["truncated.jpg"].startswith("damaged or truncated JPEG data (")
+    assert reasons["fake.jpg"] == "not a JPEG, PNG, BMP or GIF file"
     assert source.split("train").size == 12
     _all(source.split("train"))  # every remaining file decodes
+
+
+def test_image_checks_are_remembered_between_runs(tmp_path, monkeypatch):
+    from xbn.data import images
+
+    root = tmp_path / "data"
+    datasets.write_folder(root, per_class=3)
+    decoded = []
+    real = images._decode_shapes
+    monkeypatch.setattr(images, "_decode_shapes", lambda ds, count, *a, **k: decoded.append(count) or real(ds, count, *a, **k))
+    first = load_source(f"folder:{root}", val_split=0.0)
+    again = load_source(f"folder:{root}", val_split=0.0)
+    assert decoded == [9]  # the second time nothing is decoded
+    assert again.decoded_bytes == first.decoded_bytes == 9 * 32 * 32 * 3
+    changed = sorted(root.rglob("*.png"))[0]
+    changed.write_bytes(b"now broken")  # a new size and time: checked again
+    with pytest.raises(BadImageError, match=str(changed)):
+        load_source(f"folder:{root}", val_split=0.0)
+    assert decoded == [9]  # (the header check caught it without decoding)
+
+
+def test_each_kind_of_data_brings_the_augmentation_it_needs(tmp_path):
+    digits = load_source("digits")
+    assert digits.defaults == {"crop_scale": (0.6, 1.0), "flip": False, "eval_crop": 1.0, "cache": True}
+    datasets.write_folder(tmp_path / "photos", per_class=2)
+    photos = load_source(f"folder:{tmp_path / 'photos'}", val_split=0.0)
+    # Small enough to cache (decoded images under 1 GiB).
+    assert photos.defaults == {"crop_scale": (0.08, 1.0), "flip": True, "eval_crop": 0.875, "cache": True}
 
 
 # -- TFRecords ----------------------------------------------------------------------
@@ -131,14 +183,49 @@ def test_tfrecords_in_the_imagenet_layout(tmp_path):
     assert got == {img.tobytes(): int(l) for img, l in zip(images, labels)}
 
 
+def test_truncated_images_in_tfrecords_are_named_by_file_and_record(tmp_path):
+    images_, labels = datasets.digits(per_class=3, classes=(0, 1))
+    pattern = datasets.write_tfrecords(tmp_path / "rec", images_, labels, shards=2, fmt="jpg")
+    # Rewrite shard 1 with its second record's JPEG truncated.
+    import tensorflow as tf
+
+    shard = sorted((tmp_path / "rec").glob("train-*"))[1]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(shard))]
+    example = tf.train.Example.FromString(records[1])
+    encoded = example.features.feature["image/encoded"].bytes_list.value[0]
+    example.features.feature["image/encoded"].bytes_list.value[0] = encoded[: len(encoded) // 2]
+    records[1] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for record in records:
+            writer.write(record)
+    with pytest.raises(BadImageError) as info:
+        load_source(f"tfrecord:{pattern}")
+    assert f"record 1 of {shard} (damaged or truncated JPEG data" in str(info.value)
+    source = load_source(f"tfrecord:{pattern}", skip_bad_images=True, val_split=0.0)
+    assert [where for where, _ in source.skipped] == [f"record 1 of {shard}"]
+    assert source.split("train").size == 5
+
+
+def test_one_based_labels_are_detected_and_the_fix_named(tmp_path):
+    images_, labels = datasets.digits(per_class=2, classes=(0, 1, 2))
+    pattern = datasets.write_tfrecords(tmp_path / "rec", images_, labels + 1, fmt="png")
+    with pytest.raises(ValueError) as info:
+        load_source(f"tfrecord:{pattern}")
+    assert "labels run from 1 to 3 and no record has label 0" in str(info.value)
+    assert "--data-arg label_offset=-1" in str(info.value)
+    assert load_source(f"tfrecord:{pattern}", data_args={"label_offset": -1}).class_names == ["0", "1", "2"]
+    # A class 0 that really has no example: say how many classes there are.
+    assert load_source(f"tfrecord:{pattern}", data_args={"num_classes": 4}).class_names == ["0", "1", "2", "3"]
+
+
 def test_tfrecord_label_offset_and_errors(tmp_path):
     images, labels = datasets.digits(per_class=2, classes=(0, 1))
     pattern = datasets.write_tfrecords(tmp_path / "rec", images, labels + 1, fmt="jpg")
-    source = load_source(f"tfrecord:{pattern}", label_offset=-1, val_split=0.0)
+    source = load_source(f"tfrecord:{pattern}", data_args={"label_offset": -1}, val_split=0.0)
     assert source.class_names == ["0", "1"]
     assert sorted(_all(source.split("train"))[1].tolist()) == [0, 0, 1, 1]
-    with pytest.raises(ValueError, match="labels must be >= 0 after --label-offset -5"):
-        load_source(f"tfrecord:{pattern}", label_offset=-5)
+    with pytest.raises(ValueError, match="labels must be >= 0 after --data-arg label_offset=-5"):
+        load_source(f"tfrecord:{pattern}", data_args={"label_offset": -5})
     with pytest.raises(FileNotFoundError, match="no file matches"):
         load_source(f"tfrecord:{tmp_path / 'none-*'}")
     junk = tmp_path / "junk-00000"
@@ -152,19 +239,20 @@ def test_tfds_reads_a_prepared_dataset_and_never_downloads(tmp_path):
     from tensorflow_datasets import testing
 
     testing.DummyMnist(data_dir=str(tmp_path)).download_and_prepare()
-    source = load_source("tfds:dummy_mnist", tfds_data_dir=str(tmp_path), val_split=0.1)
+    source = load_source("tfds:dummy_mnist", data_args={"data_dir": str(tmp_path)}, val_split=0.1)
     assert source.class_names == [str(i) for i in range(10)]
     assert set(source.splits) == {"train", "val", "test"}
     image, label = next(iter(source.split("train").make()))
     assert image.shape == (28, 28, 3) and image.dtype == "uint8"
     with pytest.raises(FileNotFoundError, match="never downloads"):
-        load_source("tfds:mnist", tfds_data_dir=str(tmp_path))
+        load_source("tfds:mnist", data_args={"data_dir": str(tmp_path)})
 
 
 def test_synthetic_is_deterministic():
-    source = load_source("synthetic", image_size=40, num_classes=4, synthetic_size=(8, 4, 4))
+    options = {"image_size": 40, "num_classes": 4, "sizes": (8, 4, 4)}
+    source = load_source("synthetic", data_args=options)
     a, labels = _all(source.split("train"))
-    b, _ = _all(load_source("synthetic", image_size=40, num_classes=4, synthetic_size=(8, 4, 4)).split("train"))
+    b, _ = _all(load_source("synthetic", data_args=options).split("train"))
     assert a[0].shape == (40, 40, 3)
     np.testing.assert_array_equal(np.stack(a), np.stack(b))
     assert labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
@@ -185,3 +273,45 @@ def test_other_split_sources_must_have_the_same_classes(tmp_path):
     datasets.write_folder(tmp_path / "b", classes=(0, 2))
     with pytest.raises(ValueError, match="--val-data .* its classes"):
         load_source(f"folder:{tmp_path / 'a'}", val_data=f"folder:{tmp_path / 'b'}")
+
+
+def test_source_options_are_checked_against_the_source():
+    with pytest.raises(ValueError, match="the digits source takes no option 'label_offset'"):
+        load_source("digits", data_args={"label_offset": -1})
+    with pytest.raises(ValueError, match=r"takes no option 'label_ofset' \(did you mean 'label_offset'\?\)"):
+        load_source("tfrecord:/nowhere-*", data_args={"label_ofset": -1})
+
+
+def test_data_help_lists_every_registered_source():
+    from xbn.data.sources import data_help, source_kinds
+
+    text = data_help()
+    assert set(source_kinds()) >= {"digits", "folder", "tfrecord", "tfds", "synthetic", "numpy"}
+    for usage in ("digits:", "folder:PATH:", "tfrecord:GLOB:", "numpy:PATH.npz:", "label_offset"):
+        assert usage in text
+
+
+# -- numpy ---------------------------------------------------------------------------------
+def test_numpy_file_of_images_and_labels(tmp_path):
+    images, labels = datasets.digits(per_class=10, classes=(0, 1, 2))
+    path = tmp_path / "scans.npz"
+    np.savez(path, images=np.stack(images)[..., 0], labels=labels)  # grey (N, H, W)
+    source = load_source(f"numpy:{path}", val_split=0.2)
+    assert source.class_names == ["0", "1", "2"]
+    assert (source.split("train").size, source.split("val").size) == (24, 6)
+    got, got_labels = _all(source.split("val"))
+    assert got[0].shape == images[0].shape and got[0].dtype == np.uint8
+    assert sorted(got_labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    # Ready-made splits and class names are used as they are.
+    np.savez(path, images=np.stack(images), labels=labels, val_images=np.stack(images[:3]),
+             val_labels=labels[:3], class_names=np.array(["zero", "one", "two"]))
+    source = load_source(f"numpy:{path}")
+    assert source.class_names == ["zero", "one", "two"] and source.split("val").size == 3
+    np.savez(path, pictures=np.stack(images))
+    with pytest.raises(ValueError, match="has no 'images' or 'labels' array"):
+        load_source(f"numpy:{path}")
+    np.savez(path, images=np.stack(images), labels=labels[:-1])
+    with pytest.raises(ValueError, match="'labels' has 29 entries for 30 images"):
+        load_source(f"numpy:{path}")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_source(f"numpy:{tmp_path / 'none.npz'}")

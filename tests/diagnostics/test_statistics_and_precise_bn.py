@@ -106,7 +106,9 @@ def test_running_out_of_passes_is_reported(rng):
     assert not report.converged and report.passes == 2 and report.last_change > 1e-4
     # The first layer's input involves no BatchNorm: the training-mode pass
     # settled it; the second is settled by the one inference pass allowed.
-    assert "stopped after 2 passes with 2/8 layers settled" in messages[-1]
+    assert "stopped after 2 passes with 2 of 8 layers settled" in messages[-1]
+    assert report.unsettled == [f"bn{i}" for i in range(2, 8)]
+    assert report.batches == 3
 
 
 def test_recalibration_raises_the_accuracy_of_a_briefly_trained_bn_model():

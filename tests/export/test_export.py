@@ -12,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import datasets
-from xbn.export import ExportError, INFO_FILE, export_model, export_source
+from xbn.export import ExportError, INFO_FILE, export_model
+from xbn.training.trained import export_source
 from xbn.export import savedmodel
 from xbn.models import mobilenetv2_xbn
 from xbn.models.preprocessing import preprocess_images
@@ -96,7 +97,7 @@ def test_bad_input_gets_a_clear_error_and_serving_goes_on(exported):
     serve, serve_bytes = loaded.signatures["serving_default"], loaded.signatures["serve_bytes"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         serve(images=tf.zeros((0, SIZE, SIZE, 3)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"is not a JPEG, PNG, BMP or GIF file"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[1\] \[of image_bytes is not a JPEG, PNG, BMP or GIF file"):
         serve_bytes(image_bytes=tf.constant([datasets.encode(_images(1)[0].astype("uint8")), b"plain text"]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         serve_bytes(image_bytes=tf.constant([], tf.string))
@@ -223,3 +224,82 @@ def test_export_source_from_keras_file_and_registered_name(exported, tmp_path):
         export_source("mobilenetv2", tmp_path / "nope")
     with pytest.raises(ValueError, match="neither a run folder, a .keras file nor a registered model"):
         export_source("resnet9000", tmp_path / "nope")
+
+
+# -- what the precision can promise -----------------------------------------------------
+@pytest.mark.parametrize("policy, dtype", [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_a_mixed_precision_model_exports_within_what_its_precision_allows(tmp_path, policy, dtype):
+    """Folding moves the roundings of a float16/bfloat16 network: 4e-3 and 4.5e-2
+    of the output scale for MobileNetV2, which a float32 tolerance of 1e-4
+    refused (an xbn-train --mixed-precision run could never be exported)."""
+    from conftest import dtype_policy
+
+    with dtype_policy(policy):
+        model = _model(seed=3)
+    limit = savedmodel.tolerance(model)
+    assert savedmodel.compute_dtype(model) == dtype
+    assert limit == pytest.approx(2 * np.sqrt(53) * {"float16": 2**-10, "bfloat16": 2**-7}[dtype])
+    _, info = export_model(model, tmp_path / dtype, class_names=CLASSES, preprocessing="tf", log=lambda m: None)
+    assert info["precision"] == dtype and info["tolerance"] == limit
+    assert 0 < info["difference"] <= limit
+
+
+def test_float32_keeps_the_strict_tolerance():
+    assert savedmodel.tolerance(_model()) == savedmodel.TOLERANCE
+
+
+# -- serving refuses what it cannot answer ---------------------------------------------------
+def test_nan_or_inf_pixels_are_refused(exported):
+    _, _, loaded, _ = exported
+    serve = loaded.signatures["serving_default"]
+    for bad in (np.nan, np.inf):
+        images = _images(2)
+        images[1, 3, 4, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match="images hold NaN or infinite values"):
+            serve(images=tf.constant(images))
+    assert serve(images=tf.constant(_images(1)))["probabilities"].shape == (1, 3)
+
+
+def _png_header(width, height):
+    """The first bytes of a PNG that claims a size (its pixels need not follow)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk + b"\x00" * 64
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "gif", "bmp"])
+def test_image_sizes_are_read_from_the_header_without_decoding(fmt):
+    image = np.zeros((37, 53, 3), np.uint8)
+    encoded = tf.constant(datasets.encode(image, fmt))
+    np.testing.assert_array_equal(savedmodel._header_size(encoded), [37, 53])
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
+    """A 0.8 MB PNG can decode to 16000 x 16000 (768 MB): the header says so first."""
+    out = tmp_path / "capped"
+    export_model(_tiny(), out, class_names=CLASSES, preprocessing="tf", max_pixels=1000, log=lambda m: None)
+    assert json.loads((out / INFO_FILE).read_text())["max_pixels"] == 1000
+    serve_bytes = tf.saved_model.load(str(out)).signatures["serve_bytes"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[16000\] \[x\] \[16000\] \[pixels, over the limit of 1000 pixels of this export"):
+        serve_bytes(image_bytes=tf.constant([_png_header(16000, 16000)]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[32\] \[x\] \[32\] \[pixels, over the limit"):
+        serve_bytes(image_bytes=tf.constant([datasets.encode(_images(1, seed=2)[0].astype("uint8"))]))  # 1024 pixels
+    small = datasets.encode(_images(1, seed=2)[0].astype("uint8")[:20, :20])  # 400 pixels
+    assert serve_bytes(image_bytes=tf.constant([small]))["probabilities"].shape == (1, 3)
+
+
+def test_the_default_pixel_limit_takes_large_photos():
+    assert savedmodel.MAX_PIXELS >= 6000 * 4000 * 2 and savedmodel.MAX_PIXELS < 16000 * 16000
+
+
+def test_a_full_disk_at_export_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    from xbn import _files
+
+    monkeypatch.setattr(_files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 2**20}))
+    with pytest.raises(_files.DiskFullError, match=r"not enough space in .* for the export out: it needs about "
+                                                  r".* MB and 1.0 MB are free. Nothing was written"):
+        export_model(_tiny(), tmp_path / "out", class_names=CLASSES, preprocessing="tf", log=lambda m: None)
+    assert os.listdir(tmp_path) == []

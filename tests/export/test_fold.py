@@ -157,3 +157,9 @@ def test_subclassed_models_are_refused():
 
     with pytest.raises(ValueError, match="subclassed model"):
         fold_batchnorm(Net())
+
+
+def test_the_folded_copy_is_frozen(zoo):
+    _, model, folded, _, _ = zoo
+    assert folded.trainable is False and folded.trainable_weights == []
+    assert model.trainable and model.trainable_weights  # the source is untouched

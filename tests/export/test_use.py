@@ -60,7 +60,8 @@ def test_export_of_a_run_folder_uses_its_facts(export_dir):
 def test_evaluate_reports_the_models_accuracy(setting, export_dir, tmp_path, capsys):
     _, data, written, model = setting
     report = tmp_path / "eval.json"
-    assert evaluate_cli.main([str(export_dir), "--data", f"folder:{data}", "--json", str(report)]) == 0
+    # All of it (--val-split 0), not only the hold-out the run kept back (the default).
+    assert evaluate_cli.main([str(export_dir), "--data", f"folder:{data}", "--val-split", "0", "--json", str(report)]) == 0
     out = capsys.readouterr().out
     assert "| top-1 | top-3 |" in out
     result = json.loads(report.read_text())
@@ -85,7 +86,7 @@ def test_predict_prints_labels_and_names_bad_files(setting, export_dir, tmp_path
     code = predict_cli.main([str(export_dir), *map(str, paths), str(bad), "--top-k", "2"])
     out, err = capsys.readouterr()
     assert code == 1
-    assert f"{bad}: error: not a JPEG, PNG, BMP or GIF image" in err
+    assert f"{bad}: error: not a JPEG, PNG, BMP or GIF file" in err
     expected = _direct_predictions(model, [written[p][1] for p in paths])
     for path, index in zip(paths, expected):
         line = next(l for l in out.splitlines() if l.startswith(str(path)))
@@ -102,3 +103,29 @@ def test_cli_errors(setting, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert export_cli.main([str(root / "run"), "--out", str(tmp_path / "x"), "--weights", "w.h5"]) == 2
     assert "a run folder brings its own weights" in capsys.readouterr().err
+
+
+def test_predict_says_why_a_damaged_image_cannot_be_served(setting, export_dir, tmp_path, capsys):
+    photo = datasets.photos()["coffee"]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(datasets.encode(photo, "jpg")[:3000])
+    assert predict_cli.main([str(export_dir), str(truncated)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{truncated}: error: damaged or truncated JPEG data (")
+    assert "Graph execution error" not in err and "{{" not in err
+
+
+def test_missing_and_foreign_folders_are_told_apart(tmp_path, capsys):
+    assert predict_cli.main([str(tmp_path / "nowhere"), "x.png"]) == 2
+    assert f"the export folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert evaluate_cli.main([str(tmp_path), "--data", "digits"]) == 2
+    assert "is not an xbn export" in capsys.readouterr().err
+
+
+def test_evaluate_scores_other_data_whole_and_says_so(setting, export_dir, tmp_path, capsys):
+    _, data, _, _ = setting
+    other = tmp_path / "other"
+    datasets.write_folder(other, per_class=2, size=40)
+    assert evaluate_cli.main([str(export_dir), "--data", f"folder:{other}"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert f"| folder:{other} | all | 6 |" in row

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras.applications import imagenet_utils
 
-from xbn.layers.factory import gn_name, resolve_groups
+from xbn.layers.norms import gn_name, resolve_groups
 from xbn.models import (
     get_model,
     list_models,
@@ -18,8 +18,10 @@ from xbn.models import (
 from xbn.models.summary import count_macs
 
 EXPECTED = {
+    "resnet18", "resnet18_xbn", "resnet18_gnws", "resnet34", "resnet34_xbn", "resnet34_gnws",
     "resnet50", "resnet50_xbn", "resnet50_gnws", "resnet101", "resnet101_xbn",
     "resnet152", "resnet152_xbn", "resnext50_32x4d", "resnext50_32x4d_xbn",
+    "resnext101_32x8d", "resnext101_32x8d_xbn",
     "mobilenetv2", "mobilenetv2_xbn", "mobilenetv2_gnws",
 }
 
@@ -47,7 +49,8 @@ def test_unknown_name_lists_the_known_ones():
 
 @pytest.mark.parametrize(
     "name, mode, family",
-    [("resnet50", "caffe", "resnet"), ("resnext50_32x4d_xbn", "caffe", "resnext"),
+    [("resnet50", "caffe", "resnet"), ("resnext50_32x4d_xbn", "torch", "resnext"),
+     ("resnet18_xbn", "torch", "resnet"),
      ("mobilenetv2_xbn", "tf", "mobilenetv2")],
 )
 def test_facts(name, mode, family):
@@ -119,6 +122,9 @@ def test_bad_common_arguments(kwargs, error, message):
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"xbn_position": "p4"}, "`xbn_position` must be one of 'p1', 'p2', 'p3'"),
+     ({"layout": "caffe"}, "`layout` must be one of 'keras', 'torchvision'"),
+     ({"bn_kind": "ln"}, "`bn_kind` must be one of 'bn', 'brn', 'gn', 'none'"),
+     ({"bn_options": {"groups": 2}}, "bn_options 'groups' is not an option of the norm kind 'bn'"),
      ({"stem_norm": "ln"}, "`stem_norm` must be one of 'gn', 'bn'"),
      ({"xbn_groups": 0}, "`xbn_groups` must be an integer >= 1")],
 )

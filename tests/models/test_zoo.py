@@ -1,21 +1,48 @@
-"""Every registered model builds small, runs both modes, and round-trips."""
+"""The model battery: every registered model goes through it (a model is
+covered by registering it; keras-hub's ``run_backbone_test``).
+
+Per model, built once at 64x64: training and inference forward passes, a
+``.keras`` round trip, BatchNorm folding equal to the model in inference,
+and the headless network's pooling.  Per family and variant, on its
+smallest registered model (deeper ones repeat the same blocks, and the
+suite must stay inside its time budget): a training step that changes every
+trainable weight with a finite loss, and outputs under ``mixed_float16``
+and ``mixed_bfloat16``.  SavedModel export and the JAX and
+PyTorch backends are tested on MobileNetV2 and the layers
+(``tests/export``, ``tests/layers/test_backends.py``).
+"""
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from conftest import dtype_policy
+from xbn.fold import fold_batchnorm
+from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, model_facts
 
 SIZE = 64
 
 
+def _kwargs(name):
+    # MobileNetV2 at alpha 0.5: wide enough that no GroupNorm gets 1 channel.
+    return {"alpha": 0.5} if model_facts(name).family == "mobilenetv2" else {}
+
+
 @pytest.fixture(scope="module", params=list_models())
 def topped(request):
     """Each registered model at 64x64 with a 10-class top, built once."""
-    kwargs = {"input_shape": (SIZE, SIZE, 3), "classes": 10}
-    if model_facts(request.param).family == "mobilenetv2":
-        kwargs["alpha"] = 0.5
+    kwargs = {"input_shape": (SIZE, SIZE, 3), "classes": 10, **_kwargs(request.param)}
     return request.param, get_model(request.param, **kwargs)
+
+
+def _smallest_per_family_and_variant():
+    chosen = {}
+    for name in list_models():  # natural order: the shallowest first
+        facts = model_facts(name)
+        chosen.setdefault((facts.family, facts.variant), name)
+    return sorted(chosen.values())
 
 
 def test_forward_in_training_and_inference_mode(topped):
@@ -54,7 +81,57 @@ def test_keras_file_round_trip(topped, tmp_path):
     assert model_facts(restored) == model_facts(name)
 
 
+@pytest.mark.parametrize("name", _smallest_per_family_and_variant())
+def test_a_training_step_changes_every_trainable_weight(name):
+    model = get_model(name, input_shape=(32, 32, 3), classes=10, **_kwargs(name))
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, 4))
+    before = [np.array(v) for v in model.trainable_variables]
+    optimizer = keras.optimizers.SGD(0.1)
+    with tf.GradientTape() as tape:
+        probabilities = model(x, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply(grads, model.trainable_variables)
+    assert np.isfinite(float(loss))
+    unchanged = [
+        v.path for v, old in zip(model.trainable_variables, before)
+        if np.array_equal(np.array(v), old)
+    ]
+    assert not unchanged, f"{name}: a training step left {unchanged[:5]} unchanged"
+
+
+def test_batchnorm_folds_into_an_equal_inference_model(topped):
+    name, model = topped
+    rng = np.random.default_rng(5)
+    for layer in model.layers:  # statistics that are not the identity
+        if is_batch_norm(layer):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+    folded, report = fold_batchnorm(model)
+    x = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    a = np.asarray(model(x, training=False))
+    b = np.asarray(folded(x, training=False))
+    assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1e-3)
+    assert not any(is_batch_norm(l) for l in folded.layers) or report.kept
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", _smallest_per_family_and_variant())
+def test_mixed_precision_outputs_are_finite(name, policy):
+    with dtype_policy(policy):
+        model = get_model(name, input_shape=(32, 32, 3), classes=10, **_kwargs(name))
+        x = np.random.default_rng(6).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+        for training in (True, False):
+            out = np.asarray(tf.cast(model(x, training=training), tf.float32))
+            assert out.shape == (2, 10) and np.all(np.isfinite(out))
+    assert all(v.dtype == "float32" for v in model.weights)
+
+
 FEATURES = {"resnet": 2048, "resnext": 2048, "mobilenetv2": 1280}
+BASIC_FEATURES = 512  # ResNet-18/34: basic blocks keep the stage width
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -62,13 +139,13 @@ def test_headless_with_pooling(name):
     """pooling="avg" ends the headless network with the spatial mean of its
     last feature map, of the family's width, at any input size."""
     facts = model_facts(name)
-    kwargs = {"alpha": 0.35} if facts.family == "mobilenetv2" else {}
-    model = get_model(name, include_top=False, pooling="avg", **kwargs)
+    model = get_model(name, include_top=False, pooling="avg", **facts.small_args)
     assert model.input_shape == (None, None, None, 3)
     x = np.random.default_rng(2).uniform(0, 1, (2, 80, 96, 3)).astype("float32")
     pooled = np.asarray(model(x, training=False))
     features = np.asarray(keras.Model(model.inputs, model.layers[-2].output)(x, training=False))
-    assert pooled.shape == (2, FEATURES[facts.family]) and features.shape[1] * features.shape[2] > 1
+    width = BASIC_FEATURES if name.startswith(("resnet18", "resnet34")) else FEATURES[facts.family]
+    assert pooled.shape == (2, width) and features.shape[1] * features.shape[2] > 1
     np.testing.assert_allclose(pooled, features.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
 
 

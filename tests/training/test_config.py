@@ -22,7 +22,7 @@ def test_every_model_has_an_imagenet_recipe_following_the_official_one(name):
     config = resolve(MODELS / f"imagenet_{name}.yaml")
     assert config.model == name
     assert (config.optimizer, config.momentum, config.image_size) == ("sgd", 0.9, 224)
-    assert config.data.startswith("tfrecord:") and config.label_offset == -1
+    assert config.data.startswith("tfrecord:") and config.data_args == {"label_offset": -1}
     if name.startswith("mobilenetv2"):
         assert config.epochs == 150
     else:
@@ -70,7 +70,7 @@ def test_recipe_base_loops_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"model": "resnet18"}, "unknown --model 'resnet18'"),
+    [({"model": "resnet9"}, "unknown --model 'resnet9'"),
      ({"image_size": 16}, "`image_size` must be an integer >= 32"),
      ({"epochs": 2, "warmup_epochs": 2}, "--warmup-epochs 2.0 must be less than --epochs 2"),
      ({"model_args": {"classes": 3}}, "--model-arg classes is set by xbn-train itself"),

@@ -28,7 +28,7 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     command = [
         sys.executable, TINY_TRAIN, "--model", "tiny_xbn", "--strategy", "multiworker", "--out", str(out),
         "--epochs", "2", "--steps-per-epoch", "4", "--image-size", "32", "--batch-size", "32",
-        "--warmup-epochs", "0.5", "--recalibrate-bn", "2", "--no-export", "--quiet",
+        "--warmup-epochs", "0.5", "--no-export", "--quiet",  # precise BN at its default: 20 batches
     ]
     processes = []
     for index in range(2):
@@ -45,6 +45,9 @@ def test_two_workers_end_with_identical_weights(tmp_path):
     assert chief["replicas"] == other["replicas"] == 2
     assert chief["weights_digest"] == other["weights_digest"]
     assert chief["test"] == other["test"]
+    # Precise BN pooled both workers' statistics, once a pass, to the same numbers.
+    assert chief["recalibration"] == other["recalibration"]
+    assert chief["recalibration"]["batches"] == 20 and chief["recalibration"]["examples"] == 20 * 32
     # Only the chief writes the run folder.
     assert (out / "model.keras").exists() and not (out / ".worker-1" / "model.keras").exists()
     assert "xbn-train: tiny_xbn on digits" in outputs[0]

@@ -26,9 +26,9 @@ def _exports(name, size, folder):
     from xbn.export import export_model
     from xbn.models import get_model, model_facts
 
-    kwargs = {"alpha": 0.35} if size < 96 and name.startswith("mobilenetv2") else {}
-    model = get_model(name, input_shape=(size, size, 3), **kwargs)
     facts = model_facts(name)
+    kwargs = facts.small_args if size < 96 else {}
+    model = get_model(name, input_shape=(size, size, 3), **kwargs)
     classes = int(model.output_shape[-1])
     serving = {}
     for fold in (True, False):

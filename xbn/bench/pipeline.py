@@ -15,7 +15,7 @@ from pathlib import Path
 from xbn.bench.timing import measure
 
 FULL = {"per_class": 64, "side": 160, "size": 128, "batch": 16}
-QUICK = {"per_class": 4, "side": 48, "size": 32, "batch": 4}
+QUICK = {"per_class": 4, "side": 48, "size": 32, "batch": 4, "alpha": 0.35}
 
 
 def write_jpeg_folder(root, per_class, side):
@@ -54,7 +54,8 @@ def run(quick=False, repeats=10, warmup=3):
             lambda: [images for images, _ in pipeline.train(next(epochs))],
             warmup=min(warmup, 1), repeats=max(1, repeats // 3),
         )
-    model = get_model("mobilenetv2", input_shape=(size, size, 3), classes=10, classifier_activation=None)
+    model = get_model("mobilenetv2", input_shape=(size, size, 3), classes=10, classifier_activation=None,
+                      **({"alpha": sizes["alpha"]} if "alpha" in sizes else {}))
     step = measure(train_step(model, batch), warmup=warmup, repeats=repeats)
     fed, consumed = epoch_images / feed.median_s, batch / step.median_s
     return [{

@@ -40,6 +40,13 @@ def quiet_tensorflow():
             os.close(saved)
 
 
+def data_help():
+    """The registered ``--data`` sources, for ``--help``."""
+    from xbn.data.sources import data_help
+
+    return data_help()
+
+
 def parse_value(text):
     """A command-line value as a Python literal where it is one, else a string.
 
@@ -66,15 +73,33 @@ def parse_key_values(items, flag="--model-arg"):
     return result
 
 
+def error_line(prog, error):
+    """``PROG: error: MESSAGE`` on one line, without a doubled ``PROG:`` prefix."""
+    message = str(error)
+    if isinstance(error, OSError) and error.strerror and not error.filename:
+        message = error.strerror  # DiskFullError(errno, message): the message alone
+    prefix = f"{prog}: "
+    while message.startswith(prefix):
+        message = message[len(prefix):]
+    return f"{prog}: error: {message}"
+
+
 def run_main(prog, body, argv):
-    """Run ``body(argv)``; report expected errors as one line, exit status 2."""
+    """Run ``body(argv)``; report expected errors as one line, exit status 2.
+
+    Expected errors are the library's ``ValueError``/``TypeError`` (bad
+    settings or input), missing or existing files and folders, a folder in
+    use and a full disk; their messages name the problem and the fix.
+    """
+    from xbn import _files
+
     try:
         return body(argv)
     except (
         ValueError, TypeError, RuntimeError, FileNotFoundError, FileExistsError,
-        NotADirectoryError,
+        NotADirectoryError, _files.DiskFullError,
     ) as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(error_line(prog, error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -1,8 +1,12 @@
 """``xbn-evaluate``: top-1/top-5 accuracy of an exported model on a data source.
 
+Without --data an export of a run is scored on the run's own data, on the
+split it never trained on (test where the data has one, else the run's
+validation hold-out); other data is scored whole unless --split says which.
+
 Examples::
 
-    xbn-evaluate runs/mobilenetv2_xbn-digits/export --data digits
+    xbn-evaluate runs/mobilenetv2_xbn-digits/export
     xbn-evaluate export/flowers --data folder:/data/flowers-test
 """
 
@@ -19,9 +23,10 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
     )
     p.add_argument("export", help="an export folder written by xbn-export or xbn-train")
-    p.add_argument("--data", required=True, help="digits, folder:PATH, tfrecord:GLOB, tfds:NAME or synthetic")
-    p.add_argument("--split", choices=("train", "val", "test"), help="default: test where the source has one, else all of it")
-    p.add_argument("--val-split", type=float, default=0.0, help="hold-out fraction, to evaluate the same val split as training")
+    p.add_argument("--data", help=f"the data to evaluate on (default: the run's data). {_common.data_help()}")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="default: the run's held-out split on its own data, all of other data")
+    p.add_argument("--val-split", type=float, help="hold-out fraction (default: the run's on its own data, else 0)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-bad-images", action="store_true")
     p.add_argument("--json", help="also write the result to this JSON file")
@@ -42,7 +47,7 @@ def _body(argv):
     k = result["k"]
     print(f"| export | data | split | examples | top-1 | top-{k} |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
-    print(f"| {args.export} | {args.data} | {result['split']} | {result['examples']} | "
+    print(f"| {args.export} | {result['data']} | {result['split']} | {result['examples']} | "
           f"{result['top1']:.2%} | {result['topk']:.2%} |")
     if args.json:
         _files.atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -34,6 +34,8 @@ def build_parser():
     p.add_argument("--eval-crop", type=float, help="central fraction kept by serve_bytes (default 0.875; run folders use their own)")
     p.add_argument("--top-k", type=int, default=5, help="labels returned per image (default 5)")
     p.add_argument("--format", choices=("saved_model", "litert", "onnx"), default="saved_model")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="serve_bytes refuses images with more pixels, before decoding them (default 50000000)")
     p.add_argument("--no-fold", action="store_true", help="keep BatchNorm layers as they are")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return p
@@ -41,13 +43,15 @@ def build_parser():
 
 def _body(argv):
     args = build_parser().parse_args(argv)
-    from xbn.export import export_source
+    from xbn.export import MAX_PIXELS
+    from xbn.training.trained import export_source
 
     path = export_source(
         args.source, args.out, weights=args.weights, class_names=args.class_names,
         image_size=args.image_size, fold=not args.no_fold, overwrite=args.overwrite,
         fmt=args.format, eval_crop=args.eval_crop, top_k=args.top_k,
         model_args=_common.parse_key_values(args.model_arg),
+        max_pixels=MAX_PIXELS if args.max_pixels is None else args.max_pixels,
         log=lambda m: print(f"xbn-{m}"),
     )
     print(f"xbn-export: done; serve it with TensorFlow Serving or tf.saved_model.load('{path}')"

@@ -28,7 +28,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folder, .keras file, or registered model name")
-    p.add_argument("--data", help="digits, folder:PATH, tfrecord:GLOB, tfds:NAME or synthetic (default: the run's own data)")
+    p.add_argument("--data", help=f"the data to measure on (default: the run's own data). {_common.data_help()}")
     p.add_argument("--split", choices=("train", "val", "test"), help="split to measure on (default: test where there is one, else val)")
     p.add_argument("--val-split", type=float, help="hold-out fraction of a source without a val split (default: the run's, else 0.1)")
     p.add_argument("--steps", type=int, help="batches to pool (default: the whole split)")
@@ -68,9 +68,10 @@ def measure(args, log=print):
     """The reports of every SOURCE (and after precise BN with --recalibrate-bn)."""
     import keras
 
-    from xbn.data import Augment, Pipeline, load_source
+    from xbn.data import Augment, Pipeline
+    from xbn.data.sources import data_record, open_recorded
     from xbn.diagnostics import StatisticsCollector, estimation_shift, recalibrate_bn
-    from xbn.models.loading import load_trained
+    from xbn.training.trained import load_trained
 
     reports, sources = [], {}
     model_args = _common.parse_key_values(args.model_arg)
@@ -83,10 +84,15 @@ def measure(args, log=print):
         data = args.data or settings.get("data")
         if data is None:
             raise ValueError(f"SOURCE {source} is not a run folder; say which data to measure on with --data.")
-        val_split = args.val_split if args.val_split is not None else settings.get("val_split", 0.1)
-        key = (data, val_split)
+        record = data_record(settings)
+        own = data == settings.get("data")
+        # Other data: a tenth held out, as a run would, to measure on.
+        val_split = args.val_split if args.val_split is not None or own else 0.1
+        key = (data, val_split, repr(record) if own else None)
         if key not in sources:
-            sources[key] = load_source(data, val_split=val_split, skip_bad_images=args.skip_bad_images, progress=log)
+            sources[key] = open_recorded(
+                record, data, val_split, skip_bad_images=args.skip_bad_images, progress=log
+            )[0]
         source_data = sources[key]
         split = args.split or ("test" if "test" in source_data.splits else "val")
         pipeline = Pipeline(

@@ -23,7 +23,7 @@ from xbn.cli import _common
 
 
 def build_parser():
-    from xbn.diagnostics.study import BATCH_SIZES
+    from xbn.study import BATCH_SIZES
 
     p = argparse.ArgumentParser(
         prog="xbn-study", description=__doc__.splitlines()[0].split(": ", 1)[1],
@@ -51,7 +51,7 @@ def _body(argv):
         if value < minimum:
             raise ValueError(f"{flag} must be >= {minimum}; got {value}.")
     from xbn import _files
-    from xbn.diagnostics import study
+    from xbn import study
 
     shared, per_form = [], {}
     for item in args.model_arg or ():

@@ -14,7 +14,11 @@ Examples::
         --val-data tfrecord:/data/validation-* --mixed-precision float16
 
 Running the same command again resumes an interrupted run from its last
-finished epoch.
+finished epoch, or reports a finished one (and makes its export if it is
+missing).  Exit status: 0 done; 1 the loss became NaN or infinite (the last
+good checkpoint is kept); 2 bad settings or data, a folder in use, a full
+disk (one line says which and what to do); 3 the training finished and its
+results are saved, but the export failed.
 """
 
 import argparse
@@ -33,14 +37,13 @@ def build_parser():
     g = p.add_argument_group("model and data")
     g.add_argument("--model", help="registered model name (default mobilenetv2_xbn)")
     g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, repeatable (e.g. alpha=0.35)")
-    g.add_argument("--data", help="digits (default), folder:PATH, tfrecord:GLOB, tfds:NAME or synthetic")
+    g.add_argument("--data", help=f"where the images come from (default digits). {_common.data_help()}")
+    g.add_argument("--data-arg", action="append", metavar="KEY=VALUE",
+                   help="option of the --data source, repeatable (e.g. label_offset=-1)")
     g.add_argument("--val-data", help="separate validation data (same forms as --data)")
     g.add_argument("--test-data", help="separate test data (same forms as --data)")
     g.add_argument("--val-split", type=float, help="fraction of each class held out for validation (default 0.1)")
     g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files and report them")
-    g.add_argument("--num-classes", type=int, help="class count (synthetic; TFRecords without class texts)")
-    g.add_argument("--label-offset", type=int, help="added to TFRecord labels (-1 for 1-based ImageNet records)")
-    g.add_argument("--tfds-data-dir", help="where TFDS datasets are prepared (never downloaded)")
     g.add_argument("--image-size", type=int, help="input side in pixels, >= 32 (default 64)")
     g = p.add_argument_group("optimization")
     g.add_argument("--epochs", type=int)
@@ -49,7 +52,7 @@ def build_parser():
     g.add_argument("--optimizer", choices=("sgd", "adamw"))
     g.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch/256 for SGD)")
     g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    g.add_argument("--warmup-epochs", type=float)
+    g.add_argument("--warmup-epochs", type=float, help="linear warm-up (default 1; a fifth of runs shorter than that)")
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 1e-4)")
     g.add_argument("--label-smoothing", type=float)
     g = p.add_argument_group("normalization")
@@ -57,10 +60,14 @@ def build_parser():
     g.add_argument("--recalibrate-bn", type=int, metavar="STEPS", help="precise-BN batches before the final evaluation (0: off)")
     g.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm across replicas")
     g = p.add_argument_group("input pipeline")
-    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="random-resized-crop area range")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, help="random horizontal flips")
-    g.add_argument("--eval-crop", type=float, help="central fraction kept at evaluation")
-    g.add_argument("--cache", action=argparse.BooleanOptionalAction, help="keep decoded images in memory")
+    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="random-resized-crop area range (default: the data's, 0.6 1 for digits, 0.08 1 for photos)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                   help="random horizontal flips (default: off for digits, on for photos)")
+    g.add_argument("--eval-crop", type=float,
+                   help="central fraction kept at evaluation (default: 1 for digits, 0.875 for photos)")
+    g.add_argument("--cache", action=argparse.BooleanOptionalAction,
+                   help="keep decoded images in memory (default: when they fit in 1 GiB)")
     g.add_argument("--seed", type=int)
     g = p.add_argument_group("execution and output")
     g.add_argument("--mixed-precision", choices=("none", "float16", "bfloat16"))
@@ -80,6 +87,8 @@ def config_from_args(argv):
     recipe = args.pop("recipe", None)
     if "model_arg" in args:
         args["model_args"] = _common.parse_key_values(args.pop("model_arg"))
+    if "data_arg" in args:
+        args["data_args"] = _common.parse_key_values(args.pop("data_arg"), flag="--data-arg")
     if args.pop("quiet", False):
         args["verbose"] = False
     if "crop_scale" in args:
@@ -88,14 +97,17 @@ def config_from_args(argv):
 
 
 def _body(argv):
-    from xbn.training import NonFiniteLossError, train
+    from xbn.training import ExportFailedError, NonFiniteLossError, train
 
     config = config_from_args(argv)
     try:
         train(config)
     except NonFiniteLossError as error:
-        print(f"xbn-train: error: {error}", file=sys.stderr)
+        print(_common.error_line("xbn-train", error), file=sys.stderr)
         return 1
+    except ExportFailedError as error:
+        print(_common.error_line("xbn-train", error), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -21,7 +21,10 @@ BatchNorm before it, so the statistics are settled in depth order:
    ends with a pass in which every layer is, and takes its measurements.
 
 A pass makes the first unsettled layer exact (everything before it is
-settled), so at most one pass per layer is ever needed.  While the largest
+settled), so at most one pass per layer is ever needed; passes are bounded
+(:data:`MAX_PASSES`), and the sweep keeps the best state it has seen (most
+layers settled from the input on) and stops when :data:`PATIENCE` passes in
+a row bring none better.  While the largest
 change shrinks from pass to pass, each pass updates every layer at once (a
 Jacobi iteration): a trained network, whose training-mode and
 inference-mode statistics are close, settles in a handful of passes.  When
@@ -46,6 +49,16 @@ from xbn.diagnostics.estimation_shift import shift_metrics
 from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers
 
 
+# Inference-mode passes run at most, by default.  A trained network settles in
+# two or three; a barely trained one can chase its tail for one pass per
+# layer, and those passes cost as much as the training of a small job.
+MAX_PASSES = 8
+# Passes without a better state before the sweep gives up (an under-trained
+# network can chase its tail: each pass settling the front and unsettling
+# the back).
+PATIENCE = 2
+
+
 @dataclasses.dataclass
 class RecalibrationReport:
     """What :func:`recalibrate_bn` changed.
@@ -58,6 +71,9 @@ class RecalibrationReport:
             layer had against the statistics measured in the last pass.
         converged: whether the last pass found every layer settled (within
             the tolerance); ``False`` when ``max_passes`` ran out first.
+        batches: batches per pass (fewer than asked when the data has fewer).
+        unsettled: the layers still beyond the tolerance when the passes ran
+            out (empty when converged); they keep the last measured statistics.
     """
 
     layers: list
@@ -65,6 +81,8 @@ class RecalibrationReport:
     passes: int
     last_change: float
     converged: bool = True
+    batches: int = 0
+    unsettled: list = dataclasses.field(default_factory=list)
 
 
 def _changes(layers, stats):
@@ -101,8 +119,10 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
             augmentation; the same ``steps`` batches are used by every pass.
         steps: number of batches per pass (``>= 1``); more give better
             estimates (a few thousand images usually suffice).
-        max_passes: at most this many inference-mode passes (default: one
-            more than the number of BatchNorm layers, which always suffices).
+        max_passes: at most this many inference-mode passes (default
+            :data:`MAX_PASSES`, capped at one more than the number of
+            BatchNorm layers, which always suffices); the layers still
+            unsettled then are reported.
         tolerance: the estimation shift (mean or variance shift, see
             :func:`xbn.diagnostics.shift_metrics`) below which a layer
             counts as settled.
@@ -123,15 +143,16 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
     layers = batch_norm_layers(model)
     if not layers:
         return RecalibrationReport([], 0, 0, 0.0)
-    max_passes = max_passes or len(layers) + 1
+    max_passes = max_passes or min(MAX_PASSES, len(layers) + 1)
     dataset = dataset.take(steps)
     collector = StatisticsCollector(model, strategy)
     say = progress or (lambda message: None)
-    say(f"precise BN: pass 1 (training mode, {steps} batches)")
     stats, examples = collector.collect(dataset, steps, training=True)
+    say(f"precise BN: pass 1 (training mode, {collector.batches} batches of {examples} images)")
     _assign(layers, stats, strategy)
-    settled, change, converged, passes = 0, 0.0, False, 1
+    change, converged, passes = 0.0, False, 1
     previous, jacobi = np.inf, True
+    best, stale = None, 0
     for _ in range(max_passes):
         passes += 1
         stats, examples = collector.collect(dataset, steps, training=False)
@@ -142,18 +163,53 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
             _assign(layers, stats, strategy)
             converged = True
             break
+        first = unsettled[0]
+        # The statistics now in place, with the first unsettled layer's
+        # measurement (exact: every layer before it is settled) on top: the
+        # best state seen is the one with the most layers settled from the
+        # input on, then the smallest change.
+        score = (first, -change)
+        if best is None or score > best[0]:
+            state = _current(layers)
+            state[first] = stats[layers[first].name][:2]
+            best, stale = (score, state, [layers[i].name for i in unsettled[1:]]), 0
+        else:
+            stale += 1
         jacobi = jacobi and change < previous
-        previous, settled = change, unsettled[0] + 1
-        _assign(layers if jacobi else layers[:settled], stats, strategy)
+        previous = change
+        _assign(layers if jacobi else layers[:first + 1], stats, strategy)
         say(
-            f"precise BN: pass {passes} (inference mode): {settled - 1}/{len(layers)} layers "
-            f"settled, largest change {change:.2g}"
+            f"precise BN: pass {passes} (inference mode): {first}/{len(layers)} layers settled, "
+            f"largest change {change:.2g}"
         )
+        if stale >= PATIENCE:
+            break
+    names = []
+    if not converged:
+        (first, _), state, names = best
+        _assign_values(layers, state, strategy)
+        converged = not names  # only the last layer was off, and it was measured exactly
     if converged:
         say(f"precise BN: all {len(layers)} layers settled after {passes} passes")
     else:
         say(
-            f"precise BN: stopped after {passes} passes with {settled}/{len(layers)} layers "
-            f"settled (largest change {change:.2g}); more passes would settle the rest"
+            f"precise BN: stopped after {passes} passes with {first + 1} of {len(layers)} layers "
+            f"settled (the best state seen; largest change {change:.2g}); not settled: "
+            f"{', '.join(names[:4])}{'...' if len(names) > 4 else ''}, which keep their last "
+            "statistics (a better-trained network settles in two or three passes)"
         )
-    return RecalibrationReport([layer.name for layer in layers], examples, passes, change, converged)
+    return RecalibrationReport(
+        [layer.name for layer in layers], examples, passes, change, converged, collector.batches, names,
+    )
+
+
+def _current(layers):
+    """The moving statistics in place, ``{index: (mean, variance)}`` (float64)."""
+    return {
+        i: (np.asarray(layer.moving_mean.numpy(), np.float64), np.asarray(layer.moving_variance.numpy(), np.float64))
+        for i, layer in enumerate(layers)
+    }
+
+
+def _assign_values(layers, state, strategy=None):
+    _assign(layers, {layers[i].name: (mean, var, None) for i, (mean, var) in state.items()}, strategy)

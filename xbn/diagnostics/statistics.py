@@ -15,15 +15,12 @@ underestimates) nor a momentum average.
 import keras
 import numpy as np
 
-from xbn.layers import BatchNorm
+from xbn.layers.norms import is_batch_norm
 
 
 def batch_norm_layers(model):
     """The model's BatchNorm layers (xbn's and keras'), in depth order."""
-    layers = [
-        layer for layer in model.layers
-        if isinstance(layer, (BatchNorm, keras.layers.BatchNormalization))
-    ]
+    layers = [layer for layer in model.layers if is_batch_norm(layer)]
     for layer in layers:
         if len(layer._inbound_nodes) != 1:
             raise ValueError(
@@ -56,9 +53,23 @@ class _Pool:
         self.m2 = self.m2 + m2 + delta**2 * (self.count * count / total)
         self.count = total
 
+    def merge(self, other):
+        """Add another pool's values (Chan's formula again)."""
+        if other.mean is not None:
+            self.add(other.count, other.mean, other.m2)
+
     @property
     def variance(self):
         return self.m2 / self.count
+
+
+def _worker_count(strategy):
+    """How many worker processes share the strategy (1 for a single machine)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, len(spec.get("worker", [])) + len(spec.get("chief", [])))
 
 
 class StatisticsCollector:
@@ -67,6 +78,12 @@ class StatisticsCollector:
     The capture model (the inputs of every BatchNorm as outputs) and the
     traced step are built once, so repeated passes (precise BN's refinement,
     estimation shift after recalibration) do not trace the network again.
+
+    Under a strategy each replica's statistics are pooled on its own
+    worker's host, batch after batch, and the workers exchange their pooled
+    statistics once per pass, in one collective for all layers (not one per
+    batch and layer), and merge them in the same order, so every worker ends
+    with the same numbers.
 
     Args:
         model: a functional keras model.
@@ -80,6 +97,7 @@ class StatisticsCollector:
         self.layers = batch_norm_layers(model)
         self.strategy = strategy or tf.distribute.get_strategy()
         self._steps = {}
+        self._gather = None
         if self.layers:
             self._capture = keras.Model(model.inputs, [layer.input for layer in self.layers])
 
@@ -104,19 +122,13 @@ class StatisticsCollector:
                 count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(out), ax)), tf.float32)
                 mean = tf.reduce_mean(out, axis=ax, keepdims=True)
                 m2 = tf.reduce_sum(tf.square(out - mean), axis=ax)
-                # A leading axis of one: strategy.gather stacks the replicas on it.
-                results.append((count[None], tf.reshape(mean, [1, -1]), m2[None]))
-            return results
+                results.append((count, tf.reshape(mean, [-1]), m2))
+            return results, tf.shape(images)[0]
 
         @tf.function
         def step(batch):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            per_replica = strategy.run(moments, args=(images,))
-            # Every replica's (count, mean, M2), gathered from every worker, so
-            # that all workers pool the same numbers.
-            gathered = tf.nest.map_structure(lambda v: strategy.gather(v, axis=0), per_replica)
-            sizes = strategy.run(lambda t: tf.shape(t)[0], args=(images,))
-            return gathered, strategy.reduce("SUM", sizes, axis=None)
+            return strategy.run(moments, args=(images,))
 
         self._steps[training] = step
         return step
@@ -138,30 +150,76 @@ class StatisticsCollector:
             ``(stats, examples)``: ``stats`` maps each layer name, in depth
             order, to ``(mean, variance, count)`` (float64; ``count`` is
             values per channel), and ``examples`` is the number of images.
+            ``self.batches`` holds the number of batches the pass used.
         """
         if not self.layers:
             return {}, 0
         step = self._step(bool(training))
-        pools = [_Pool() for _ in self.layers]
-        done = examples = 0
+        local = self.strategy.experimental_local_results
+        replicas = None  # per local replica: [examples, one _Pool per layer]
+        done = 0
         for batch in self.strategy.experimental_distribute_dataset(dataset):
             if steps is not None and done >= steps:
                 break
-            gathered, size = step(batch)
-            examples += int(size)
-            for pool, (counts, means, m2s) in zip(pools, gathered):
-                for count, mean, m2 in zip(counts.numpy(), means.numpy(), m2s.numpy()):
-                    pool.add(count, mean, m2)
+            results, sizes = step(batch)
+            sizes = local(sizes)
+            if replicas is None:
+                replicas = [[0, [_Pool() for _ in self.layers]] for _ in sizes]
+            for replica, size in zip(replicas, sizes):
+                replica[0] += int(size)
+            for layer, (counts, means, m2s) in enumerate(results):
+                for replica, count, mean, m2 in zip(replicas, local(counts), local(means), local(m2s)):
+                    replica[1][layer].add(count.numpy(), mean.numpy(), m2.numpy())
             done += 1
             if progress is not None:
                 progress(done)
         if done == 0:
             raise ValueError("collect_statistics: the dataset yielded no batch.")
+        self.batches = done
+        if _worker_count(self.strategy) > 1:
+            replicas = self._gather_workers(replicas)
+        pools = [_Pool() for _ in self.layers]
+        for _, replica_pools in replicas:
+            for pool, other in zip(pools, replica_pools):
+                pool.merge(other)
         stats = {
             layer.name: (pool.mean, pool.variance, pool.count)
             for layer, pool in zip(self.layers, pools)
         }
-        return stats, examples
+        return stats, sum(examples for examples, _ in replicas)
+
+    def _gather_workers(self, replicas):
+        """Every replica's pooled statistics from every worker: one all-gather per pass.
+
+        Each local replica packs ``[examples, then per layer count, mean,
+        M2]`` into one float64 vector; the vectors of all replicas of all
+        workers are gathered, so that every worker merges the same numbers in
+        the same order.
+        """
+        import tensorflow as tf
+
+        channels = [len(pool.mean) for pool in replicas[0][1]]
+        packed = iter([
+            np.concatenate([[examples]] + [np.concatenate([[p.count], p.mean, p.m2]) for p in pools])
+            for examples, pools in replicas
+        ])
+        # Called once per local replica, in order: each contributes its own pools.
+        per_replica = self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(next(packed))[None]
+        )
+        if self._gather is None:  # traced once: an eager gather retraces at every call
+            self._gather = tf.function(lambda values: self.strategy.gather(values, axis=0))
+        gathered = []
+        for row in self._gather(per_replica).numpy():
+            pools, offset = [], 1
+            for width in channels:
+                pool = _Pool()
+                pool.add(row[offset], row[offset + 1: offset + 1 + width],
+                         row[offset + 1 + width: offset + 1 + 2 * width])
+                pools.append(pool)
+                offset += 1 + 2 * width
+            gathered.append([int(row[0]), pools])
+        return gathered
 
 
 def collect_statistics(model, dataset, steps=None, training=False, strategy=None, progress=None):

@@ -25,35 +25,50 @@ def load_export(directory):
     return tf.saved_model.load(str(directory)), info
 
 
-def evaluate_export(directory, data, split=None, batch_size=64, val_split=0.0, skip_bad_images=False, progress=None):
+def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=None, skip_bad_images=False,
+                    progress=None):
     """Top-1 and top-5 accuracy of an export on a ``--data`` source.
+
+    By default the export is scored on the data it was trained on and the
+    split it never trained on: ``xbn.json`` records the run's data, and the
+    source is read with the run's hold-out, so that ``test`` (where the data
+    has one) or else ``val`` is exactly the run's.  Other data is scored
+    whole (the split ``"all"``) unless a split is named.
 
     Args:
         directory: the export folder.
-        data: a ``--data`` spec.
-        split: ``train``, ``val`` or ``test``; default: ``test`` where the
-            source has one, else everything (the ``train`` split of a source
-            read with ``val_split=0``).
+        data: a ``--data`` spec (default: the run's, from ``xbn.json``).
+        split: ``train``, ``val`` or ``test`` (default: see above).
         batch_size: images per call of the signature.
-        val_split, skip_bad_images: as for training.
+        val_split: the hold-out fraction (default: the run's for its own
+            data, else 0: all of it).
+        skip_bad_images: as for training.
 
     Returns:
-        ``{"examples", "top1", "topk", "k", "split"}``.
+        ``{"examples", "top1", "topk", "k", "split", "data"}``.
     """
     import tensorflow as tf
 
-    from xbn.data import load_source
     from xbn.data.images import named_bad_input
+    from xbn.data.sources import open_recorded
     from xbn.data.pipeline import eval_image
 
     loaded, info = load_export(directory)
-    source = load_source(data, val_split=val_split, skip_bad_images=skip_bad_images, progress=progress)
+    if data is None and not info.get("data"):
+        raise ValueError(
+            f"{directory} does not record the data it was trained on (it was not exported from a "
+            "run folder); say what to evaluate on with --data."
+        )
+    source, _ = open_recorded(info.get("data"), data, val_split, skip_bad_images, progress)
+    data = source.spec
     if source.class_names != info["class_names"]:
         raise ValueError(
             f"--data {data}: its classes {source.class_names[:8]} are not the export's "
             f"{info['class_names'][:8]} (same names in the same order are needed)."
         )
-    split = split or ("test" if "test" in source.splits else "train")
+    if split is None:
+        split = next((s for s in ("test", "val") if s in source.splits), "train")
+    named = "all" if split == "train" and len(source.splits) == 1 else split
     size, crop = info["image_size"], info["eval_crop"]
     dataset = (
         source.split(split).indexed()
@@ -72,7 +87,7 @@ def evaluate_export(directory, data, split=None, batch_size=64, val_split=0.0, s
             top1 += int(np.sum(indices[:, :1] == labels))
             topk += int(np.sum(np.any(indices[:, :k] == labels, axis=1)))
             count += len(labels)
-    return {"split": split, "examples": count, "top1": top1 / count, "topk": topk / count, "k": k}
+    return {"data": data, "split": named, "examples": count, "top1": top1 / count, "topk": topk / count, "k": k}
 
 
 def predict_files(directory, paths, top_k=None):
@@ -96,13 +111,25 @@ def predict_files(directory, paths, top_k=None):
         try:
             out = serve(image_bytes=tf.constant([data]))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            message = error.message.splitlines()[0]
-            if "is not a JPEG" in error.message:
-                message = "not a JPEG, PNG, BMP or GIF image"
-            results.append((path, None, message))
+            results.append((path, None, _serving_error(error.message)))
             continue
         labels = [label.decode() for label in out["top_k_labels"].numpy()[0][:k]]
         indices = out["top_k_indices"].numpy()[0][:k]
         probabilities = out["probabilities"].numpy()[0][indices]
         results.append((path, list(zip(labels, probabilities.tolist())), None))
     return results
+
+
+def _serving_error(message):
+    """A serving signature's failure in a user's words: its assertion's data
+    (one image is sent at a time, so "image 0 of image_bytes" is dropped),
+    or the decoder's message."""
+    import re
+
+    from xbn.data.images import readable_decode_error
+
+    if "assertion failed:" in message:
+        tail = message.split("assertion failed:", 1)[1].split("{{", 1)[0]
+        text = " ".join(item.strip() for item in re.findall(r"\[([^\[\]]*)\]", tail))
+        return re.sub(r"^image 0 of image_bytes (is )?", "", text)
+    return readable_decode_error(message)

@@ -11,44 +11,48 @@ meaning, except that ``weights`` is ``None`` or a path on disk.  Vanilla
 models are layer for layer ``keras.applications``' own, so weights move
 between them, and into the XBN twins for every layer they share, by name
 (:func:`load_weights`, :func:`transfer_weights`).
+
+The builders exported here are exactly the registered models: a family
+module registers each with ``@register_model`` and is listed in
+:data:`FAMILY_MODULES`; nothing else names them.
 """
 
-from xbn.models.mobilenet_v2 import mobilenetv2, mobilenetv2_gnws, mobilenetv2_xbn
+import importlib
+
+from xbn.models.loading import load_model
 from xbn.models.preprocessing import preprocess_input
-from xbn.models.registry import ModelFacts, get_model, list_models, model_facts
-from xbn.models.resnet import (
-    resnet50,
-    resnet50_gnws,
-    resnet50_xbn,
-    resnet101,
-    resnet101_xbn,
-    resnet152,
-    resnet152_xbn,
-    resnext50_32x4d,
-    resnext50_32x4d_xbn,
+from xbn.models.registry import (
+    ModelFacts,
+    get_builder,
+    get_model,
+    list_models,
+    model_facts,
+    register_model,
 )
 from xbn.models.weights import TransferReport, load_weights, read_weights, transfer_weights
 
-__all__ = [
-    "ModelFacts",
-    "TransferReport",
-    "get_model",
-    "list_models",
-    "load_weights",
-    "mobilenetv2",
-    "mobilenetv2_gnws",
-    "mobilenetv2_xbn",
-    "model_facts",
-    "preprocess_input",
-    "read_weights",
-    "resnet50",
-    "resnet50_gnws",
-    "resnet50_xbn",
-    "resnet101",
-    "resnet101_xbn",
-    "resnet152",
-    "resnet152_xbn",
-    "resnext50_32x4d",
-    "resnext50_32x4d_xbn",
-    "transfer_weights",
-]
+# The modules that register the zoo's families (one line per family).
+FAMILY_MODULES = ("xbn.models.resnet", "xbn.models.mobilenet_v2")
+for _module in FAMILY_MODULES:
+    importlib.import_module(_module)
+
+_BUILDERS = {name: get_builder(name) for name in list_models()}
+globals().update(_BUILDERS)
+
+__all__ = sorted(
+    [
+        "FAMILY_MODULES",
+        "ModelFacts",
+        "TransferReport",
+        "get_model",
+        "list_models",
+        "load_model",
+        "load_weights",
+        "model_facts",
+        "preprocess_input",
+        "read_weights",
+        "register_model",
+        "transfer_weights",
+        *_BUILDERS,
+    ]
+)

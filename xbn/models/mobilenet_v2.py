@@ -16,18 +16,23 @@ the request is used (see :mod:`xbn.layers.factory`).  Every positive
 ``alpha`` builds.
 """
 
-import dataclasses
-
 import keras
 
 from xbn import _checks
-from xbn.layers.factory import NormSpec, make_conv, make_norm
-from xbn.models import common
+from xbn.layers.norms import NormSpec
+from xbn.models import common, variants
 from xbn.models.registry import register_model
 
 BN = NormSpec("bn", epsilon=1e-3, momentum=0.999)
 XBN_GROUPS = 16
+# The width for small inputs (the digits job, the study, quick benchmarks).
+SMALL_ARGS = {"alpha": 0.35}
 GNWS_GROUPS = 32
+# The norm roles: after the stem conv, each block's expand, depthwise and
+# project convs, and the last conv.  The XBN rule makes the depthwise one a
+# GroupNorm.
+ROLES = ("stem", "expand", "depthwise", "project", "last")
+XBN_ROLES = ("depthwise",)
 
 # (expansion, filters, stride) of the 17 inverted residual blocks.
 BLOCKS = (
@@ -39,18 +44,6 @@ BLOCKS = (
     (6, 160, 2), (6, 160, 1), (6, 160, 1),
     (6, 320, 1),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class MobileNetV2Norms:
-    """The norm after each kind of convolution, and the regular conv kind."""
-
-    stem: NormSpec = BN
-    expand: NormSpec = BN
-    depthwise: NormSpec = BN
-    project: NormSpec = BN
-    last: NormSpec = BN
-    conv: str = "conv"
 
 
 def make_divisible(v, divisor=8, min_value=None):
@@ -79,10 +72,8 @@ def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, nor
     prefix = f"block_{block_id}_"
     if block_id:
         channels = expansion * in_channels
-        x = make_conv(
-            norms.conv, channels, 1, name=f"{prefix}expand", padding="same", use_bias=False
-        )(x)
-        x = make_norm(norms.expand, channels, f"{prefix}expand_BN", axis=axis)(x)
+        x = norms.conv_layer(channels, 1, name=f"{prefix}expand", padding="same", use_bias=False)(x)
+        x = norms.norm("expand", channels, f"{prefix}expand_BN", axis=axis)(x)
         x = keras.layers.ReLU(6.0, name=f"{prefix}expand_relu")(x)
     else:
         prefix = "expanded_conv_"
@@ -93,12 +84,12 @@ def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, nor
         3, strides=stride, use_bias=False, padding="same" if stride == 1 else "valid",
         name=f"{prefix}depthwise",
     )(x)
-    x = make_norm(norms.depthwise, channels, f"{prefix}depthwise_BN", axis=axis)(x)
+    x = norms.norm("depthwise", channels, f"{prefix}depthwise_BN", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(x)
-    x = make_conv(
-        norms.conv, pointwise_filters, 1, name=f"{prefix}project", padding="same", use_bias=False
+    x = norms.conv_layer(
+        pointwise_filters, 1, name=f"{prefix}project", padding="same", use_bias=False
     )(x)
-    x = make_norm(norms.project, pointwise_filters, f"{prefix}project_BN", axis=axis)(x)
+    x = norms.norm("project", pointwise_filters, f"{prefix}project_BN", axis=axis)(x)
     if in_channels == pointwise_filters and stride == 1:
         return keras.layers.Add(name=f"{prefix}add")([inputs, x])
     return x
@@ -128,17 +119,17 @@ def build_mobilenetv2(
     axis = common.channel_axis()
 
     first_filters = make_divisible(32 * alpha, 8)
-    x = make_conv(
-        norms.conv, first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False
+    x = norms.conv_layer(
+        first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False
     )(img_input)
-    x = make_norm(norms.stem, first_filters, "bn_Conv1", axis=axis)(x)
+    x = norms.norm("stem", first_filters, "bn_Conv1", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
         x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, norms)
     # As in the paper, alpha does not shrink the last conv (it does widen it).
     last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
-    x = make_conv(norms.conv, last_filters, 1, name="Conv_1", use_bias=False)(x)
-    x = make_norm(norms.last, last_filters, "Conv_1_bn", axis=axis)(x)
+    x = norms.conv_layer(last_filters, 1, name="Conv_1", use_bias=False)(x)
+    x = norms.norm("last", last_filters, "Conv_1_bn", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
     x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
     return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
@@ -161,30 +152,31 @@ _DOC = """MobileNetV2{what}.
 
 
 @register_model(
-    family="mobilenetv2", variant="vanilla", default_size=224, preprocessing="tf",
-    description="MobileNetV2 (keras.applications.MobileNetV2)",
+    family="mobilenetv2", variant="vanilla", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
+    description="MobileNetV2 (keras.applications.MobileNetV2)", keras_application="MobileNetV2",
 )
 def mobilenetv2(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, bn_kind="bn",
+    bn_options=None,
 ):
+    norms = variants.vanilla(BN, bn_kind, bn_options, owner="mobilenetv2")
     return build_mobilenetv2(
-        MobileNetV2Norms(), mobilenetv2.facts, input_shape, alpha, include_top, weights,
+        norms, mobilenetv2.facts, input_shape, alpha, include_top, weights,
         input_tensor, pooling, classes, classifier_activation, name,
     )
 
 
 @register_model(
-    family="mobilenetv2", variant="xbn", default_size=224, preprocessing="tf",
+    family="mobilenetv2", variant="xbn", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
     description="MobileNetV2 with a GroupNorm after every depthwise conv (XBN)",
 )
 def mobilenetv2_xbn(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
     pooling=None, classes=1000, classifier_activation="softmax", name=None,
-    xbn_groups=XBN_GROUPS,
+    xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None,
 ):
-    xbn_groups = _checks.check_int("mobilenetv2_xbn", "xbn_groups", xbn_groups, minimum=1)
-    norms = MobileNetV2Norms(depthwise=NormSpec("gn", groups=xbn_groups, epsilon=1e-5))
+    norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="mobilenetv2_xbn")
     return build_mobilenetv2(
         norms, mobilenetv2_xbn.facts, input_shape, alpha, include_top, weights,
         input_tensor, pooling, classes, classifier_activation, name,
@@ -192,7 +184,7 @@ def mobilenetv2_xbn(
 
 
 @register_model(
-    family="mobilenetv2", variant="gnws", default_size=224, preprocessing="tf",
+    family="mobilenetv2", variant="gnws", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
     description="MobileNetV2 with GroupNorm + weight-standardized convs (GN+WS)",
 )
 def mobilenetv2_gnws(
@@ -200,21 +192,23 @@ def mobilenetv2_gnws(
     pooling=None, classes=1000, classifier_activation="softmax", name=None,
     gn_groups=GNWS_GROUPS,
 ):
-    gn_groups = _checks.check_int("mobilenetv2_gnws", "gn_groups", gn_groups, minimum=1)
-    gn = NormSpec("gn", groups=gn_groups, epsilon=1e-5)
-    norms = MobileNetV2Norms(stem=gn, expand=gn, depthwise=gn, project=gn, last=gn, conv="ws")
+    norms = variants.gnws(gn_groups, owner="mobilenetv2_gnws")
     return build_mobilenetv2(
         norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
         input_tensor, pooling, classes, classifier_activation, name,
     )
 
 
-mobilenetv2.__doc__ = _DOC.format(what=" (keras.applications.MobileNetV2)", extra="")
+_BN_ARGS = """
+        bn_kind, bn_options: the norm kind and options at every BatchNorm
+            position, as for :func:`xbn.models.resnet50`."""
+mobilenetv2.__doc__ = _DOC.format(what=" (keras.applications.MobileNetV2)", extra=_BN_ARGS)
 mobilenetv2_xbn.__doc__ = _DOC.format(
     what=" with XBN: a GroupNorm after every depthwise conv",
     extra="""
         xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
-            004 and the XBNBlock code), reduced to a divisor of the channels.""",
+            004 and the XBNBlock code), reduced to a divisor of the channels."""
+    + _BN_ARGS,
 )
 mobilenetv2_gnws.__doc__ = _DOC.format(
     what=" with GroupNorm + weight standardization",

@@ -26,6 +26,11 @@ class ModelFacts:
         default_size: the side of the square input it was designed for.
         preprocessing: the ``keras.applications`` preprocessing mode.
         description: one line for listings.
+        keras_application: the ``keras.applications`` builder the model is
+            layer for layer equal to (``"ResNet50"``), or ``None``.
+        small_args: builder arguments for small inputs (32 to 64 pixels: the
+            digits job, the study, quick benchmarks), e.g. MobileNetV2's
+            ``{"alpha": 0.35}``.
     """
 
     name: str
@@ -34,16 +39,27 @@ class ModelFacts:
     default_size: int
     preprocessing: str
     description: str
+    keras_application: str = None
+    small_args: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+    @property
+    def base(self):
+        """The name without its variant suffix (``resnet50_xbn`` -> ``resnet50``)."""
+        suffix = f"_{self.variant}"
+        return self.name[: -len(suffix)] if self.name.endswith(suffix) else self.name
 
 
 _REGISTRY = {}
 
 
-def register_model(*, family, variant, default_size, preprocessing, description):
-    """Decorator registering a builder under its function name."""
+def register_model(
+    *, family, variant, default_size, preprocessing, description, keras_application=None,
+    small_args=None,
+):
+    """Decorator registering a builder under its function name (see :class:`ModelFacts`)."""
     if variant not in VARIANTS:
         raise ValueError(f"register_model: variant must be one of {VARIANTS}; got {variant!r}")
     if preprocessing not in PREPROCESSING_MODES:
@@ -56,7 +72,10 @@ def register_model(*, family, variant, default_size, preprocessing, description)
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"register_model: {name!r} is already registered")
-        facts = ModelFacts(name, family, variant, default_size, preprocessing, description)
+        facts = ModelFacts(
+            name, family, variant, default_size, preprocessing, description, keras_application,
+            dict(small_args or {}),
+        )
         _REGISTRY[name] = (builder, facts)
         builder.facts = facts
         return builder
@@ -92,6 +111,16 @@ def list_models(family=None, variant=None):
     return sorted(names, key=_natural_key)
 
 
+def twin(name, variant):
+    """The registered ``variant`` form of the model ``name`` (``twin("resnet50",
+    "xbn")`` -> ``"resnet50_xbn"``), or ``None`` where there is none."""
+    base = _entry(name)[1].base
+    for other, (_, facts) in _REGISTRY.items():
+        if facts.base == base and facts.variant == variant:
+            return other
+    return None
+
+
 def unregister_model(name):
     """Remove ``name`` from the registry (models registered by plugins or tests)."""
     _entry(name)
@@ -106,6 +135,32 @@ def _entry(name):
     return _REGISTRY[name]
 
 
+def get_builder(name):
+    """The builder function registered as ``name``."""
+    return _entry(name)[0]
+
+
+def check_arguments(name, kwargs, exclude=(), flag="argument"):
+    """Raise a ``ValueError`` naming every argument of ``kwargs`` that the
+    builder of ``name`` does not take, with a close match and the list of
+    those it does take (``exclude``: arguments not to offer)."""
+    import difflib
+    import inspect
+
+    parameters = inspect.signature(get_builder(name)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    known = [p for p in parameters if p not in exclude]
+    for key in kwargs:
+        if key not in parameters:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{flag} {key}: {name} takes no argument {key!r}{hint}. Its arguments: "
+                f"{', '.join(known)}."
+            )
+
+
 def get_model(name, **kwargs):
     """Build the registered model ``name`` with the builder's keyword arguments.
 
@@ -114,8 +169,8 @@ def get_model(name, **kwargs):
     >>> model.name, model.output_shape
     ('mobilenetv2_xbn', (None, 10))
     """
-    builder, _ = _entry(name)
-    return builder(**kwargs)
+    check_arguments(name, kwargs)
+    return get_builder(name)(**kwargs)
 
 
 def model_facts(model_or_name):

@@ -4,22 +4,30 @@
   ``ResNet50/101/152`` (ResNet v1 with the stride on the first 1x1 conv and
   biased convolutions; He et al., 2016, arXiv:1512.03385): same layer names,
   same weights, same parameter counts.
+- ResNet-18/34 (basic blocks), which keras.applications lacks, in
+  torchvision's layout (convolutions without bias, BN epsilon 1e-5).
 - XBN (Huang et al., CVPR 2022, "Delving into the Estimation Shift of Batch
   Normalization in a Network", arXiv:2203.10778; official code
-  https://github.com/huangleiBuaa/XBNBlock): in every bottleneck one BatchNorm
-  becomes a batch-free GroupNorm, by default the one after the 3x3 conv
-  ("p2"), and the stem's BatchNorm too.  The 1x1 convs' and the shortcut's
-  BatchNorms stay, under their keras.applications names.
+  https://github.com/huangleiBuaa/XBNBlock): in every block one BatchNorm
+  becomes a batch-free GroupNorm (a bottleneck's after the 3x3 conv, "p2";
+  a basic block's after its first 3x3 conv, "p1", as the official
+  ``BasicBlock_XBNBlock_P2``), and the stem's BatchNorm too.
 - GN+WS (Qiao et al., 2019, arXiv:1903.10520): every conv a ``WSConv2D`` and
   every BatchNorm a 32-group GroupNorm.
-- ResNeXt-50 32x4d (Xie et al., 2017, arXiv:1611.05431), which
-  keras.applications lacks, and its XBN twin (GroupNorm after the grouped
-  3x3 conv): stride on the 3x3 conv, convolutions without bias, as in the
-  official code and torchvision.
+- ResNeXt-50 32x4d and ResNeXt-101 32x8d (Xie et al., 2017,
+  arXiv:1611.05431) and their XBN twins, in torchvision's layout.
 
-A variant is a configuration: :class:`ResNetConfig` (depth, cardinality,
-widths, where the stride goes) and :class:`ResNetNorms` (the
-:class:`~xbn.layers.factory.NormSpec` at each position, and the conv kind).
+Layouts
+-------
+``layout="keras"`` (ResNet-50/101/152's default) is keras.applications'
+ResNet v1.  ``layout="torchvision"`` is the official XBNBlock code's and
+torchvision's: the stride on the 3x3 conv, convolutions without bias, BN
+epsilon 1e-5 and momentum 0.9 (torch's 0.1).  With it every weight shape
+and the trainable parameter count equal the PyTorch models'.  ResNet-18/34
+and ResNeXt have only the torchvision layout.
+
+A model is a :class:`ResNetConfig` (block type, depth, widths, stem,
+shortcut, layout) and a :class:`~xbn.models.variants.Norms`.
 """
 
 import dataclasses
@@ -27,107 +35,80 @@ import dataclasses
 import keras
 
 from xbn import _checks
-from xbn.layers.factory import NormSpec, make_conv, make_norm
-from xbn.models import common
+from xbn.layers.norms import NormSpec
+from xbn.models import common, variants
+from xbn.models.blocks import block_type
 from xbn.models.registry import register_model
 
 # keras.applications' epsilon for ResNet BatchNorm (>= cuDNN's minimum).
-BN = NormSpec("bn", epsilon=1.001e-5)
-# The XBNBlock code uses torch's nn.GroupNorm defaults: epsilon 1e-5.
+KERAS_BN = NormSpec("bn", epsilon=1.001e-5)
+TORCH_BN = NormSpec("bn", epsilon=1e-5, momentum=0.9)
+LAYOUTS = ("keras", "torchvision")
 XBN_GROUPS = 64
 GNWS_GROUPS = 32
-POSITIONS = ("p1", "p2", "p3")
-STAGES = ("conv2", "conv3", "conv4", "conv5")
-STAGE_FILTERS = (64, 128, 256, 512)
+STEMS = ("imagenet", "cifar")
+SHORTCUTS = ("projection", "pad")
 
 
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
-    """The shape of a bottleneck ResNet.
+    """The shape of a ResNet.
 
     Attributes:
-        blocks: bottleneck blocks per stage (conv2..conv5).
+        blocks: blocks per stage.
+        block: the registered block type (``"bottleneck"``, ``"basic"``).
+        stage_filters: each stage's width (a bottleneck outputs 4x).
         groups: cardinality of the 3x3 conv (1 for ResNet, 32 for ResNeXt).
-        width_per_group: 3x3 channels per group at the first stage;
-            a stage with ``filters`` output-quarter width has
-            ``filters // 64 * width_per_group * groups`` bottleneck channels.
-        stride_in_3x3: put a block's stride on the 3x3 conv (ResNet v1.5,
-            ResNeXt) instead of the first 1x1 (keras.applications' v1).
-        use_bias: biases on the convolutions (keras.applications' ResNets
-            have them).
+        width_per_group: 3x3 channels per group at width 64;
+            a bottleneck of width ``filters`` has
+            ``filters // 64 * width_per_group * groups`` channels inside.
+        stride_in_3x3: put a bottleneck's stride on the 3x3 conv.
+        use_bias: biases on the convolutions.
+        bn: the BatchNorm spec of the layout.
+        stem: ``"imagenet"`` (7x7/2 conv and 3x3/2 max-pool) or ``"cifar"``
+            (one 3x3 conv, no pooling; He et al., section 4.2).
+        shortcut: ``"projection"`` (1x1 conv, option B) or ``"pad"`` (option A).
+        layouts: the layouts the model has; the first is the default.
     """
 
     blocks: tuple
+    block: str = "bottleneck"
+    stage_filters: tuple = (64, 128, 256, 512)
     groups: int = 1
     width_per_group: int = 64
     stride_in_3x3: bool = False
     use_bias: bool = True
+    bn: NormSpec = KERAS_BN
+    stem: str = "imagenet"
+    shortcut: str = "projection"
+    layouts: tuple = LAYOUTS
+
+    def __post_init__(self):
+        block_type(self.block)
+        _checks.check_choice("ResNetConfig", "stem", self.stem, STEMS)
+        _checks.check_choice("ResNetConfig", "shortcut", self.shortcut, SHORTCUTS)
+        if len(self.blocks) != len(self.stage_filters):
+            raise ValueError("ResNetConfig: `blocks` and `stage_filters` need one entry per stage.")
+
+    def with_layout(self, layout, owner):
+        """This configuration in ``layout`` (see the module docstring)."""
+        _checks.check_choice(owner, "layout", layout, self.layouts)
+        if layout == "keras":
+            return dataclasses.replace(self, stride_in_3x3=False, use_bias=True, bn=KERAS_BN)
+        return dataclasses.replace(self, stride_in_3x3=True, use_bias=False, bn=TORCH_BN)
 
 
-@dataclasses.dataclass(frozen=True)
-class ResNetNorms:
-    """The norm at each position, and the kind of convolution.
-
-    Positions: ``stem`` (after conv1), ``p1``/``p2``/``p3`` (after the first
-    1x1, the 3x3 and the last 1x1 conv of a bottleneck) and ``shortcut``.
-    """
-
-    stem: NormSpec = BN
-    p1: NormSpec = BN
-    p2: NormSpec = BN
-    p3: NormSpec = BN
-    shortcut: NormSpec = BN
-    conv: str = "conv"
-
-
+RESNET18 = ResNetConfig(blocks=(2, 2, 2, 2), block="basic", layouts=("torchvision",))
+RESNET34 = ResNetConfig(blocks=(3, 4, 6, 3), block="basic", layouts=("torchvision",))
 RESNET50 = ResNetConfig(blocks=(3, 4, 6, 3))
 RESNET101 = ResNetConfig(blocks=(3, 4, 23, 3))
 RESNET152 = ResNetConfig(blocks=(3, 8, 36, 3))
 RESNEXT50_32X4D = ResNetConfig(
-    blocks=(3, 4, 6, 3), groups=32, width_per_group=4, stride_in_3x3=True, use_bias=False
+    blocks=(3, 4, 6, 3), groups=32, width_per_group=4, layouts=("torchvision",)
 )
-
-
-def xbn_norms(xbn_groups=XBN_GROUPS, xbn_position="p2", stem_norm="gn", owner="resnet_xbn"):
-    """The XBNBlock configuration: one GroupNorm per bottleneck (and the stem)."""
-    xbn_groups = _checks.check_int(owner, "xbn_groups", xbn_groups, minimum=1)
-    _checks.check_choice(owner, "xbn_position", xbn_position, POSITIONS)
-    _checks.check_choice(owner, "stem_norm", stem_norm, ("gn", "bn"))
-    gn = NormSpec("gn", groups=xbn_groups, epsilon=1e-5)
-    return ResNetNorms(stem=gn if stem_norm == "gn" else BN, **{xbn_position: gn})
-
-
-def gnws_norms(groups=GNWS_GROUPS):
-    """GN+WS: every norm a GroupNorm, every conv weight-standardized."""
-    gn = NormSpec("gn", groups=groups, epsilon=1e-5)
-    return ResNetNorms(stem=gn, p1=gn, p2=gn, p3=gn, shortcut=gn, conv="ws")
-
-
-def _bottleneck(x, filters, stride, conv_shortcut, name, config, norms):
-    axis = common.channel_axis()
-    width = filters // 64 * config.width_per_group * config.groups
-    bias = config.use_bias
-
-    def conv_norm(y, channels, kernel, spec, suffix, **kwargs):
-        y = make_conv(norms.conv, channels, kernel, name=f"{name}_{suffix}_conv", use_bias=bias, **kwargs)(y)
-        return make_norm(spec, channels, f"{name}_{suffix}_bn", axis=axis)(y)
-
-    if conv_shortcut:
-        shortcut = conv_norm(x, 4 * filters, 1, norms.shortcut, "0", strides=stride)
-    else:
-        shortcut = x
-    x = conv_norm(x, width, 1, norms.p1, "1", strides=1 if config.stride_in_3x3 else stride)
-    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
-    if config.stride_in_3x3 and stride > 1:
-        # Symmetric padding, as the official code and torchvision pad.
-        x = keras.layers.ZeroPadding2D(1, name=f"{name}_2_pad")(x)
-        x = conv_norm(x, width, 3, norms.p2, "2", strides=stride, groups=config.groups)
-    else:
-        x = conv_norm(x, width, 3, norms.p2, "2", padding="same", groups=config.groups)
-    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
-    x = conv_norm(x, 4 * filters, 1, norms.p3, "3")
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
-    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+RESNEXT101_32X8D = ResNetConfig(
+    blocks=(3, 4, 23, 3), groups=32, width_per_group=8, layouts=("torchvision",)
+)
 
 
 def build_resnet(
@@ -143,7 +124,7 @@ def build_resnet(
     classifier_activation="softmax",
     name=None,
 ):
-    """Build a bottleneck ResNet from its configuration (see module docstring)."""
+    """Build a ResNet from its configuration and norms (see the module docstring)."""
     owner = facts.name
     input_shape = common.check_common_args(
         owner, include_top, weights, input_tensor, input_shape, pooling, classes,
@@ -151,25 +132,53 @@ def build_resnet(
     )
     img_input = common.image_input(input_tensor, input_shape)
     axis = common.channel_axis()
+    block = block_type(config.block)
+    width = config.stage_filters[0]
 
-    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(img_input)
-    x = make_conv(norms.conv, 64, 7, name="conv1_conv", strides=2, use_bias=config.use_bias)(x)
-    x = make_norm(norms.stem, 64, "conv1_bn", axis=axis)(x)
+    if config.stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(img_input)
+        x = norms.conv_layer(width, 7, name="conv1_conv", strides=2, use_bias=config.use_bias)(x)
+    else:
+        x = norms.conv_layer(
+            width, 3, name="conv1_conv", padding="same", use_bias=config.use_bias
+        )(img_input)
+    x = norms.norm("stem", width, "conv1_bn", axis=axis)(x)
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    for stage, filters, blocks in zip(STAGES, STAGE_FILTERS, config.blocks):
-        for block in range(1, blocks + 1):
-            first = block == 1
-            stride = 2 if first and stage != "conv2" else 1
-            x = _bottleneck(
-                x, filters, stride, first, f"{stage}_block{block}", config, norms
-            )
+    if config.stem == "imagenet":
+        x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage, (filters, blocks) in enumerate(zip(config.stage_filters, config.blocks)):
+        for index in range(1, blocks + 1):
+            stride = 2 if index == 1 and stage > 0 else 1
+            x = block.build(x, filters, stride, f"conv{stage + 2}_block{index}", config, norms)
     x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
     return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
 
 
-_DOC = """{title}
+def _build(config, builder, args, variant):
+    """Build ``builder``'s model from its arguments ``args`` (its ``locals()``)."""
+    args = dict(args)
+    owner = builder.facts.name
+    config = config.with_layout(args.pop("layout", config.layouts[0]), owner)
+    if variant == "vanilla":
+        norms = variants.vanilla(config.bn, args.pop("bn_kind"), args.pop("bn_options"), owner)
+    elif variant == "xbn":
+        block = block_type(config.block)
+        position = args.pop("xbn_position") or block.xbn_role
+        _checks.check_choice(owner, "xbn_position", position, block.roles[:-1])
+        stem_norm = args.pop("stem_norm")
+        _checks.check_choice(owner, "stem_norm", stem_norm, ("gn", "bn"))
+        roles = (position, "stem") if stem_norm == "gn" else (position,)
+        norms = variants.xbn(
+            config.bn, roles, args.pop("xbn_groups"), args.pop("bn_kind"), args.pop("bn_options"),
+            owner,
+        )
+    else:
+        norms = variants.gnws(args.pop("gn_groups"), owner)
+    return build_resnet(config, norms, builder.facts, **args)
+
+
+_DOC = """{title}{what}.
 
     Args:
         include_top: whether to add the global-average-pool and the
@@ -186,83 +195,187 @@ _DOC = """{title}
             ``include_top=False``.
         classes: number of classes of the top.
         classifier_activation: activation of the top (``None`` for logits).
-        name: model name; defaults to the registered name.{extra}
+        name: model name; defaults to the registered name.
+        layout: {layouts} (see :mod:`xbn.models.resnet`).{extra}
 
     Returns:
         A ``keras.Model`` with ``model.xbn_facts`` attached.
 """
 
+_BN_ARGS = """
+        bn_kind: the norm kind at every BatchNorm position: ``"bn"``,
+            ``"brn"`` (batch renormalization) or ``"none"`` (see
+            :mod:`xbn.layers.norms`).
+        bn_options: options of those norms, e.g. ``{"momentum": 0.9}``,
+            ``{"synchronized": True}`` or ``{"renorm_clipping": {"rmax": 3}}``."""
+
 _XBN_ARGS = """
         xbn_groups: GroupNorm groups (capped at, and reduced to a divisor of,
-            the channel count; see :mod:`xbn.layers.factory`).  Seed 004 uses
+            the channel count; see :mod:`xbn.layers.norms`).  Seed 004 uses
             32; the XBNBlock code 64.
-        xbn_position: which bottleneck BatchNorm becomes GroupNorm: ``"p2"``
-            (after the 3x3 conv, the paper's choice), ``"p1"`` (first 1x1) or
-            ``"p3"`` (last 1x1), as in the paper's ablation.
+        xbn_position: which BatchNorm of a block becomes GroupNorm; ``None``
+            is the official choice (a bottleneck's ``"p2"``, after the 3x3
+            conv; a basic block's ``"p1"``, after the first 3x3 conv).  A
+            bottleneck also takes ``"p1"`` and ``"p3"``, a basic block
+            ``"p2"``, as in the paper's ablation.
         stem_norm: ``"gn"`` (the XBNBlock code) or ``"bn"`` (seed 004) for the
-            norm after ``conv1``."""
-
+            norm after ``conv1``.""" + _BN_ARGS
 
 _GNWS_ARGS = """
         gn_groups: groups of every GroupNorm (32 in the GN and WS papers),
             reduced to a divisor of each layer's channels."""
 
+_WHAT = {
+    "vanilla": ("", _BN_ARGS),
+    "xbn": (" with XBNBlocks (one GroupNorm per block, and the stem)", _XBN_ARGS),
+    "gnws": (" with GroupNorm + weight standardization", _GNWS_ARGS),
+}
 
-def _register(name, config, title, family="resnet", variants=("vanilla", "xbn")):
-    def vanilla(
-        include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-        classes=1000, classifier_activation="softmax", name=None,
-    ):
-        return build_resnet(
-            config, ResNetNorms(), vanilla.facts, include_top, weights, input_tensor,
-            input_shape, pooling, classes, classifier_activation, name,
-        )
 
-    def xbn(
-        include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-        classes=1000, classifier_activation="softmax", name=None,
-        xbn_groups=XBN_GROUPS, xbn_position="p2", stem_norm="gn",
-    ):
-        norms = xbn_norms(xbn_groups, xbn_position, stem_norm, owner=xbn.facts.name)
-        return build_resnet(
-            config, norms, xbn.facts, include_top, weights, input_tensor, input_shape,
-            pooling, classes, classifier_activation, name,
-        )
+def _resnet(title, variant, config, family="resnet", keras_application=None):
+    """Register the decorated builder: its facts, its docstring."""
+    what, extra = _WHAT[variant]
+    layouts = " or ".join(f'``"{layout}"``' for layout in config.layouts)
+    if len(config.layouts) == 1:
+        layouts = f"{layouts} only"
 
-    def gnws(
-        include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-        classes=1000, classifier_activation="softmax", name=None, gn_groups=GNWS_GROUPS,
-    ):
-        gn_groups = _checks.check_int(gnws.facts.name, "gn_groups", gn_groups, minimum=1)
-        return build_resnet(
-            config, gnws_norms(gn_groups), gnws.facts, include_top, weights, input_tensor,
-            input_shape, pooling, classes, classifier_activation, name,
-        )
-
-    made = {}
-    for variant, builder, suffix, what, extra in (
-        ("vanilla", vanilla, "", "", ""),
-        ("xbn", xbn, "_xbn", " with XBNBlocks (one GroupNorm per bottleneck)", _XBN_ARGS),
-        ("gnws", gnws, "_gnws", " with GroupNorm + weight standardization", _GNWS_ARGS),
-    ):
-        if variant not in variants:
-            continue
-        builder.__name__ = builder.__qualname__ = name + suffix
-        builder.__doc__ = _DOC.format(title=f"{title}{what}.", extra=extra)
-        builder.__module__ = __name__
-        made[variant] = register_model(
-            family=family, variant=variant, default_size=224, preprocessing="caffe",
+    def decorate(builder):
+        builder.__doc__ = _DOC.format(title=title, what=what, layouts=layouts, extra=extra)
+        preprocessing = "caffe" if config.layouts[0] == "keras" else "torch"
+        return register_model(
+            family=family, variant=variant, default_size=224, preprocessing=preprocessing,
             description=f"{title}{what}",
+            keras_application=keras_application if variant == "vanilla" else None,
         )(builder)
-    return made
+
+    return decorate
 
 
-_r50 = _register("resnet50", RESNET50, "ResNet-50 (keras.applications.ResNet50)",
-                 variants=("vanilla", "xbn", "gnws"))
-resnet50, resnet50_xbn, resnet50_gnws = _r50["vanilla"], _r50["xbn"], _r50["gnws"]
-_r101 = _register("resnet101", RESNET101, "ResNet-101 (keras.applications.ResNet101)")
-resnet101, resnet101_xbn = _r101["vanilla"], _r101["xbn"]
-_r152 = _register("resnet152", RESNET152, "ResNet-152 (keras.applications.ResNet152)")
-resnet152, resnet152_xbn = _r152["vanilla"], _r152["xbn"]
-_x50 = _register("resnext50_32x4d", RESNEXT50_32X4D, "ResNeXt-50 32x4d", family="resnext")
-resnext50_32x4d, resnext50_32x4d_xbn = _x50["vanilla"], _x50["xbn"]
+# One definition per public model.  The arguments are the keras.applications
+# signature, the layout, then the variant's own.
+
+
+@_resnet("ResNet-18", "vanilla", RESNET18)
+def resnet18(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET18, resnet18, locals(), "vanilla")
+
+
+@_resnet("ResNet-18", "xbn", RESNET18)
+def resnet18_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=XBN_GROUPS, xbn_position=None, stem_norm="gn",
+                 bn_kind="bn", bn_options=None):
+    return _build(RESNET18, resnet18_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-18", "gnws", RESNET18)
+def resnet18_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=GNWS_GROUPS):
+    return _build(RESNET18, resnet18_gnws, locals(), "gnws")
+
+
+@_resnet("ResNet-34", "vanilla", RESNET34)
+def resnet34(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET34, resnet34, locals(), "vanilla")
+
+
+@_resnet("ResNet-34", "xbn", RESNET34)
+def resnet34_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=XBN_GROUPS, xbn_position=None, stem_norm="gn",
+                 bn_kind="bn", bn_options=None):
+    return _build(RESNET34, resnet34_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-34", "gnws", RESNET34)
+def resnet34_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=GNWS_GROUPS):
+    return _build(RESNET34, resnet34_gnws, locals(), "gnws")
+
+
+@_resnet("ResNet-50 (keras.applications.ResNet50)", "vanilla", RESNET50, keras_application="ResNet50")
+def resnet50(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="keras",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET50, resnet50, locals(), "vanilla")
+
+
+@_resnet("ResNet-50 (keras.applications.ResNet50)", "xbn", RESNET50)
+def resnet50_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="keras", xbn_groups=XBN_GROUPS, xbn_position=None, stem_norm="gn",
+                 bn_kind="bn", bn_options=None):
+    return _build(RESNET50, resnet50_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-50 (keras.applications.ResNet50)", "gnws", RESNET50)
+def resnet50_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="keras", gn_groups=GNWS_GROUPS):
+    return _build(RESNET50, resnet50_gnws, locals(), "gnws")
+
+
+@_resnet("ResNet-101 (keras.applications.ResNet101)", "vanilla", RESNET101, keras_application="ResNet101")
+def resnet101(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", name=None, layout="keras",
+              bn_kind="bn", bn_options=None):
+    return _build(RESNET101, resnet101, locals(), "vanilla")
+
+
+@_resnet("ResNet-101 (keras.applications.ResNet101)", "xbn", RESNET101)
+def resnet101_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="keras", xbn_groups=XBN_GROUPS, xbn_position=None, stem_norm="gn",
+                  bn_kind="bn", bn_options=None):
+    return _build(RESNET101, resnet101_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-152 (keras.applications.ResNet152)", "vanilla", RESNET152, keras_application="ResNet152")
+def resnet152(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", name=None, layout="keras",
+              bn_kind="bn", bn_options=None):
+    return _build(RESNET152, resnet152, locals(), "vanilla")
+
+
+@_resnet("ResNet-152 (keras.applications.ResNet152)", "xbn", RESNET152)
+def resnet152_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="keras", xbn_groups=XBN_GROUPS, xbn_position=None, stem_norm="gn",
+                  bn_kind="bn", bn_options=None):
+    return _build(RESNET152, resnet152_xbn, locals(), "xbn")
+
+
+@_resnet("ResNeXt-50 32x4d", "vanilla", RESNEXT50_32X4D, family="resnext")
+def resnext50_32x4d(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                    layout="torchvision", bn_kind="bn", bn_options=None):
+    return _build(RESNEXT50_32X4D, resnext50_32x4d, locals(), "vanilla")
+
+
+@_resnet("ResNeXt-50 32x4d", "xbn", RESNEXT50_32X4D, family="resnext")
+def resnext50_32x4d_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                        pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                        layout="torchvision", xbn_groups=XBN_GROUPS, xbn_position=None,
+                        stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNEXT50_32X4D, resnext50_32x4d_xbn, locals(), "xbn")
+
+
+@_resnet("ResNeXt-101 32x8d", "vanilla", RESNEXT101_32X8D, family="resnext")
+def resnext101_32x8d(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                     layout="torchvision", bn_kind="bn", bn_options=None):
+    return _build(RESNEXT101_32X8D, resnext101_32x8d, locals(), "vanilla")
+
+
+@_resnet("ResNeXt-101 32x8d", "xbn", RESNEXT101_32X8D, family="resnext")
+def resnext101_32x8d_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                         pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                         layout="torchvision", xbn_groups=XBN_GROUPS, xbn_position=None,
+                         stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNEXT101_32X8D, resnext101_32x8d_xbn, locals(), "xbn")

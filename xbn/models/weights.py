@@ -149,18 +149,41 @@ def transfer_weights(source, target):
     return TransferReport(loaded, left, mismatched, unused)
 
 
-def load_weights(model, path):
+def load_weights(model, path, strict=True):
     """Load a weights file into ``model`` by layer name and report.
 
     Warns (``UserWarning``) when some of the model's layers were left at
     their initial values, e.g. the GroupNorms of an XBN model loaded from a
-    vanilla model's weights, and raises when no layer at all matched.
+    vanilla model's weights.  Raises when no layer matched, and, with
+    ``strict`` (the default), when most layers found nothing of their name
+    and shape: the file is then another model's, or the same model built
+    with other arguments (another ``alpha``), and a model that is mostly
+    untrained is no load at all.
+
+    Args:
+        model: the model to fill.
+        path: a ``.weights.h5``, ``.keras`` or legacy ``.h5`` file.
+        strict: refuse a load that leaves most layers untouched.
+
+    Returns:
+        A :class:`TransferReport`.
     """
     report = transfer_weights(read_weights(path), model)
+    weighted = len(report.loaded) + len(report.left_initial)
+    mismatched = "; ".join(f"{k}: {v}" for k, v in list(report.mismatched.items())[:2])
+    detail = f" (e.g. {mismatched})" if mismatched else ""
     if not report.loaded:
         raise ValueError(
             f"load_weights: no layer of {model.name!r} matches a layer of {path} by name "
-            f"and shape ({report.summary()}); is it a weights file of another model?"
+            f"and shape ({report.summary()}){detail}; is it a weights file of another model?"
+        )
+    if strict and 2 * len(report.loaded) < weighted:
+        raise ValueError(
+            f"load_weights: only {len(report.loaded)} of the {weighted} layers of {model.name!r} "
+            f"with weights found weights of their name and shape in {path}{detail}. The file is "
+            "of another model, or of this one built with other arguments (alpha, groups, "
+            "layout); build the model as the weights were trained, or pass strict=False to "
+            "load what fits anyway."
         )
     if report.left_initial:
         warnings.warn(f"Loaded {path} into {model.name!r}: {report.summary()}.", stacklevel=3)

@@ -7,6 +7,11 @@
 
 from xbn.training.config import TrainConfig, load_recipe, resolve
 from xbn.training.distribute import mirrored_strategy
-from xbn.training.trainer import NonFiniteLossError, changed_settings, train, weights_digest
+from xbn.training.trainer import (
+    ExportFailedError, NonFiniteLossError, changed_settings, train, weights_digest,
+)
 
-__all__ = ["NonFiniteLossError", "TrainConfig", "changed_settings", "load_recipe", "mirrored_strategy", "resolve", "train", "weights_digest"]
+__all__ = [
+    "ExportFailedError", "NonFiniteLossError", "TrainConfig", "changed_settings", "load_recipe",
+    "mirrored_strategy", "resolve", "train", "weights_digest",
+]

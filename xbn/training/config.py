@@ -28,15 +28,13 @@ class TrainConfig:
 
     # what to train, on what
     model: str = "mobilenetv2_xbn"
-    model_args: dict = dataclasses.field(default_factory=lambda: {"alpha": 0.35})
+    model_args: dict = dataclasses.field(default_factory=lambda: small_args(TrainConfig.model))
     data: str = "digits"
     val_data: str = None
     test_data: str = None
     val_split: float = 0.1
     skip_bad_images: bool = False
-    num_classes: int = None
-    label_offset: int = 0
-    tfds_data_dir: str = None
+    data_args: dict = dataclasses.field(default_factory=dict)  # the source's options
     image_size: int = 64
     # optimization
     epochs: int = 15
@@ -45,18 +43,20 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = None  # None: 0.1 x batch/256 (SGD) or 1e-3 x batch/256 (AdamW)
     momentum: float = 0.9
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = None  # None: 1 epoch, or a fifth of a run of 1 epoch or less
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     # normalization
     bn_momentum: float = 0.9
     recalibrate_bn: int = 20  # steps of precise-BN statistics before the final evaluation
     sync_bn: bool = False
-    # augmentation and input pipeline
-    crop_scale: tuple = (0.6, 1.0)
-    flip: bool = False
-    eval_crop: float = 1.0
-    cache: bool = True
+    # augmentation and input pipeline; None: what the data source needs
+    # (digits: (0.6, 1.0), no flips, the whole image, cached; photos:
+    # (0.08, 1.0), flips, 87.5% central crop, cached if they fit in 1 GiB)
+    crop_scale: tuple = None
+    flip: bool = None
+    eval_crop: float = None
+    cache: bool = None
     seed: int = 0
     # execution
     mixed_precision: str = "none"
@@ -67,6 +67,9 @@ class TrainConfig:
     overwrite: bool = False
     export: bool = True
     verbose: bool = True
+    # What resolving the settings changed on the way (logged by the trainer;
+    # not a setting).
+    notes: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @property
     def learning_rate(self):
@@ -86,7 +89,7 @@ class TrainConfig:
     def validate(self):
         """Check every setting; returns self (normalised) or raises ValueError/TypeError."""
         o = "xbn-train"
-        from xbn.data import parse_spec
+        from xbn.data.sources import check_data_args, parse_spec
         from xbn.models import list_models
 
         if self.model not in list_models():
@@ -96,20 +99,21 @@ class TrainConfig:
             )
         if not isinstance(self.model_args, dict):
             raise TypeError(f"{o}: model_args must be a mapping; got {self.model_args!r}.")
-        for reserved in ("input_shape", "classes", "include_top", "weights", "classifier_activation"):
+        for reserved in RESERVED_MODEL_ARGS:
             if reserved in self.model_args:
                 raise ValueError(
                     f"{o}: --model-arg {reserved} is set by xbn-train itself (from "
                     "--image-size and the data's classes); remove it."
                 )
+        check_builder_arguments(self.model, self.model_args)
         for spec in (self.data, self.val_data, self.test_data):
             if spec is not None:
                 parse_spec(spec)
+        if not isinstance(self.data_args, dict):
+            raise TypeError(f"{o}: data_args must be a mapping; got {self.data_args!r}.")
+        check_data_args(self.data, self.data_args)
         self.val_split = _checks.check_float(o, "val_split", self.val_split, minimum=0.0, maximum=0.9)
         self.skip_bad_images = _checks.check_bool(o, "skip_bad_images", self.skip_bad_images)
-        if self.num_classes is not None:
-            self.num_classes = _checks.check_int(o, "num_classes", self.num_classes, minimum=2)
-        self.label_offset = _checks.check_int(o, "label_offset", self.label_offset)
         self.image_size = _checks.check_int(o, "image_size", self.image_size, minimum=32)
         self.epochs = _checks.check_int(o, "epochs", self.epochs, minimum=1)
         self.batch_size = _checks.check_int(o, "batch_size", self.batch_size, minimum=1)
@@ -119,6 +123,13 @@ class TrainConfig:
         if self.lr is not None:
             self.lr = _checks.check_float(o, "lr", self.lr, minimum=0.0, min_inclusive=False)
         self.momentum = _checks.check_float(o, "momentum", self.momentum, minimum=0.0, maximum=1.0, max_inclusive=False)
+        if self.warmup_epochs is None:
+            self.warmup_epochs = 1.0 if self.epochs > 1 else round(WARMUP_SHARE * self.epochs, 3)
+            if self.epochs <= 1:
+                self.notes.append(
+                    f"warm-up shortened from 1 to {self.warmup_epochs:g} epochs for a run of "
+                    f"{self.epochs} epoch(s) (set --warmup-epochs to choose)"
+                )
         self.warmup_epochs = _checks.check_float(o, "warmup_epochs", self.warmup_epochs, minimum=0.0)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
@@ -130,17 +141,21 @@ class TrainConfig:
             self.bn_momentum = _checks.check_float(o, "bn_momentum", self.bn_momentum, minimum=0.0, maximum=1.0, max_inclusive=False)
         self.recalibrate_bn = _checks.check_int(o, "recalibrate_bn", self.recalibrate_bn, minimum=0)
         self.sync_bn = _checks.check_bool(o, "sync_bn", self.sync_bn)
-        if (
-            not isinstance(self.crop_scale, (list, tuple)) or len(self.crop_scale) != 2
-        ):
-            raise ValueError(f"{o}: crop_scale must be two numbers MIN MAX; got {self.crop_scale!r}.")
-        self.crop_scale = tuple(
-            _checks.check_float(o, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False)
-            for v in self.crop_scale
-        )
-        self.flip = _checks.check_bool(o, "flip", self.flip)
-        self.eval_crop = _checks.check_float(o, "eval_crop", self.eval_crop, minimum=0.0, maximum=1.0, min_inclusive=False)
-        self.cache = _checks.check_bool(o, "cache", self.cache)
+        if self.crop_scale is not None:
+            if not isinstance(self.crop_scale, (list, tuple)) or len(self.crop_scale) != 2:
+                raise ValueError(f"{o}: crop_scale must be two numbers MIN MAX; got {self.crop_scale!r}.")
+            self.crop_scale = tuple(
+                _checks.check_float(o, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False)
+                for v in self.crop_scale
+            )
+        if self.flip is not None:
+            self.flip = _checks.check_bool(o, "flip", self.flip)
+        if self.eval_crop is not None:
+            self.eval_crop = _checks.check_float(
+                o, "eval_crop", self.eval_crop, minimum=0.0, maximum=1.0, min_inclusive=False
+            )
+        if self.cache is not None:
+            self.cache = _checks.check_bool(o, "cache", self.cache)
         self.seed = _checks.check_int(o, "seed", self.seed, minimum=0)
         _checks.check_choice(o, "mixed_precision", self.mixed_precision, PRECISIONS)
         self.jit_compile = _checks.check_bool(o, "jit_compile", self.jit_compile)
@@ -149,15 +164,50 @@ class TrainConfig:
 
     def as_dict(self):
         data = dataclasses.asdict(self)
-        data["crop_scale"] = list(self.crop_scale)
+        del data["notes"]
+        if self.crop_scale is not None:
+            data["crop_scale"] = list(self.crop_scale)
         return data
 
     def training_settings(self):
         """The settings that define the run (what a resumption must match)."""
         return {k: v for k, v in self.as_dict().items() if k not in RESUMABLE_CHANGES}
 
+    def resolve_data_defaults(self, defaults):
+        """The settings left unset (None), filled from the data source's
+        ``defaults`` (:attr:`xbn.data.DataSource.defaults`); returns what was
+        filled in, for ``run.json``."""
+        filled = {}
+        for key in DATA_DEFAULTED:
+            if getattr(self, key) is None:
+                value = defaults[key]
+                setattr(self, key, tuple(value) if key == "crop_scale" else value)
+                filled[key] = list(value) if key == "crop_scale" else value
+        return filled
 
-FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "notes")
+# Settings that default to what the data source needs.
+DATA_DEFAULTED = ("crop_scale", "flip", "eval_crop", "cache")
+# Builder arguments xbn-train sets itself.
+RESERVED_MODEL_ARGS = ("input_shape", "classes", "include_top", "weights", "classifier_activation")
+# The warm-up of a run of one epoch (or less) that sets none: this share of it.
+WARMUP_SHARE = 0.2
+
+
+def small_args(model):
+    """The registered builder arguments of ``model`` for small inputs."""
+    from xbn.models import model_facts
+
+    return dict(model_facts(model).small_args)
+
+
+def check_builder_arguments(model, model_args):
+    """Refuse ``--model-arg`` names the builder of ``model`` does not take (see
+    :func:`xbn.models.registry.check_arguments`), and those xbn-train sets."""
+    from xbn.models.registry import check_arguments
+
+    check_arguments(model, model_args, exclude=RESERVED_MODEL_ARGS, flag="--model-arg")
 
 
 def load_recipe(path, _seen=None):
@@ -202,8 +252,8 @@ def resolve(recipe=None, overrides=None):
     if recipe:
         settings.update(load_recipe(recipe))
     for key, value in (overrides or {}).items():
-        if key == "model_args" and "model_args" in settings:
-            settings["model_args"] = {**settings["model_args"], **value}
+        if key in ("model_args", "data_args") and key in settings:
+            settings[key] = {**settings[key], **value}
         else:
             settings[key] = value
     unknown = [k for k in settings if k not in FIELDS]

@@ -30,24 +30,31 @@ Run folder (``--out``)::
 """
 
 import hashlib
-import json
-import shutil
+import inspect
 import time
 
 import numpy as np
 
-import xbn
-from xbn._policy import dtype_policy
 from xbn import _files
-from xbn.training import checkpoint, history
+from xbn._policy import dtype_policy
+from xbn.training import checkpoint, history, run_folder
 from xbn.training.config import TrainConfig
 from xbn.training.distribute import make_strategy, worker_role
+from xbn.training.optimizer import make_optimizer
+from xbn.training.report import summary_table
 
 POLICIES = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# A batch size that leaves out more than this share of the training split
+# every epoch is worth a warning.
+DROPPED_SHARE = 0.1
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class ExportFailedError(RuntimeError):
+    """Training finished and its results are saved, but the export failed."""
 
 
 def weights_digest(model):
@@ -58,129 +65,88 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def _make_optimizer(config, steps_per_epoch):
-    import keras
-
-    total = config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    peak = config.learning_rate
-    if warmup:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=peak / max(warmup, 1), decay_steps=max(total - warmup, 1),
-            warmup_target=peak, warmup_steps=warmup,
-        )
-    else:
-        schedule = keras.optimizers.schedules.CosineDecay(peak, decay_steps=max(total, 1))
-    if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(
-            schedule, momentum=config.momentum, weight_decay=config.weight_decay or None
-        )
-    else:
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
-    if config.mixed_precision == "float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer, schedule
-
-
 def changed_settings(config):
     """Where the run in ``config.out_dir`` was started with other settings.
 
-    Compares the settings that define a run
-    (:meth:`TrainConfig.training_settings`) with those stored in the folder's
-    ``run.json``.  Returns ``{name: (stored, current)}``, empty when they
-    agree or when the folder holds no run yet.
+    ``{name: (stored, current)}`` over every setting that defines a run
+    (see :func:`xbn.training.run_folder.changed_settings`).
     """
-    run_file = config.out_dir / "run.json"
-    if not run_file.exists():
-        return {}
-    stored = json.loads(run_file.read_text())["settings"]
-    current = json.loads(json.dumps(config.training_settings()))  # tuples -> lists, as stored
-    return {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
-
-
-class _RunFolder:
-    """The run folder: new, resumed, or finished."""
-
-    def __init__(self, config, chief, task):
-        self.config = config
-        self.root = config.out_dir
-        self.own = self.root if chief else self.root / f".worker-{task}"
-        self.chief = chief
-
-    def prepare(self):
-        """Start or check the folder; returns the stored metrics if finished."""
-        root = self.root
-        if not self.chief:
-            # The chief owns the run folder; other workers only read its
-            # checkpoints and keep their own metrics beside it.  A finished
-            # run is finished for every worker, or they would wait forever
-            # on collectives the chief never joins.
-            self.own.mkdir(parents=True, exist_ok=True)
-            metrics = root / "metrics.json"
-            return json.loads(metrics.read_text()) if metrics.exists() else None
-        if self.config.overwrite and root.exists():
-            shutil.rmtree(root)
-        if (root / "run.json").exists():
-            changed = changed_settings(self.config)
-            if changed:
-                listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-                raise ValueError(
-                    f"{root} holds a run with other settings ({listed}). Resume it with its "
-                    "own settings, start over with --overwrite, or choose another --out."
-                )
-            metrics = root / "metrics.json"
-            if metrics.exists():
-                return json.loads(metrics.read_text())
-        elif root.exists() and any(not p.name.startswith(".worker-") for p in root.iterdir()):
-            raise FileExistsError(
-                f"{root} exists and is not an xbn-train run folder; choose another --out or "
-                "pass --overwrite to replace it."
-            )
-        self.own.mkdir(parents=True, exist_ok=True)
-        return None
-
-    def write_run_file(self, facts, source, image_size):
-        if not self.chief:
-            return
-        info = {
-            "xbn_version": xbn.__version__,
-            "settings": self.config.training_settings(),
-            "facts": facts.as_dict(),
-            "class_names": source.class_names,
-            "num_classes": source.num_classes,
-            "image_size": image_size,
-            "splits": {name: split.size for name, split in source.splits.items()},
-            "outputs": "logits",
-        }
-        _files.atomic_write_text(self.root / "run.json", json.dumps(info, indent=2) + "\n")
+    return run_folder.changed_settings(config.out_dir, config.training_settings())
 
 
 def train(config, log=print):
     """Train as ``config`` says; returns the final metrics (a dict).
 
+    A finished run is not trained again: its results are reported (and a
+    missing export made).
+
     Raises:
         ValueError, FileNotFoundError, FileExistsError: bad settings or data,
-            with a message naming the problem and the fix.
+            with a message naming the problem and the fix (nothing is created
+            before the settings are valid).
+        xbn._files.FolderInUseError: another process trains in the folder.
+        xbn._files.DiskFullError: the disk filled up (the last good
+            checkpoint is named; rerun to resume).
         NonFiniteLossError: the loss became NaN/inf (the last good
             checkpoint is kept).
         xbn.data.images.NonFiniteImageError: an example of the data holds
             NaN or inf pixels (named in the message).
+        ExportFailedError: the run finished and its results are saved, but
+            its export failed.
     """
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     config.validate()
     strategy = make_strategy(config.strategy)  # first: multi-worker needs it before any op
     chief, task = worker_role(strategy)
     log = log if chief else (lambda *a, **k: None)
-    folder = _RunFolder(config, chief, task)
-    finished = folder.prepare()
-    if finished is not None:
-        log(f"xbn-train: {folder.root} is already complete (use --overwrite to train again).")
-        return finished
-    from xbn.data.images import named_bad_input
+    for note in config.notes:
+        log(f"xbn-train: note: {note}")
+    folder = run_folder.RunFolder(
+        config.out_dir, config.training_settings(), chief, task, config.overwrite
+    )
+    finished = folder.open()
+    try:
+        if finished is not None:
+            return _report_finished(config, folder, finished, log)
+        from xbn.data.images import named_bad_input
 
-    with dtype_policy(POLICIES[config.mixed_precision]), named_bad_input():
-        return _Run(config, strategy, folder, log).run()
+        with dtype_policy(POLICIES[config.mixed_precision]), named_bad_input():
+            return _Run(config, strategy, folder, log).run()
+    except BaseException:
+        folder.discard_if_unused()
+        raise
+    finally:
+        folder.release()
+
+
+def _report_finished(config, folder, metrics, log):
+    """A rerun of a finished run: its results, and its export if it is missing."""
+    log(f"xbn-train: {folder.root} is already complete (use --overwrite to train again).")
+    if folder.chief and config.export and not (folder.root / run_folder.EXPORT).is_dir():
+        log("xbn-train: its export is missing; exporting it now.")
+        metrics = _export(folder, metrics, None, log)
+    log(summary_table(metrics, folder.root))
+    return metrics
+
+
+def _export(folder, metrics, model, log):
+    """Export the run (the chief); the result, or the failure, goes into metrics.json."""
+    from xbn.training.trained import export_run
+
+    metrics = {k: v for k, v in metrics.items() if k not in ("export", "export_error")}
+    try:
+        metrics["export"] = str(export_run(folder.root, model, log=log))
+    except Exception as error:  # noqa: BLE001 - every failure is reported, nothing is lost
+        metrics["export_error"] = str(error)
+        folder.write_metrics(_plain(metrics))
+        log(summary_table(metrics, folder.root))
+        raise ExportFailedError(
+            f"the training finished and its results are saved in {folder.root} (model.keras, "
+            f"metrics.json), but the export failed: {error} Retry it with `xbn-export "
+            f"{folder.root} --out {folder.root / run_folder.EXPORT}`, or run the same command again."
+        ) from None
+    folder.write_metrics(_plain(metrics))
+    return metrics
 
 
 class _Run:
@@ -192,8 +158,8 @@ class _Run:
     def _setup(self):
         import keras
 
+        from xbn import _hardware
         from xbn.data import Augment, Pipeline, load_source
-        from xbn.layers import BatchNorm
         from xbn.models import get_model, model_facts
 
         c = self.config
@@ -208,12 +174,12 @@ class _Run:
                 "Drop --jit-compile or use one device per worker."
             )
         self.facts = model_facts(c.model)
+        for note in _hardware.execution_warnings(c.mixed_precision, c.jit_compile):
+            self.log(f"xbn-train: note: {note}")
         self.log(f"xbn-train: loading --data {c.data} ...")
         self.source = load_source(
             c.data, val_split=c.val_split, val_data=c.val_data, test_data=c.test_data,
-            skip_bad_images=c.skip_bad_images, image_size=c.image_size,
-            num_classes=c.num_classes, label_offset=c.label_offset,
-            tfds_data_dir=c.tfds_data_dir, progress=self.log,
+            skip_bad_images=c.skip_bad_images, data_args=c.data_args, progress=self.log,
         )
         if self.source.skipped:
             self.log(f"xbn-train: skipped {len(self.source.skipped)} unreadable image(s) (--skip-bad-images):")
@@ -223,35 +189,75 @@ class _Run:
             raise ValueError(
                 f"--data {c.data} has no validation split: use --val-split > 0 or --val-data."
             )
+        self.resolved = c.resolve_data_defaults(self.source.defaults)
+        if self.resolved:
+            chosen = ", ".join(f"{k} {tuple(v) if isinstance(v, list) else v}" for k, v in self.resolved.items())
+            self.log(f"xbn-train: for {self.source.kind} images: {chosen} (the data's defaults; set them to choose)")
         augment = Augment(crop_scale=c.crop_scale, flip=c.flip, eval_crop=c.eval_crop)
         self.pipeline = Pipeline(
             self.source, c.image_size, self.facts.preprocessing, c.batch_size, seed=c.seed,
             augment=augment, cache=c.cache,
         )
-        train_size = self.source.split("train").size
-        self.steps = self.pipeline.steps("train", training=True)
-        if c.steps_per_epoch:
-            self.steps = min(self.steps, c.steps_per_epoch)
-        if self.steps == 0:
-            raise ValueError(
-                f"--batch-size {c.batch_size} is larger than the {train_size} training "
-                f"examples of --data {c.data}; use --batch-size {train_size} or less."
-            )
+        self.steps = self._steps_per_epoch()
         keras.utils.set_random_seed(c.seed)
         with self.strategy.scope():
             self.model = get_model(
                 c.model, input_shape=(c.image_size, c.image_size, 3),
-                classes=self.source.num_classes, classifier_activation=None, **c.model_args,
+                classes=self.source.num_classes, classifier_activation=None,
+                **self._model_args(),
             )
-            for layer in self.model.layers:
-                if isinstance(layer, BatchNorm):
-                    if c.bn_momentum is not None:
-                        layer.momentum = c.bn_momentum
-                    layer.synchronized = c.sync_bn
-            self.optimizer, self.schedule = _make_optimizer(c, self.steps)
+            self.optimizer, self.schedule = make_optimizer(c, self.steps)
             self.optimizer.build(self.model.trainable_variables)
-        self.folder.write_run_file(self.facts, self.source, c.image_size)
+        # The settings as given (the data's defaults unset): what a rerun compares.
+        self.folder.write_run(
+            self.folder.settings, self.resolved, self.facts, self.source, c.image_size
+        )
         self._build_steps()
+
+    def _model_args(self):
+        """``--model-arg`` settings, with ``--bn-momentum`` and ``--sync-bn``
+        passed to the builder as ``bn_options`` (builders check them; nothing
+        is changed on a built model)."""
+        c = self.config
+        args = dict(c.model_args)
+        options = {}
+        if c.bn_momentum is not None:
+            options["momentum"] = c.bn_momentum
+        if c.sync_bn:
+            options["synchronized"] = True
+        if not options:
+            return args
+        from xbn.models import get_builder
+
+        if "bn_options" not in inspect.signature(get_builder(c.model)).parameters:
+            flags = " and ".join(
+                flag for flag, on in (("--bn-momentum", "momentum" in options), ("--sync-bn", c.sync_bn)) if on
+            )
+            self.log(f"xbn-train: {c.model} has no BatchNorm positions; {flags} change nothing.")
+            return args
+        args["bn_options"] = {**(args.get("bn_options") or {}), **options}
+        return args
+
+    def _steps_per_epoch(self):
+        """Steps per epoch, refusing a batch larger than the data and warning
+        when the batch leaves a large share of the data out of every epoch."""
+        c = self.config
+        size = self.source.split("train").size
+        steps = self.pipeline.steps("train", training=True)
+        if steps == 0:
+            raise ValueError(
+                f"--batch-size {c.batch_size} is larger than the {size} training "
+                f"examples of --data {c.data}; use --batch-size {size} or less."
+            )
+        dropped = size - steps * c.batch_size
+        if c.steps_per_epoch is None and dropped > DROPPED_SHARE * size:
+            whole = max(b for b in range(1, c.batch_size + 1) if size % b == 0 and b % self.replicas == 0)
+            self.log(
+                f"xbn-train: note: batch {c.batch_size} over {size} training images: {steps} "
+                f"step(s) an epoch, and {dropped} images ({dropped / size:.0%}) left out of every "
+                f"epoch (other ones each epoch); --batch-size {whole} would use them all."
+            )
+        return min(steps, c.steps_per_epoch) if c.steps_per_epoch else steps
 
     def _build_steps(self):
         import keras
@@ -312,10 +318,10 @@ class _Run:
         }
 
     def _train_epoch(self, epoch):
-        import keras
+        from xbn._progress import Progress
 
         c = self.config
-        bar = keras.utils.Progbar(self.steps, stateful_metrics=["loss", "accuracy", "lr"], verbose=1 if c.verbose and self.folder.chief else 0)
+        bar = Progress(self.steps, f"epoch {epoch + 1}/{c.epochs}", enabled=c.verbose and self.folder.chief)
         loss_sum = correct_sum = seen = 0.0
         start = time.perf_counter()
         data = self.strategy.experimental_distribute_dataset(self.pipeline.train(epoch).take(self.steps))
@@ -326,26 +332,28 @@ class _Run:
                 raise NonFiniteLossError(
                     f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
                     f"stopped. The last good checkpoint (epoch {epoch}) is kept in "
-                    f"{self.folder.root / 'checkpoints'}. Lower --lr (now "
+                    f"{self.folder.checkpoints}. Lower --lr (now "
                     f"{c.learning_rate:g}), add --warmup-epochs, or use --mixed-precision none."
                 )
             loss_sum += loss
             correct_sum += float(correct)
             seen += c.batch_size
-            bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("accuracy", correct_sum / seen),
-                                  ("lr", float(self.schedule(self.optimizer.iterations)))])
+            bar.update(step + 1, loss=f"{loss_sum / (step + 1):.4f}", accuracy=f"{correct_sum / seen:.4f}")
         elapsed = time.perf_counter() - start
-        return {
+        result = {
             "loss": loss_sum / self.steps, "accuracy": correct_sum / seen,
             "lr": float(self.schedule(self.optimizer.iterations)),
             "seconds": elapsed, "images_per_s": seen / elapsed,
         }
+        bar.finish(loss=f"{result['loss']:.4f}", accuracy=f"{result['accuracy']:.4f}",
+                   lr=f"{result['lr']:.3g}")
+        return result
 
     def run(self):
         self._setup()
         c, root = self.config, self.folder.root
         rows, start_epoch, elapsed = [], 0, 0.0
-        latest = checkpoint.latest(root / "checkpoints")
+        latest = checkpoint.latest(self.folder.checkpoints)
         if latest is not None:
             with self.strategy.scope():
                 state = checkpoint.restore(latest, self.model, self.optimizer)
@@ -373,19 +381,46 @@ class _Run:
                 f"{result['images_per_s']:.0f} images/s"
             )
             if self.folder.chief:
-                checkpoint.save(
-                    root / "checkpoints", epoch + 1, self.model, self.optimizer,
-                    {"history": rows, "train_seconds": elapsed},
-                )
-                history.write_csv(root / "history.csv", rows)
-                history.write_tensorboard(root / "logs", rows[-1])
-                history.plot_curves(root / "curves.png", rows, f"{c.model} on {c.data}")
+                self._save_epoch(epoch + 1, rows, elapsed)
         return self._finish(rows, elapsed)
+
+    def _state_bytes(self):
+        """About what a checkpoint of the model and the optimizer takes on disk."""
+        variables = list(self.model.weights) + list(self.optimizer.variables)
+        return int(1.1 * sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in variables)) + 2**20
+
+    def _save_epoch(self, epoch, rows, elapsed):
+        """Checkpoint, history, TensorBoard and curves of a finished epoch.
+
+        The free space is checked first (a full disk in the middle of an
+        HDF5 write ends in a crash, not an error), and a disk that fills up
+        anyway is reported in one line; either way the previous checkpoint
+        stays intact and the same command resumes from it.
+        """
+        c, folder = self.config, self.folder
+        previous = checkpoint.latest(folder.checkpoints)
+        advice = (
+            f"The last good checkpoint is {previous}; free some space and run the same command to "
+            "resume from it." if previous else "No checkpoint was written yet; free some space and "
+            "run the same command."
+        )
+        needed = self._state_bytes()
+        what = f"the checkpoint of epoch {epoch}"
+        _files.ensure_space(folder.checkpoints, needed, what, advice)
+        with _files.disk_full_errors(folder.root, f"writing {what}", needed, advice):
+            checkpoint.save(
+                folder.checkpoints, epoch, self.model, self.optimizer,
+                {"history": rows, "train_seconds": elapsed},
+            )
+            history.write_csv(folder.root / "history.csv", rows)
+            history.write_tensorboard(folder.root / "logs", rows[-1])
+            history.plot_curves(folder.root / "curves.png", rows, f"{c.model} on {c.data}",
+                                label_smoothing=c.label_smoothing)
 
     def _finish(self, rows, elapsed):
         from xbn.diagnostics import recalibrate_bn
 
-        c, root = self.config, self.folder.root
+        c, folder = self.config, self.folder
         final_split = "test" if "test" in self.source.splits else "val"
         metrics = {
             "model": c.model, "data": c.data, "epochs": c.epochs, "train_seconds": elapsed,
@@ -399,45 +434,29 @@ class _Run:
             )
             metrics["recalibration"] = {
                 "layers": len(report.layers), "examples": report.examples,
-                "passes": report.passes, "last_change": report.last_change,
-                "converged": report.converged,
+                "batches": report.batches, "passes": report.passes,
+                "last_change": report.last_change, "converged": report.converged,
+                "unsettled": report.unsettled,
             }
         metrics["val"] = self.evaluate("val")
         metrics[final_split] = self.evaluate(final_split)
         metrics["weights_digest"] = weights_digest(self.model)
         metrics["replicas"] = self.replicas
-        if self.folder.chief:
-            _save_model(self.model, root / "model.keras")
-            if c.export:
-                metrics["export"] = self._export()
-        _files.atomic_write_text(
-            self.folder.own / "metrics.json", json.dumps(_plain(metrics), indent=2) + "\n"
-        )
-        self.log(summary_table(metrics, root))
+        # The results are on disk before the export is tried: an export that
+        # fails loses nothing, and a rerun reports them and retries it.
+        if folder.chief:
+            model_file = folder.root / run_folder.MODEL_FILE
+            advice = f"The last good checkpoint is {checkpoint.latest(folder.checkpoints)}; free some space and run the same command."
+            _files.ensure_space(folder.root, self._state_bytes(), "model.keras", advice)
+            with _files.disk_full_errors(folder.root, "writing model.keras", advice=advice):
+                with _files.atomic_path(model_file) as tmp:
+                    self.model.save(tmp)
+        metrics = _plain(metrics)
+        folder.write_metrics(metrics)
+        if folder.chief and c.export:
+            metrics = _export(folder, metrics, self.model, self.log)
+        self.log(summary_table(metrics, folder.root))
         return metrics
-
-    def _export(self):
-        """Export hook: the SavedModel arrives with the export module."""
-        try:
-            from xbn.export import export_run
-        except ImportError:
-            return None
-        return str(export_run(self.folder.root, self.model, log=self.log))
-
-
-def _save_model(model, path):
-    """``model.save`` to a temporary ``.keras`` beside ``path``, then rename."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _plain(value):
@@ -449,31 +468,3 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def summary_table(metrics, root):
-    """The end-of-run summary as a small Markdown table."""
-    split = metrics["final_split"]
-    k = next(key for key in metrics[split] if key.startswith("top") and key != "top1")
-    lines = [
-        f"\nxbn-train: {metrics['model']} on {metrics['data']}, {metrics['epochs']} epochs, "
-        f"{metrics['train_seconds']:.0f} s of training",
-        "",
-        f"| evaluation (inference mode) | examples | top-1 | {k.replace('top', 'top-')} | loss |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    rows = [(f"{split}, moving-average BN statistics", metrics["moving_statistics"][split])]
-    if "recalibration" in metrics:
-        rows.append(("val, precise BN statistics", metrics["val"]))
-        rows.append((f"{split}, precise BN statistics", metrics[split]))
-    else:
-        rows.append(("val", metrics["val"]))
-    for label, m in rows:
-        lines.append(
-            f"| {label} | {m['examples']} | {m['top1']:.2%} | {m[k]:.2%} | {m['loss']:.4f} |"
-        )
-    lines.append("")
-    lines.append(f"run folder: {root}  (model.keras, metrics.json, history.csv, curves.png)")
-    if metrics.get("export"):
-        lines.append(f"SavedModel: {metrics['export']}")
-    return "\n".join(lines)

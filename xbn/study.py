@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from xbn.models.registry import VARIANTS
+from xbn.models.registry import VARIANTS, model_facts
 
 BATCH_SIZES = (2, 4, 8, 16, 64)
 # Wu & He (2018), Table 2 / Figure 1: ResNet-50 ImageNet top-1 error (%) per
@@ -43,13 +43,15 @@ class StudyResult:
 
 
 def _measure_shift(run_dir):
-    from xbn.data import Augment, Pipeline, load_source
+    from xbn.data import Augment, Pipeline
+    from xbn.data.sources import data_record, open_recorded
     from xbn.diagnostics.estimation_shift import estimation_shift
-    from xbn.models.loading import load_run
+    from xbn.training.trained import load_run
 
     loaded = load_run(run_dir)
+    source, _ = open_recorded(data_record(loaded.settings))
     pipeline = Pipeline(
-        load_source(loaded.settings["data"], val_split=loaded.settings["val_split"]), loaded.image_size,
+        source, loaded.image_size,
         loaded.preprocessing, 64, augment=Augment(eval_crop=loaded.eval_crop),
     )
     return estimation_shift(loaded.model, pipeline.evaluation("test"))
@@ -115,7 +117,8 @@ def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_siz
         batch_sizes: the batch sizes (each >= 2: BatchNorm needs two examples).
         epochs: epochs per run, the same at every batch size.
         image_size: input side (digits are upsampled from 8x8).
-        model_args: builder arguments (default ``alpha=0.35`` for MobileNetV2).
+        model_args: builder arguments (default: the vanilla model's registered
+            ``small_args``, ``alpha=0.35`` for MobileNetV2).
         out: folder of the runs and the study's files.
         seed: training seed of every run.
         form_args: extra builder arguments for single forms, e.g.
@@ -126,7 +129,7 @@ def run_study(family="mobilenetv2", batch_sizes=BATCH_SIZES, epochs=8, image_siz
     if not batch_sizes or batch_sizes[0] < 2:
         raise ValueError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {batch_sizes}.")
     if model_args is None:
-        model_args = {"alpha": 0.35} if family == "mobilenetv2" else {}
+        model_args = dict(model_facts(forms[0]).small_args)
     form_args = dict(form_args or {})
     unknown = sorted(set(form_args) - set(forms))
     if unknown:

@@ -1,0 +1,89 @@
+"""The package's layers import in one direction only (see docs/ARCHITECTURE.md).
+
+Every ``import`` in ``xbn/`` (module level or inside a function: a lazy
+import is still a dependency) goes to the module's own package or to a
+lower layer; none goes up, and no two packages of one layer import each
+other.
+"""
+
+import ast
+from pathlib import Path
+
+import xbn
+
+ROOT = Path(xbn.__file__).parent
+
+# Lowest first.  A package may import its own modules and anything lower;
+# the private helpers of the first layer may import each other.
+LAYERS = (
+    ("xbn", "xbn._checks", "xbn._files", "xbn._policy", "xbn._progress", "xbn._hardware",
+     "xbn._plotting"),
+    ("xbn.layers",),
+    ("xbn.fold",),
+    ("xbn.models",),
+    ("xbn.data",),
+    ("xbn.diagnostics", "xbn.export"),
+    ("xbn.training",),
+    ("xbn.study",),
+    ("xbn.bench",),
+    ("xbn.cli",),
+)
+
+
+def _unit(module):
+    """The layer entry a dotted module name belongs to (its longest prefix)."""
+    best = None
+    for layer in LAYERS:
+        for unit in layer:
+            if (module == unit or module.startswith(unit + ".")) and (best is None or len(unit) > len(best)):
+                best = unit
+    return best
+
+
+def _rank(unit):
+    return next(i for i, layer in enumerate(LAYERS) if unit in layer)
+
+
+def _module_name(path):
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+            for alias in node.names:  # "from xbn import study" imports xbn.study
+                yield node.lineno, f"{node.module}.{alias.name}"
+
+
+def _edges():
+    for path in sorted(ROOT.rglob("*.py")):
+        source = _unit(_module_name(path))
+        for line, target in _imports(path):
+            if target.split(".")[0] != "xbn":
+                continue
+            unit = _unit(target)
+            if unit is None or unit == "xbn" and target != "xbn":
+                continue  # "from xbn import __version__"-style names
+            yield path.relative_to(ROOT.parent), line, source, unit
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = [str(p) for p in ROOT.rglob("*.py") if _unit(_module_name(p)) is None]
+    assert not unplaced, f"add these to LAYERS: {unplaced}"
+
+
+def test_imports_go_down_only():
+    upward = [
+        f"{path}:{line}: {source} imports {target}"
+        for path, line, source, target in _edges()
+        if source != target and (
+            _rank(target) > _rank(source) or (_rank(target) == _rank(source) > 0)
+        )
+    ]
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
