@@ -2,8 +2,8 @@
 
 The package is organised one folder per concern; data flows one way:
 
-- :mod:`xbn.layers`: ``BatchNorm``, ``GroupNorm``, ``WSConv2D`` and the norm
-  factory the model builders use.
+- :mod:`xbn.layers`: ``BatchNorm``, ``GroupNorm``, ``WSConv2D``, ``Conv2D`` and the norm
+  table the model builders use (see docs/ARCHITECTURE.md for every layer).
 - :mod:`xbn.models`: the zoo (ResNet, ResNeXt, MobileNetV2; vanilla, XBN,
   GN+WS), its registry and weight transfer.
 - :mod:`xbn.bench`: ``xbn-bench``.
