@@ -97,7 +97,7 @@ def list_models(family=None, variant=None):
     >>> list_models(family="mobilenetv2")
     ['mobilenetv2', 'mobilenetv2_gnws', 'mobilenetv2_xbn']
     >>> list_models(family="resnext", variant="xbn")
-    ['resnext50_32x4d_xbn']
+    ['resnext50_32x4d_xbn', 'resnext101_32x8d_xbn']
     """
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"list_models: variant must be one of {VARIANTS}; got {variant!r}.")

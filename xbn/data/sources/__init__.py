@@ -99,10 +99,13 @@ class DataSource:
     def defaults(self):
         """The ``crop_scale``, ``flip``, ``eval_crop`` and ``cache`` this data needs
         where a run leaves them unset: its kind's registered image defaults
-        (:data:`PHOTO_DEFAULTS` or :data:`SCAN_DEFAULTS`), and a cache when
-        the decoded images fit in :data:`CACHE_LIMIT`."""
+        (:data:`PHOTO_DEFAULTS` or :data:`SCAN_DEFAULTS`; photos' for a
+        source built outside the registry), and a cache when the decoded
+        images fit in :data:`CACHE_LIMIT`."""
+        kind = _SOURCES.get(self.kind)
+        base = kind.image_defaults if kind else PHOTO_DEFAULTS
         cache = self.decoded_bytes is not None and self.decoded_bytes <= CACHE_LIMIT
-        return {**_SOURCES[self.kind].image_defaults, "cache": cache}
+        return {**base, "cache": cache}
 
     def split(self, name):
         if name not in self.splits:
