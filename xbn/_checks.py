@@ -77,6 +77,15 @@ def check_choice(owner, name, value, choices):
     return value
 
 
+def close_match(name, known):
+    """``" (did you mean 'alpha'?)"`` for the closest of ``known`` to a
+    misspelt ``name``, or ``""`` when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _describe_bounds(minimum, maximum, min_inclusive, max_inclusive):
     if minimum is None and maximum is None:
         return ""

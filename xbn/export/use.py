@@ -54,12 +54,9 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
     from xbn.data.pipeline import eval_image
 
     loaded, info = load_export(directory)
-    if data is None and not info.get("data"):
-        raise ValueError(
-            f"{directory} does not record the data it was trained on (it was not exported from a "
-            "run folder); say what to evaluate on with --data."
-        )
-    source, _ = open_recorded(info.get("data"), data, val_split, skip_bad_images, progress)
+    source, _ = open_recorded(
+        info.get("data"), data, val_split, skip_bad_images, progress, where=str(directory)
+    )
     data = source.spec
     if source.class_names != info["class_names"]:
         raise ValueError(

@@ -144,17 +144,9 @@ class NormSpec:
     def __setattr__(self, name, value):
         raise AttributeError("NormSpec is immutable; use replace()")
 
-    @property
-    def batch_statistics(self):
-        """Whether this kind keeps batch statistics (see :class:`NormKind`)."""
-        return _NORMS[self.kind].batch_statistics
-
     def resolved(self):
         """Every option of the kind, the spec's own over the defaults."""
         return {**_NORMS[self.kind].options, **dict(self.options)}
-
-    def get(self, option):
-        return self.resolved()[option]
 
     def replace(self, kind=None, **options):
         """A spec with ``options`` changed (only those the kind takes, when the

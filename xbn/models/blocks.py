@@ -19,7 +19,10 @@ from typing import Callable
 
 import keras
 
+from keras import ops
+
 from xbn import _checks
+from xbn.models.common import channel_axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +107,6 @@ class PadShortcut(keras.layers.Layer):
         self.stride = _checks.check_int("PadShortcut", "stride", stride, minimum=1)
 
     def call(self, x):
-        from keras import ops
-
         first = keras.config.image_data_format() == "channels_first"
         s = self.stride
         x = x[:, :, ::s, ::s] if first else x[:, ::s, ::s, :]
@@ -132,7 +133,7 @@ def bottleneck(x, filters, stride, name, config, norms):
     The stride sits on the first 1x1 conv (keras.applications' v1) or on the
     3x3 (``config.stride_in_3x3``: torchvision, the official code, ResNeXt).
     """
-    axis = _channel_axis()
+    axis = channel_axis()
     width = filters // 64 * config.width_per_group * config.groups
     short = shortcut(x, 4 * filters, stride, name, config, norms, axis)
     first_stride, middle_stride = (1, stride) if config.stride_in_3x3 else (stride, 1)
@@ -152,16 +153,10 @@ def basic(x, filters, stride, name, config, norms):
     The XBNBlock rule's GroupNorm goes after the first 3x3 conv, as the
     official ``BasicBlock_XBNBlock_P2``.
     """
-    axis = _channel_axis()
+    axis = channel_axis()
     short = shortcut(x, filters, stride, name, config, norms, axis)
     x = _conv_norm(x, norms, "p1", filters, 3, f"{name}_1", config, axis, stride)
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
     x = _conv_norm(x, norms, "p2", filters, 3, f"{name}_2", config, axis)
     x = keras.layers.Add(name=f"{name}_add")([short, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
-
-
-def _channel_axis():
-    from xbn.models.common import channel_axis
-
-    return channel_axis()

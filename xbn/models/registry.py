@@ -11,6 +11,8 @@ MobileNetV2).
 import dataclasses
 import re
 
+from xbn import _checks
+
 PREPROCESSING_MODES = ("caffe", "tf", "torch")
 VARIANTS = ("vanilla", "xbn", "gnws")
 
@@ -144,7 +146,6 @@ def check_arguments(name, kwargs, exclude=(), flag="argument"):
     """Raise a ``ValueError`` naming every argument of ``kwargs`` that the
     builder of ``name`` does not take, with a close match and the list of
     those it does take (``exclude``: arguments not to offer)."""
-    import difflib
     import inspect
 
     parameters = inspect.signature(get_builder(name)).parameters
@@ -153,10 +154,8 @@ def check_arguments(name, kwargs, exclude=(), flag="argument"):
     known = [p for p in parameters if p not in exclude]
     for key in kwargs:
         if key not in parameters:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"{flag} {key}: {name} takes no argument {key!r}{hint}. Its arguments: "
+                f"{flag} {key}: {name} takes no argument {key!r}{_checks.close_match(key, known)}. Its arguments: "
                 f"{', '.join(known)}."
             )
 

@@ -9,7 +9,6 @@ result, naming the setting and the fix on any error.
 """
 
 import dataclasses
-import difflib
 from pathlib import Path
 
 from xbn import _checks
@@ -231,10 +230,7 @@ def load_recipe(path, _seen=None):
     base = data.pop("base", None)
     unknown = [k for k in data if k not in FIELDS]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{key!r}{_checks.close_match(key, FIELDS)}" for key in unknown]
         raise ValueError(
             f"recipe {path}: unknown setting(s) {', '.join(hints)}. Known settings: "
             f"{', '.join(FIELDS)}."

@@ -220,20 +220,15 @@ class _Run:
         is changed on a built model)."""
         c = self.config
         args = dict(c.model_args)
-        options = {}
-        if c.bn_momentum is not None:
-            options["momentum"] = c.bn_momentum
-        if c.sync_bn:
-            options["synchronized"] = True
+        settings = {"bn_momentum": ("momentum", c.bn_momentum), "sync_bn": ("synchronized", c.sync_bn or None)}
+        options = {option: value for option, value in settings.values() if value is not None}
         if not options:
             return args
         from xbn.models import get_builder
 
         if "bn_options" not in inspect.signature(get_builder(c.model)).parameters:
-            flags = " and ".join(
-                flag for flag, on in (("--bn-momentum", "momentum" in options), ("--sync-bn", c.sync_bn)) if on
-            )
-            self.log(f"xbn-train: {c.model} has no BatchNorm positions; {flags} change nothing.")
+            given = " and ".join(s for s, (option, _) in settings.items() if option in options)
+            self.log(f"xbn-train: {c.model} has no BatchNorm positions; {given} do not apply to it.")
             return args
         args["bn_options"] = {**(args.get("bn_options") or {}), **options}
         return args

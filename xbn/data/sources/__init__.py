@@ -208,18 +208,15 @@ def parse_spec(spec):
 def check_data_args(spec, data_args):
     """The options of ``spec``'s kind with ``data_args`` over the defaults;
     refuses options the kind does not take, naming those it does."""
-    import difflib
-
     name, _ = parse_spec(spec)
     kind = _SOURCES[name]
     data_args = dict(data_args or {})
     for key in data_args:
         if key not in kind.options:
-            close = difflib.get_close_matches(key, list(kind.options), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(kind.options) or "none"
             raise ValueError(
-                f"--data-arg {key}: the {name} source takes no option {key!r}{hint}. Its "
+                f"--data-arg {key}: the {name} source takes no option {key!r}"
+                f"{_checks.close_match(key, kind.options)}. Its "
                 f"options: {known}."
             )
     return {key: data_args.get(key, default) for key, (default, _) in kind.options.items()}
@@ -297,20 +294,23 @@ def data_record(settings):
     }
 
 
-def open_recorded(record, data=None, val_split=None, skip_bad_images=False, progress=None):
+def open_recorded(record, data=None, val_split=None, skip_bad_images=False, progress=None,
+                  where="this model"):
     """Open the data a run or an export recorded (:func:`data_record`), or
     ``data`` instead: the recorded data comes back with the same splits and
     options, so its held-out split is the one training never saw; other data
     is opened whole (``val_split`` 0 unless given).
 
     Returns ``(source, own)``; ``own`` says whether it is the recorded data.
+    ``where`` names the run or export in the error raised when nothing is
+    recorded and no ``data`` is given.
     """
     record = record or {}
     data = data or record.get("spec")
     if data is None:
         raise ValueError(
-            "no data is recorded here (it was not made from an xbn-train run folder); say "
-            "which data to use with --data."
+            f"{where} does not record the data it was trained on (it was not made from an "
+            "xbn-train run folder); say which data to use with --data."
         )
     own = data == record.get("spec")
     if own:
