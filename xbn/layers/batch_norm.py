@@ -233,7 +233,7 @@ class BatchNorm(_base.AffineNormalization):
         self._reduction_axes = [i for i in range(len(input_shape)) if i != axis]
         self._axis_index = axis
         if self.fused and _base.use_tf_fast_path():
-            from xbn.layers import _tf_ops
+            from xbn.layers import _tf_batch_norm
 
             if not (axis == len(input_shape) - 1 or (len(input_shape) == 4 and axis == 1)):
                 raise ValueError(
@@ -241,10 +241,10 @@ class BatchNorm(_base.AffineNormalization):
                     f"last or axis 1 of a 4-D input; got axis={self.axis} for input "
                     f"shape {tuple(input_shape)}. Use fused=None."
                 )
-            if self.epsilon < _tf_ops.FUSED_MIN_EPSILON:
+            if self.epsilon < _tf_batch_norm.FUSED_MIN_EPSILON:
                 raise ValueError(
                     f"BatchNorm '{self.name}': fused=True needs epsilon >= "
-                    f"{_tf_ops.FUSED_MIN_EPSILON} (the cuDNN minimum); got "
+                    f"{_tf_batch_norm.FUSED_MIN_EPSILON} (the cuDNN minimum); got "
                     f"epsilon={self.epsilon}. Use fused=None."
                 )
 
@@ -273,12 +273,12 @@ class BatchNorm(_base.AffineNormalization):
             return False
         if training and self.renorm:
             return False
-        from xbn.layers import _tf_ops
+        from xbn.layers import _tf_batch_norm
 
         if training and self.synchronized and _replicas_in_sync() > 1:
             return False
-        ok = _tf_ops.can_fuse_batch_norm(inputs, self._axis_index, self.epsilon)
-        if ok and self.fused is None and _tf_ops.in_xla_context():
+        ok = _tf_batch_norm.can_fuse_batch_norm(inputs, self._axis_index, self.epsilon)
+        if ok and self.fused is None and _tf_batch_norm.in_xla_context():
             return False  # XLA fuses the portable maths better
         if self.fused and not ok:
             raise ValueError(
@@ -289,12 +289,12 @@ class BatchNorm(_base.AffineNormalization):
         return ok
 
     def _call_fused(self, inputs, training):
-        from xbn.layers import _tf_ops
+        from xbn.layers import _tf_batch_norm
 
         channels = self.moving_mean.shape[0]
         gamma, beta = self._affine(channels, "float32")
         if not training:
-            return _tf_ops.fused_batch_norm(
+            return _tf_batch_norm.fused_batch_norm(
                 inputs,
                 gamma,
                 beta,
@@ -303,7 +303,7 @@ class BatchNorm(_base.AffineNormalization):
                 mean=ops.convert_to_tensor(self.moving_mean),
                 variance=ops.convert_to_tensor(self.moving_variance),
             )
-        outputs, mean, variance = _tf_ops.fused_batch_norm(
+        outputs, mean, variance = _tf_batch_norm.fused_batch_norm(
             inputs, gamma, beta, self.epsilon, self._axis_index
         )
         self._update_moving_statistics(mean, variance)
@@ -355,9 +355,9 @@ class BatchNorm(_base.AffineNormalization):
             variance = ops.sum(ops.square(centred), axis=axes) / count
             return x, zero, mean, variance
         if self.synchronized and _base.use_tf_fast_path():
-            from xbn.layers import _tf_ops
+            from xbn.layers import _tf_batch_norm
 
-            return _tf_ops.sync_moments(x, axes)
+            return _tf_batch_norm.sync_moments(x, axes)
         x, shift = _base.centre(x, self._axis_index, axes)
         mean, variance = _base.moments(x, axes)
         return x, shift, ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))

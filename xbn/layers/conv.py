@@ -8,7 +8,7 @@ gradient differs, and only on the TensorFlow backend: TensorFlow's CPU kernel
 for a convolution's input gradient (``Conv2DBackpropInput``) is several times
 slower than the forward convolution on the deep, small-spatial layers of a
 ResNet, so where it is exact the layer computes that gradient as a forward
-convolution instead (see ``xbn.layers._tf_ops.can_use_fast_conv_gradient``).
+convolution instead (see ``xbn.layers._tf_conv.can_use_fast_conv_gradient``).
 """
 
 import keras
@@ -48,9 +48,9 @@ class Conv2D(keras.layers.Conv2D):
         """
         if not _base.use_tf_fast_path():
             return False
-        from xbn.layers import _tf_ops
+        from xbn.layers import _tf_conv
 
-        return _tf_ops.can_use_fast_conv_gradient(
+        return _tf_conv.can_use_fast_conv_gradient(
             self.kernel_size, self.strides, self.padding, self.dilation_rate,
             self.data_format, self.groups,
         )
@@ -60,9 +60,9 @@ class Conv2D(keras.layers.Conv2D):
             return super().convolution_op(inputs, kernel)
         from keras import ops
 
-        from xbn.layers import _tf_ops
+        from xbn.layers import _tf_conv
 
         inputs = ops.convert_to_tensor(inputs)
-        return _tf_ops.conv2d(
+        return _tf_conv.conv2d(
             inputs, ops.cast(kernel, inputs.dtype), self.strides, self.padding
         )

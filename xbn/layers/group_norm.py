@@ -159,10 +159,10 @@ class GroupNorm(_base.AffineNormalization):
         channels = inputs.shape[self._axis_index]
         rank = len(inputs.shape)
         if _base.use_tf_fast_path() and self._axis_index == rank - 1:
-            from xbn.layers import _tf_ops
+            from xbn.layers import _tf_group_norm
 
             gamma, beta = self._affine(channels, "float32")
-            outputs = _tf_ops.group_norm(inputs, gamma, beta, self._groups, self.epsilon)
+            outputs = _tf_group_norm.group_norm(inputs, gamma, beta, self._groups, self.epsilon)
         else:
             outputs = self._call_portable(inputs, channels)
         return ops.cast(outputs, self.compute_dtype)

@@ -1,27 +1,17 @@
-"""TensorFlow-only fast paths for xbn's normalization layers.
+"""TensorFlow-only fast path of ``BatchNorm``: the fused kernels.
 
-This module is imported only when keras' backend is TensorFlow; the layers
-fall back to their portable ``keras.ops`` implementation everywhere else.
+Keras 3's ``BatchNormalization`` composes ``tf.nn.moments`` with
+``tf.nn.batch_normalization`` and lets autodiff build the backward pass.
+TensorFlow's fused kernels (``FusedBatchNormV3`` and its gradient) do the
+normalization and the backward pass in far fewer passes over memory.  On a
+CPU their own batch statistics are a few ulps less accurate than
+TensorFlow's tree reductions, which the backward pass amplifies where the
+gradient cancels, so :func:`fused_batch_norm` takes the statistics from
+``tf.nn.moments`` and gives them to both kernels: keras' accuracy (or
+better), about 2x keras' speed forward+backward (see ``xbn-bench``).
 
-Why these exist (measured on a 2-core CPU, see ``xbn-bench``):
-
-- Keras 3's ``BatchNormalization`` composes ``tf.nn.moments`` with
-  ``tf.nn.batch_normalization`` and lets autodiff build the backward pass.
-  TensorFlow's fused kernels (``FusedBatchNormV3`` and its gradient) do the
-  normalization and the backward pass in far fewer passes over memory.  On
-  a CPU their own batch statistics are a few ulps less accurate than
-  TensorFlow's tree reductions, which the backward pass amplifies where the
-  gradient cancels, so :func:`fused_batch_norm` takes the statistics from
-  ``tf.nn.moments`` and gives them to both kernels: keras' accuracy (or
-  better), about 2x keras' speed forward+backward.
-- Keras 3's ``GroupNormalization`` reduces a 5-D ``(N, H, W, G, C/G)`` view over
-  non-adjacent axes, which TensorFlow's CPU kernels handle slowly, and
-  differentiates through every op.  :func:`group_norm` reduces only the
-  spatial axis of an ``(N, H*W, C)`` view, does the per-group arithmetic on
-  tiny ``(N, C)`` tensors and supplies the analytic gradient.
-
-Every function computes its statistics in float32 (or wider) whatever the
-input dtype, and returns outputs in the input's dtype.
+Imported only when keras' backend is TensorFlow.  Statistics are computed in
+float32 (or wider) whatever the input dtype; outputs keep the input's dtype.
 """
 
 import tensorflow as tf
@@ -182,8 +172,6 @@ def _fused_training_cpu(x4, gamma, beta, epsilon, data_format):
     the kernel's cost and still well under keras' decomposed layer.
     """
     axes = [0, 1, 2] if data_format == "NHWC" else [0, 2, 3]
-    per_channel = [1, 1, 1, -1] if data_format == "NHWC" else [1, -1, 1, 1]
-    empty = tf.zeros([0], tf.float32)
 
     @tf.custom_gradient
     def forward(x, gamma, beta):
@@ -262,166 +250,3 @@ def _expand(vector, x, axes):
     shape = [1] * x.shape.rank
     shape[_kept_axis(x, axes)] = -1
     return tf.reshape(vector, shape)
-
-
-def group_norm(x, gamma, beta, groups, epsilon):
-    """Group normalization of a channel-last tensor with an analytic gradient.
-
-    Args:
-        x: ``(N, ..., C)`` tensor of any float dtype; statistics are computed
-            per sample and group in float32 (float64 for float64 inputs).
-        gamma, beta: ``(C,)`` vectors (ones/zeros when the layer has none).
-        groups: number of groups; ``C % groups == 0``.
-        epsilon: added to the variance.
-
-    Returns:
-        The normalized tensor, in ``x``'s dtype.
-    """
-    out_dtype = x.dtype
-    work = tf.float64 if x.dtype == tf.float64 else tf.float32
-    return tf.cast(
-        _group_norm(
-            tf.cast(x, work), tf.cast(gamma, work), tf.cast(beta, work),
-            groups, epsilon,
-        ),
-        out_dtype,
-    )
-
-
-def _group_norm(x, gamma, beta, groups, epsilon):
-    channels = x.shape[-1]
-    per_group = channels // groups
-
-    def group_mean(t):  # (N, C) -> (N, G): mean over the group's channels
-        return tf.reduce_mean(tf.reshape(t, [-1, groups, per_group]), axis=2)
-
-    def to_channels(t):  # (N, G) -> (N, 1, C): repeat each group's value
-        t = tf.broadcast_to(t[:, :, None], [tf.shape(t)[0], groups, per_group])
-        return tf.reshape(t, [-1, 1, channels])
-
-    @tf.custom_gradient
-    def forward(x, gamma, beta):
-        shape = tf.shape(x)
-        x3 = tf.reshape(x, [shape[0], -1, channels])  # (N, HW, C)
-        mean = group_mean(tf.reduce_mean(x3, axis=1))  # (N, G)
-        mean_c = to_channels(mean)
-        var = group_mean(
-            tf.reduce_mean(tf.math.squared_difference(x3, mean_c), axis=1)
-        )
-        inv = tf.math.rsqrt(var + epsilon)  # (N, G)
-        inv_c = to_channels(inv)
-        scale = inv_c * gamma  # (N, 1, C)
-        shift = beta - mean_c * scale
-        y = tf.reshape(x3 * scale + shift, shape)
-
-        def backward(dy):
-            # With xhat = (x - mean) * inv and g = dy * gamma, per group:
-            #   dx = inv * (g - mean(g) - xhat * mean(g * xhat))
-            # which expands to dy * scale + x * a + b with per-(n, g) a, b.
-            dy3 = tf.reshape(dy, [shape[0], -1, channels])
-            sum_dy = tf.reduce_sum(dy3, axis=1)  # (N, C)
-            sum_dy_x = tf.reduce_sum(dy3 * x3, axis=1)  # (N, C)
-            mean_nc = tf.reshape(mean_c, [-1, channels])
-            inv_nc = tf.reshape(inv_c, [-1, channels])
-            sum_dy_xhat = (sum_dy_x - mean_nc * sum_dy) * inv_nc  # (N, C)
-            d_beta = tf.reduce_sum(sum_dy, axis=0)
-            d_gamma = tf.reduce_sum(sum_dy_xhat, axis=0)
-            count = tf.cast(tf.shape(x3)[1] * per_group, x.dtype)
-            mean_g = group_mean(gamma * sum_dy) * (per_group / count)
-            mean_g_xhat = group_mean(gamma * sum_dy_xhat) * (per_group / count)
-            a = to_channels(-inv * inv * mean_g_xhat)
-            b = to_channels(inv * (inv * mean_g_xhat * mean - mean_g))
-            dx = dy3 * scale + (x3 * a + b)
-            return tf.reshape(dx, shape), d_gamma, d_beta
-
-        return y, backward
-
-    return forward(x, gamma, beta)
-
-
-def can_use_fast_conv_gradient(kernel_size, strides, padding, dilation_rate, data_format, groups):
-    """Whether :func:`conv2d` computes the input gradient as a forward conv.
-
-    TensorFlow's CPU ``Conv2DBackpropInput`` kernel is 4x-8x slower than the
-    forward convolution of the same size on the deep, small-spatial layers of
-    a ResNet (measured on a 2-core CPU: 1x1 conv, 16x4x4x512 -> 2048: forward
-    12 ms, input gradient 95 ms).  The input gradient of a convolution is
-    itself a convolution, which is what :func:`conv2d` runs where that is
-    exact:
-
-    - stride 1, ``"same"`` padding and odd kernel sides (symmetric padding):
-      the gradient is the ``"same"`` convolution of ``dy`` with the kernel
-      rotated by 180 degrees and its channel axes swapped;
-    - stride 1, ``"valid"`` padding: the same kernel over ``dy`` zero-padded
-      by ``k - 1`` on each side (a "full" convolution);
-    - a 1x1 kernel with any strides: ``dy`` times the transposed kernel,
-      scattered back to every ``stride``-th position.
-
-    Channels-last 2-D convolutions without dilation or groups only; every
-    other convolution keeps TensorFlow's own gradient.
-    """
-    if data_format != "channels_last" or groups != 1:
-        return False
-    if tuple(dilation_rate) != (1, 1) or len(kernel_size) != 2:
-        return False
-    if tuple(kernel_size) == (1, 1):
-        return True
-    if tuple(strides) != (1, 1):
-        return False
-    return padding == "valid" or all(k % 2 == 1 for k in kernel_size)
-
-
-def conv2d(x, kernel, strides, padding):
-    """``tf.nn.convolution`` of a channels-last batch with a faster input gradient.
-
-    The forward pass is exactly keras' (the same op with the same
-    arguments); only the backward pass differs, see
-    :func:`can_use_fast_conv_gradient` for when this may be called.  The
-    kernel gradient is TensorFlow's ``Conv2DBackpropFilter``.
-
-    Args:
-        x: ``(N, H, W, C_in)`` tensor.
-        kernel: ``(kh, kw, C_in, C_out)`` tensor of ``x``'s dtype.
-        strides: two ints.
-        padding: ``"same"`` or ``"valid"``.
-    """
-    strides = [int(s) for s in strides]
-    tf_padding = padding.upper()
-
-    @tf.custom_gradient
-    def forward(x, kernel):
-        y = tf.nn.convolution(x, kernel, strides, tf_padding, data_format="NHWC")
-
-        def backward(dy):
-            d_kernel = tf.raw_ops.Conv2DBackpropFilter(
-                input=x,
-                filter_sizes=tf.shape(kernel),
-                out_backprop=dy,
-                strides=[1, *strides, 1],
-                padding=tf_padding,
-            )
-            return _conv_input_gradient(dy, kernel, tf.shape(x), strides, tf_padding), d_kernel
-
-        return y, backward
-
-    return forward(x, kernel)
-
-
-def _conv_input_gradient(dy, kernel, x_shape, strides, padding):
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    # (kh, kw, in, out) -> (kh, kw, out, in), rotated by 180 degrees.
-    flipped = tf.reverse(tf.transpose(kernel, [0, 1, 3, 2]), axis=[0, 1])
-    if strides == [1, 1]:
-        if padding == "VALID" and (kh, kw) != (1, 1):
-            dy = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
-        return tf.nn.convolution(dy, flipped, 1, padding, data_format="NHWC")
-    # 1x1 kernel, strided: y[:, i, j] = x[:, s*i, t*j] @ W, so x's gradient is
-    # dy @ W^T at those positions and zero in between.
-    sh, sw = strides
-    z = tf.nn.convolution(dy, flipped, 1, "VALID", data_format="NHWC")
-    shape = tf.shape(z)
-    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    z = tf.reshape(z, [n, h, 1, w, 1, c])
-    z = tf.pad(z, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
-    z = tf.reshape(z, [n, h * sh, w * sw, c])
-    return z[:, : x_shape[1], : x_shape[2], :]
