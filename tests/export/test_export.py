@@ -162,8 +162,8 @@ def test_existing_destination_needs_overwrite(tmp_path):
 
 def test_a_mismatch_after_reloading_leaves_nothing_behind(tmp_path, monkeypatch):
     model = _tiny()
-    real_reference = savedmodel._reference
-    monkeypatch.setattr(savedmodel, "_reference", lambda m, p, x: real_reference(m, p, x) + 1.0)
+    real_reference = savedmodel.reference
+    monkeypatch.setattr(savedmodel, "reference", lambda m, p, x: real_reference(m, p, x) + 1.0)
     with pytest.raises(ExportError, match="differs from the source model .* nothing was written"):
         export_model(model, tmp_path / "bad", class_names=CLASSES, preprocessing="tf", log=lambda m: None)
     assert os.listdir(tmp_path) == []
@@ -274,7 +274,7 @@ def _png_header(width, height):
 def test_image_sizes_are_read_from_the_header_without_decoding(fmt):
     image = np.zeros((37, 53, 3), np.uint8)
     encoded = tf.constant(datasets.encode(image, fmt))
-    np.testing.assert_array_equal(savedmodel._header_size(encoded), [37, 53])
+    np.testing.assert_array_equal(savedmodel.header_size(encoded), [37, 53])
 
 
 def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
