@@ -255,51 +255,29 @@ class _Run:
         return min(steps, c.steps_per_epoch) if c.steps_per_epoch else steps
 
     def _build_steps(self):
-        import keras
         import tensorflow as tf
 
-        c, model, optimizer, strategy = self.config, self.model, self.optimizer, self.strategy
-        classes = self.source.num_classes
-        top_k = min(5, classes)
-        global_batch = c.batch_size
+        from xbn.training.steps import replica_eval_step, replica_train_step
 
-        def replica_train(images, labels):
-            with tf.GradientTape() as tape:
-                logits = tf.cast(model(images, training=True), tf.float32)
-                one_hot = tf.one_hot(labels, classes)
-                per_example = keras.losses.categorical_crossentropy(
-                    one_hot, logits, from_logits=True, label_smoothing=c.label_smoothing
-                )
-                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-                if model.losses:
-                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-                scaled = optimizer.scale_loss(loss)
-            grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
-            return loss, correct
-
+        c, strategy = self.config, self.strategy
+        self.top_k = min(5, self.source.num_classes)
+        replica_train = replica_train_step(
+            self.model, self.optimizer, self.source.num_classes, c.label_smoothing, c.batch_size
+        )
         if c.jit_compile:
             replica_train = tf.function(replica_train, jit_compile=True)
+        replica_eval = replica_eval_step(self.model, self.top_k)
 
         @tf.function
         def train_step(batch):
             loss, correct = strategy.run(replica_train, args=batch)
             return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
 
-        def replica_eval(images, labels):
-            logits = tf.cast(model(images, training=False), tf.float32)
-            loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            top1 = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32)
-            topk = tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)
-            count = tf.cast(tf.shape(labels)[0], tf.float32)
-            return tf.stack([tf.reduce_sum(loss), tf.reduce_sum(top1), tf.reduce_sum(topk), count])
-
         @tf.function
         def eval_step(batch):
             return strategy.reduce("SUM", strategy.run(replica_eval, args=batch), axis=None)
 
-        self.train_step, self.eval_step, self.top_k = train_step, eval_step, top_k
+        self.train_step, self.eval_step = train_step, eval_step
 
     # -- phases --------------------------------------------------------------------
     def evaluate(self, split_name):

@@ -1,0 +1,67 @@
+"""The per-replica training and evaluation steps: one definition.
+
+``xbn-train`` runs them through ``strategy.run`` on every batch of its
+pipeline; ``xbn-bench`` times the same training step on a fixed batch, so
+what the bench measures is what training runs.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def replica_train_step(model, optimizer, classes, label_smoothing=0.0, global_batch_size=None):
+    """``step(images, labels) -> (loss, correct)``: one optimizer update.
+
+    Forward in training mode, softmax cross-entropy on float32 logits (with
+    ``label_smoothing``), the model's regularization losses, the optimizer's
+    loss scaling (a ``LossScaleOptimizer`` under ``mixed_float16``), backward
+    and the update of every trainable weight.
+
+    Args:
+        model: a built Keras model returning logits.
+        optimizer: a built Keras optimizer.
+        classes: number of classes (the width of the one-hot labels).
+        label_smoothing: as ``keras.losses.categorical_crossentropy``.
+        global_batch_size: the batch over all replicas, by which the summed
+            per-example losses are divided (``tf.nn.compute_average_loss``);
+            ``None`` divides by this replica's batch.
+
+    Returns:
+        The loss (this replica's share of the global mean) and the number of
+        correct top-1 predictions in the batch.
+    """
+
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(model(images, training=True), tf.float32)
+            per_example = keras.losses.categorical_crossentropy(
+                tf.one_hot(labels, classes), logits, from_logits=True, label_smoothing=label_smoothing
+            )
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32))
+        return loss, correct
+
+    return step
+
+
+def replica_eval_step(model, top_k):
+    """``step(images, labels)``: summed loss, top-1 and top-``top_k`` hits, and count.
+
+    Inference mode (moving statistics), float32 logits; the four sums come
+    back stacked so that one reduction over replicas serves them all.
+    """
+
+    def step(images, labels):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        top1 = tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32), labels), tf.float32)
+        topk = tf.cast(tf.math.in_top_k(labels, logits, top_k), tf.float32)
+        count = tf.cast(tf.shape(labels)[0], tf.float32)
+        return tf.stack([tf.reduce_sum(loss), tf.reduce_sum(top1), tf.reduce_sum(topk), count])
+
+    return step
