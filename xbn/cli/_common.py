@@ -104,3 +104,20 @@ def run_main(prog, body, argv):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def console_main(prog, body):
+    """The ``main(argv=None)`` of a console script: TensorFlow's start-up
+    chatter silenced, then ``body(argv)`` under :func:`run_main`."""
+
+    def main(argv=None):
+        quiet_tensorflow()
+        return run_main(prog, body, argv)
+
+    main.__doc__ = f"The ``{prog}`` console script (see ``{prog} --help``)."
+    return main
+
+
+def add_model_arg(parser, help="builder argument of a registered model, repeatable (e.g. alpha=0.35)"):
+    """``--model-arg KEY=VALUE`` (repeatable; parse with :func:`parse_key_values`)."""
+    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help=help)

@@ -40,11 +40,6 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-bench", _body, argv)
-
-
 def _body(argv):
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -79,6 +74,8 @@ def _body(argv):
     print(f"[xbn-bench] wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
     return 0
 
+
+main = _common.console_main("xbn-bench", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

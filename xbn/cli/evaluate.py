@@ -54,10 +54,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-evaluate", _body, argv)
-
+main = _common.console_main("xbn-evaluate", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

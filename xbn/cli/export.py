@@ -28,7 +28,7 @@ def build_parser():
     p.add_argument("source", help="run folder, .keras file, or registered model name")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--weights", help="weights file for a registered model name")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument of a registered model (e.g. alpha=0.35)")
+    _common.add_model_arg(p)
     p.add_argument("--class-names", help="text file with one class name per line")
     p.add_argument("--image-size", type=int, help="input side for a registered model (default: its default size)")
     p.add_argument("--eval-crop", type=float, help="central fraction kept by serve_bytes (default 0.875; run folders use their own)")
@@ -59,10 +59,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-export", _body, argv)
-
+main = _common.console_main("xbn-export", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ def build_parser():
     )
     parser.add_argument("model", help="registered model name (see --list)")
     parser.add_argument("--out", required=True, help="image file to write (.png, .svg, .pdf)")
-    parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument (repeatable), e.g. alpha=0.35")
+    _common.add_model_arg(parser)
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the model's default size)")
     parser.add_argument("--no-shapes", action="store_true", help="leave tensor shapes out of the boxes")
     parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right")
@@ -39,10 +39,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-plot", _body, argv)
-
+main = _common.console_main("xbn-plot", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,10 +36,7 @@ def _body(argv):
     return 1 if failed else 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-predict", _body, argv)
-
+main = _common.console_main("xbn-predict", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,7 +36,7 @@ def build_parser():
     p.add_argument("--recalibrate-bn", type=int, metavar="STEPS", default=0,
                    help="also measure after precise BN over STEPS training batches")
     p.add_argument("--weights", help="weights file, when SOURCE is one registered model name")
-    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument of a registered model")
+    _common.add_model_arg(p)
     p.add_argument("--image-size", type=int, help="input side for a registered model (default: its default size)")
     p.add_argument("--skip-bad-images", action="store_true")
     p.add_argument("--out", default="runs/shift", help="folder for shift.png, shift.json, shift.md (default runs/shift)")
@@ -137,10 +137,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-shift", _body, argv)
-
+main = _common.console_main("xbn-shift", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -79,10 +79,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-study", _body, argv)
-
+main = _common.console_main("xbn-study", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,69 +28,52 @@ from xbn.cli import _common
 
 
 def build_parser():
+    """The parser, one flag per :class:`~xbn.training.TrainConfig` field (from its metadata)."""
+    import dataclasses
+
+    from xbn.training import TrainConfig
+
     p = argparse.ArgumentParser(
         prog="xbn-train", description="Train an xbn zoo model (see --help for every setting).",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--recipe", help="models/NAME.yaml with settings; flags override it")
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", help="registered model name (default mobilenetv2_xbn)")
-    g.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, repeatable (e.g. alpha=0.35)")
-    g.add_argument("--data", help=f"where the images come from (default digits). {_common.data_help()}")
-    g.add_argument("--data-arg", action="append", metavar="KEY=VALUE",
-                   help="option of the --data source, repeatable (e.g. label_offset=-1)")
-    g.add_argument("--val-data", help="separate validation data (same forms as --data)")
-    g.add_argument("--test-data", help="separate test data (same forms as --data)")
-    g.add_argument("--val-split", type=float, help="fraction of each class held out for validation (default 0.1)")
-    g.add_argument("--skip-bad-images", action="store_true", help="skip unreadable image files and report them")
-    g.add_argument("--image-size", type=int, help="input side in pixels, >= 32 (default 64)")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--steps-per-epoch", type=int, help="at most this many batches per epoch (default: the whole split)")
-    g.add_argument("--batch-size", type=int, help="global batch size")
-    g.add_argument("--optimizer", choices=("sgd", "adamw"))
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.1 x batch/256 for SGD)")
-    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
-    g.add_argument("--warmup-epochs", type=float, help="linear warm-up (default 1; a fifth of runs shorter than that)")
-    g.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 1e-4)")
-    g.add_argument("--label-smoothing", type=float)
-    g = p.add_argument_group("normalization")
-    g.add_argument("--bn-momentum", type=float, help="momentum of every BatchNorm's moving averages")
-    g.add_argument("--recalibrate-bn", type=int, metavar="STEPS", help="precise-BN batches before the final evaluation (0: off)")
-    g.add_argument("--sync-bn", action="store_true", help="synchronized BatchNorm across replicas")
-    g = p.add_argument_group("input pipeline")
-    g.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="random-resized-crop area range (default: the data's, 0.6 1 for digits, 0.08 1 for photos)")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction,
-                   help="random horizontal flips (default: off for digits, on for photos)")
-    g.add_argument("--eval-crop", type=float,
-                   help="central fraction kept at evaluation (default: 1 for digits, 0.875 for photos)")
-    g.add_argument("--cache", action=argparse.BooleanOptionalAction,
-                   help="keep decoded images in memory (default: when they fit in 1 GiB)")
-    g.add_argument("--seed", type=int)
-    g = p.add_argument_group("execution and output")
-    g.add_argument("--mixed-precision", choices=("none", "float16", "bfloat16"))
-    g.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
-    g.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"))
-    g.add_argument("--out", help="run folder (default runs/<model>-<data>)")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    g.add_argument("--export", action=argparse.BooleanOptionalAction, help="export a SavedModel at the end (default on)")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    groups = {}
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        if not meta:
+            continue  # not a setting
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], p.add_argument_group(meta["group"]))
+        flag = meta["flag"] or "--" + field.name.replace("_", "-")
+        help_text = meta["help"]() if callable(meta["help"]) else meta["help"]
+        options = {"dest": field.name, "help": help_text, "metavar": meta["metavar"]}
+        if meta["repeat"]:
+            options.update(action="append", metavar="KEY=VALUE", help=f"{help_text}; repeatable")
+        elif meta["invert"]:
+            options.update(action="store_false")
+        elif field.type is bool:
+            options.update(action="store_true" if field.default is False else argparse.BooleanOptionalAction)
+        else:
+            options.update(type=float if field.type is tuple else field.type if field.type in (int, float) else None,
+                           nargs=meta["nargs"], choices=meta["choices"])
+        shown = field.default is not False and not meta["invert"]  # flags that only switch on: no default
+        if shown and field.default not in (None, dataclasses.MISSING) and "default" not in (help_text or ""):
+            default = {True: "on"}.get(field.default, field.default)
+            options["help"] = f"{help_text} (default {default})" if help_text else f"default {default}"
+        group.add_argument(flag, **{k: v for k, v in options.items() if v is not None})
     return p
 
 
 def config_from_args(argv):
+    """The :class:`~xbn.training.TrainConfig` that ``xbn-train ARGV`` runs, validated."""
     from xbn.training import resolve
 
     args = vars(build_parser().parse_args(argv))
     recipe = args.pop("recipe", None)
-    if "model_arg" in args:
-        args["model_args"] = _common.parse_key_values(args.pop("model_arg"))
-    if "data_arg" in args:
-        args["data_args"] = _common.parse_key_values(args.pop("data_arg"), flag="--data-arg")
-    if args.pop("quiet", False):
-        args["verbose"] = False
+    for key, flag in (("model_args", "--model-arg"), ("data_args", "--data-arg")):
+        if key in args:
+            args[key] = _common.parse_key_values(args[key], flag=flag)
     if "crop_scale" in args:
         args["crop_scale"] = tuple(args["crop_scale"])
     return resolve(recipe, args)
@@ -111,10 +94,7 @@ def _body(argv):
     return 0
 
 
-def main(argv=None):
-    _common.quiet_tensorflow()
-    return _common.run_main("xbn-train", _body, argv)
-
+main = _common.console_main("xbn-train", _body)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,53 +21,104 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 RESUMABLE_CHANGES = ("out", "overwrite", "export", "verbose")
 
 
+def _setting(default=None, help=None, group=None, *, factory=None, choices=None, metavar=None, nargs=None,
+             flag=None, repeat=False, invert=False):
+    """A :class:`TrainConfig` field with what its ``xbn-train`` flag needs.
+
+    ``help`` may be a callable (evaluated when the parser is built, e.g. to
+    list the registered data sources).  ``flag`` names a flag that is not
+    ``--`` plus the field name with dashes; ``repeat`` makes a ``KEY=VALUE``
+    flag that may be given many times and fills a dict; ``invert`` makes a
+    flag that sets a True-by-default field to False (``--quiet``).
+    """
+    metadata = {"help": help, "group": group, "choices": choices, "metavar": metavar, "nargs": nargs,
+                "flag": flag, "repeat": repeat, "invert": invert}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _data_help():
+    from xbn.data.sources import data_help
+
+    return f"where the images come from (default digits). {data_help()}"
+
+
+MODEL_AND_DATA, OPTIMIZATION, NORMALIZATION, PIPELINE, EXECUTION = (
+    "model and data", "optimization", "normalization", "input pipeline", "execution and output",
+)
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    """Every setting of a training run (see ``xbn-train --help``)."""
+    """Every setting of a training run (see ``xbn-train --help``).
+
+    Each field's metadata is its ``xbn-train`` flag: help, group, choices
+    (:func:`xbn.cli.train.build_parser` builds the parser from them, so the
+    command line never restates a setting, a choice or a default).
+    """
 
     # what to train, on what
-    model: str = "mobilenetv2_xbn"
-    model_args: dict = dataclasses.field(default_factory=lambda: small_args(TrainConfig.model))
-    data: str = "digits"
-    val_data: str = None
-    test_data: str = None
-    val_split: float = 0.1
-    skip_bad_images: bool = False
-    data_args: dict = dataclasses.field(default_factory=dict)  # the source's options
-    image_size: int = 64
+    model: str = _setting("mobilenetv2_xbn", "registered model name", MODEL_AND_DATA)
+    model_args: dict = _setting(
+        help="builder argument (e.g. alpha=0.35)", group=MODEL_AND_DATA, flag="--model-arg", repeat=True,
+        factory=lambda: small_args(TrainConfig.model),
+    )
+    data: str = _setting("digits", _data_help, MODEL_AND_DATA)
+    val_data: str = _setting(None, "separate validation data (same forms as --data)", MODEL_AND_DATA)
+    test_data: str = _setting(None, "separate test data (same forms as --data)", MODEL_AND_DATA)
+    val_split: float = _setting(0.1, "fraction of each class held out for validation", MODEL_AND_DATA)
+    skip_bad_images: bool = _setting(False, "skip unreadable image files and report them", MODEL_AND_DATA)
+    data_args: dict = _setting(
+        help="option of the --data source (e.g. label_offset=-1)", group=MODEL_AND_DATA, flag="--data-arg",
+        repeat=True, factory=dict,
+    )
+    image_size: int = _setting(64, "input side in pixels, >= 32", MODEL_AND_DATA)
     # optimization
-    epochs: int = 15
-    steps_per_epoch: int = None  # None: the whole training split each epoch
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = None  # None: 0.1 x batch/256 (SGD) or 1e-3 x batch/256 (AdamW)
-    momentum: float = 0.9
-    warmup_epochs: float = None  # None: 1 epoch, or a fifth of a run of 1 epoch or less
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
+    epochs: int = _setting(15, group=OPTIMIZATION)
+    steps_per_epoch: int = _setting(
+        None, "at most this many batches per epoch (default: the whole split)", OPTIMIZATION
+    )
+    batch_size: int = _setting(64, "global batch size", OPTIMIZATION)
+    optimizer: str = _setting("sgd", group=OPTIMIZATION, choices=OPTIMIZERS)
+    lr: float = _setting(None, "peak learning rate (default 0.1 x batch/256 for SGD, 1e-3 x batch/256 for AdamW)",
+                         OPTIMIZATION)
+    momentum: float = _setting(0.9, "SGD momentum", OPTIMIZATION)
+    warmup_epochs: float = _setting(
+        None, "linear warm-up (default 1; a fifth of runs of 1 epoch or less)", OPTIMIZATION
+    )
+    weight_decay: float = _setting(1e-4, "decoupled weight decay", OPTIMIZATION)
+    label_smoothing: float = _setting(0.1, group=OPTIMIZATION)
     # normalization
-    bn_momentum: float = 0.9
-    recalibrate_bn: int = 20  # steps of precise-BN statistics before the final evaluation
-    sync_bn: bool = False
+    bn_momentum: float = _setting(0.9, "momentum of every BatchNorm's moving averages", NORMALIZATION)
+    recalibrate_bn: int = _setting(
+        20, "precise-BN batches before the final evaluation (0: off)", NORMALIZATION, metavar="STEPS"
+    )
+    sync_bn: bool = _setting(False, "synchronized BatchNorm across replicas", NORMALIZATION)
     # augmentation and input pipeline; None: what the data source needs
     # (digits: (0.6, 1.0), no flips, the whole image, cached; photos:
     # (0.08, 1.0), flips, 87.5% central crop, cached if they fit in 1 GiB)
-    crop_scale: tuple = None
-    flip: bool = None
-    eval_crop: float = None
-    cache: bool = None
-    seed: int = 0
+    crop_scale: tuple = _setting(
+        None, "random-resized-crop area range (default: the data's, 0.6 1 for digits, 0.08 1 for photos)",
+        PIPELINE, nargs=2, metavar=("MIN", "MAX"),
+    )
+    flip: bool = _setting(None, "random horizontal flips (default: off for digits, on for photos)", PIPELINE)
+    eval_crop: float = _setting(
+        None, "central fraction kept at evaluation (default: 1 for digits, 0.875 for photos)", PIPELINE
+    )
+    cache: bool = _setting(None, "keep decoded images in memory (default: when they fit in 1 GiB)", PIPELINE)
+    seed: int = _setting(0, group=PIPELINE)
     # execution
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    strategy: str = "auto"
+    mixed_precision: str = _setting("none", group=EXECUTION, choices=PRECISIONS)
+    jit_compile: bool = _setting(False, "XLA-compile the train step", EXECUTION)
+    strategy: str = _setting("auto", group=EXECUTION, choices=STRATEGIES)
     # output
-    out: str = None  # None: runs/<model>-<data source>
-    overwrite: bool = False
-    export: bool = True
-    verbose: bool = True
+    out: str = _setting(None, "run folder (default runs/<model>-<data source>)", EXECUTION)
+    overwrite: bool = _setting(False, "replace an existing run folder", EXECUTION)
+    export: bool = _setting(True, "export a SavedModel at the end", EXECUTION)
+    verbose: bool = _setting(True, "no progress bars", EXECUTION, flag="--quiet", invert=True)
     # What resolving the settings changed on the way (logged by the trainer;
-    # not a setting).
+    # not a setting, no flag).
     notes: list = dataclasses.field(default_factory=list, compare=False, repr=False)
 
     @property
@@ -88,6 +139,7 @@ class TrainConfig:
     def validate(self):
         """Check every setting; returns self (normalised) or raises ValueError/TypeError."""
         o = "xbn-train"
+        from xbn.data.pipeline import check_crop_scale, check_eval_crop
         from xbn.data.sources import check_data_args, parse_spec
         from xbn.models import list_models
 
@@ -141,18 +193,11 @@ class TrainConfig:
         self.recalibrate_bn = _checks.check_int(o, "recalibrate_bn", self.recalibrate_bn, minimum=0)
         self.sync_bn = _checks.check_bool(o, "sync_bn", self.sync_bn)
         if self.crop_scale is not None:
-            if not isinstance(self.crop_scale, (list, tuple)) or len(self.crop_scale) != 2:
-                raise ValueError(f"{o}: crop_scale must be two numbers MIN MAX; got {self.crop_scale!r}.")
-            self.crop_scale = tuple(
-                _checks.check_float(o, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False)
-                for v in self.crop_scale
-            )
+            self.crop_scale = check_crop_scale(o, self.crop_scale)
         if self.flip is not None:
             self.flip = _checks.check_bool(o, "flip", self.flip)
         if self.eval_crop is not None:
-            self.eval_crop = _checks.check_float(
-                o, "eval_crop", self.eval_crop, minimum=0.0, maximum=1.0, min_inclusive=False
-            )
+            self.eval_crop = check_eval_crop(o, self.eval_crop)
         if self.cache is not None:
             self.cache = _checks.check_bool(o, "cache", self.cache)
         self.seed = _checks.check_int(o, "seed", self.seed, minimum=0)
