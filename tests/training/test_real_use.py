@@ -6,7 +6,6 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
 
 import datasets
@@ -15,7 +14,6 @@ from tiny import tiny_zoo  # noqa: F401  (fixture)
 from xbn import _files
 from xbn.cli import train as cli
 from xbn.training import ExportFailedError, TrainConfig, train
-from xbn.training import trainer as trainer_module
 
 pytestmark = pytest.mark.usefixtures("tiny_zoo")
 QUICK = dict(model="tiny_xbn", model_args={}, image_size=32, batch_size=32, epochs=2, recalibrate_bn=2,

@@ -1,9 +1,9 @@
 """Architecture diagrams with ``keras.utils.plot_model`` (pydot + graphviz)."""
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from xbn import _files
 
 GRAPHVIZ_HINT = (
     "Model diagrams need the graphviz binary 'dot', which is not on this machine's "
@@ -48,15 +48,9 @@ def plot_model(name, out, image_size=None, show_shapes=True, rankdir="TB", dpi=9
     model_args.setdefault("input_shape", (size, size, 3))
     model = get_model(name, **model_args)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    try:
+    with _files.atomic_path(out) as tmp:
         keras.utils.plot_model(
-            model, to_file=tmp, show_shapes=show_shapes, show_layer_names=True,
+            model, to_file=str(tmp), show_shapes=show_shapes, show_layer_names=True,
             rankdir=rankdir, dpi=dpi,
         )
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
