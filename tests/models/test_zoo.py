@@ -6,11 +6,20 @@ Per model, built once at 64x64: training and inference forward passes, a
 and the headless network's pooling.  Per family and variant, on its
 smallest registered model (deeper ones repeat the same blocks, and the
 suite must stay inside its time budget): a training step that changes every
-trainable weight with a finite loss, and outputs under ``mixed_float16``
-and ``mixed_bfloat16``.  SavedModel export and the JAX and
-PyTorch backends are tested on MobileNetV2 and the layers
-(``tests/export``, ``tests/layers/test_backends.py``).
+trainable weight with a finite loss, outputs under ``mixed_float16`` and
+``mixed_bfloat16``, a SavedModel export (BatchNorm folded) whose reloaded
+signature answers as the model does, and the same weights on the JAX and
+PyTorch backends giving TensorFlow's inference outputs (training mode on
+those backends is checked layer by layer against float64 references in
+``tests/backend_check.py``: through a whole network at batch 2, BatchNorm's
+batch statistics of 1x1 feature maps amplify float32 rounding differences).
 """
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +27,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import dtype_policy
+from xbn.export import export_model
 from xbn.fold import fold_batchnorm
 from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, model_facts
@@ -154,3 +164,70 @@ def test_max_pooling_takes_the_spatial_maximum():
     x = np.random.default_rng(3).uniform(0, 1, (1, 64, 64, 3)).astype("float32")
     features = np.asarray(keras.Model(model.inputs, model.layers[-2].output)(x, training=False))
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), features.max(axis=(1, 2)))
+
+
+def _with_statistics(model, seed):
+    """``model`` with moving statistics that are not the identity (so that
+    inference-mode outputs depend on them)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if is_batch_norm(layer):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("name", _smallest_per_family_and_variant())
+def test_saved_model_export_answers_as_the_model(name, tmp_path):
+    model = _with_statistics(get_model(
+        name, input_shape=(32, 32, 3), classes=10, classifier_activation=None, **_kwargs(name)
+    ), 7)
+    facts = model_facts(name)
+    path, info = export_model(
+        model, tmp_path / "export", class_names=[f"c{i}" for i in range(10)],
+        preprocessing=facts.preprocessing, model_name=name, log=lambda *a: None,
+    )
+    assert info["folded"] and info["model"] == name
+    images = np.random.default_rng(8).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    from xbn.models.preprocessing import preprocess_images
+
+    expected = np.asarray(model(preprocess_images(images, facts.preprocessing), training=False))
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](images=tf.constant(images))
+    scale = max(1.0, np.abs(expected).max())
+    assert np.abs(served["logits"].numpy() - expected).max() <= 1e-4 * scale
+    np.testing.assert_array_equal(served["top_k_labels"].numpy()[:, 0].astype(str),
+                                  np.array([f"c{i}" for i in expected.argmax(-1)]))
+
+
+@pytest.fixture(scope="module")
+def backend_cases(tmp_path_factory):
+    """The smallest model per family and variant at 32x32, with random
+    moving statistics, its weights, inputs and TensorFlow's outputs."""
+    folder = tmp_path_factory.mktemp("backends")
+    x = np.random.default_rng(9).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    np.save(folder / "inputs.npy", x)
+    cases, expected = {}, {}
+    for name in _smallest_per_family_and_variant():
+        kwargs = {"input_shape": [32, 32, 3], "classes": 10, **_kwargs(name)}
+        model = _with_statistics(get_model(name, **{**kwargs, "input_shape": (32, 32, 3)}), 10)
+        model.save_weights(folder / f"{name}.weights.h5")
+        cases[name] = kwargs
+        expected[name] = np.asarray(model(x, training=False))
+    (folder / "cases.json").write_text(json.dumps(cases))
+    return folder, expected
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_other_backends_compute_what_tensorflow_computes(backend, backend_cases):
+    folder, expected = backend_cases
+    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
+    check = Path(__file__).with_name("zoo_backend_check.py")
+    result = subprocess.run([sys.executable, str(check), str(folder)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().splitlines()[-1] == f"ok {backend}"
+    for name, want in expected.items():
+        got = np.load(folder / f"{name}.npy")
+        error = np.abs(got - want).max() / max(1.0, np.abs(want).max())
+        assert error <= 1e-4, f"{name} on {backend}: off by {error:.2e} of the output scale"
