@@ -61,7 +61,10 @@ def _fresh_keras_state():
 # or whole zoo models) start first, so that pytest-xdist packs the many short
 # ones around them instead of leaving one core idle at the end.
 SLOW_FIRST = (
+    "tests/models/test_zoo.py",
+    "tests/models/test_zoo_variants.py",
     "tests/training/test_main_job.py",
+    "tests/layers/test_keras_suites.py",
     "tests/training/test_multiworker.py",
     "tests/training/test_resume.py",
     "tests/bench/",
