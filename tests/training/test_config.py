@@ -18,10 +18,19 @@ def test_defaults_are_the_digits_recipe():
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_has_an_imagenet_recipe_following_the_official_one(name):
-    config = resolve(MODELS / f"imagenet_{name}.yaml")
+def test_every_model_has_a_recipe_following_the_official_one(name):
+    """ImageNet models: the official XBNBlock recipe; CIFAR models (32x32): He et al.'s."""
+    from xbn.models import model_facts
+
+    cifar = model_facts(name).default_size == 32
+    config = resolve(MODELS / f"{'cifar10' if cifar else 'imagenet'}_{name}.yaml")
     assert config.model == name
-    assert (config.optimizer, config.momentum, config.image_size) == ("sgd", 0.9, 224)
+    assert (config.optimizer, config.momentum) == ("sgd", 0.9)
+    if cifar:
+        assert config.image_size == 32 and config.data == "tfds:cifar10"
+        assert (config.lr, config.weight_decay, config.epochs, config.batch_size) == (0.1, 1e-4, 164, 128)
+        return
+    assert config.image_size == 224
     assert config.data.startswith("tfrecord:") and config.data_args == {"label_offset": -1}
     if name.startswith("mobilenetv2"):
         assert config.epochs == 150

@@ -16,6 +16,15 @@
   every BatchNorm a 32-group GroupNorm.
 - ResNeXt-50 32x4d and ResNeXt-101 32x8d (Xie et al., 2017,
   arXiv:1611.05431) and their XBN twins, in torchvision's layout.
+- The CIFAR ResNets of He et al. (2016, section 4.2): ResNet-20/32/44/56/110,
+  6n+2 layers, three stages of n basic blocks at 16, 32 and 64 channels
+  after one 3x3 conv (no max-pool), 32x32 inputs, the parameter-free
+  option-A shortcut (strided identity with zero channels appended:
+  :class:`~xbn.models.blocks.PadShortcut`), so ResNet-20 has 0.27M
+  trainable parameters (269,722 with 10 classes), as in the paper's table 6.  Their
+  XBN form follows the official ``BasicBlock_XBNBlock_P2`` (a GroupNorm
+  after each block's first 3x3 conv, and the stem's); 16 groups by default,
+  capped at the channels (one channel a group in the first stage).
 
 Layouts
 -------
@@ -109,6 +118,19 @@ RESNEXT50_32X4D = ResNetConfig(
 RESNEXT101_32X8D = ResNetConfig(
     blocks=(3, 4, 23, 3), groups=32, width_per_group=8, layouts=("torchvision",)
 )
+CIFAR_XBN_GROUPS = 16
+
+
+def _cifar(depth):
+    """The CIFAR ResNet of ``depth = 6n + 2`` layers (He et al., section 4.2)."""
+    n = (depth - 2) // 6
+    return ResNetConfig(
+        blocks=(n, n, n), block="basic", stage_filters=(16, 32, 64), stem="cifar", shortcut="pad",
+        layouts=("torchvision",),
+    )
+
+
+RESNET20, RESNET32, RESNET44, RESNET56, RESNET110 = (_cifar(d) for d in (20, 32, 44, 56, 110))
 
 
 def build_resnet(
@@ -190,7 +212,7 @@ _DOC = """{title}{what}.
             ever downloaded.
         input_tensor: optional keras tensor to use as the image input.
         input_shape: optional ``(height, width, 3)``; sides of at least 32.
-            Defaults to ``(224, 224, 3)`` with a top, any size without.
+            Defaults to ``({size}, {size}, 3)`` with a top, any size without.
         pooling: ``None``, ``"avg"`` or ``"max"`` pooling when
             ``include_top=False``.
         classes: number of classes of the top.
@@ -240,10 +262,11 @@ def _resnet(title, variant, config, family="resnet", keras_application=None):
         layouts = f"{layouts} only"
 
     def decorate(builder):
-        builder.__doc__ = _DOC.format(title=title, what=what, layouts=layouts, extra=extra)
+        size = 32 if config.stem == "cifar" else 224
+        builder.__doc__ = _DOC.format(title=title, what=what, layouts=layouts, extra=extra, size=size)
         preprocessing = "caffe" if config.layouts[0] == "keras" else "torch"
         return register_model(
-            family=family, variant=variant, default_size=224, preprocessing=preprocessing,
+            family=family, variant=variant, default_size=size, preprocessing=preprocessing,
             description=f"{title}{what}",
             keras_application=keras_application if variant == "vanilla" else None,
         )(builder)
@@ -379,3 +402,109 @@ def resnext101_32x8d_xbn(include_top=True, weights=None, input_tensor=None, inpu
                          layout="torchvision", xbn_groups=XBN_GROUPS, xbn_position=None,
                          stem_norm="gn", bn_kind="bn", bn_options=None):
     return _build(RESNEXT101_32X8D, resnext101_32x8d_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-20 (CIFAR)", "vanilla", RESNET20, family="resnet_cifar")
+def resnet20(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET20, resnet20, locals(), "vanilla")
+
+
+@_resnet("ResNet-20 (CIFAR)", "xbn", RESNET20, family="resnet_cifar")
+def resnet20_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=CIFAR_XBN_GROUPS, xbn_position=None,
+                 stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNET20, resnet20_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-20 (CIFAR)", "gnws", RESNET20, family="resnet_cifar")
+def resnet20_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=CIFAR_XBN_GROUPS):
+    return _build(RESNET20, resnet20_gnws, locals(), "gnws")
+
+@_resnet("ResNet-32 (CIFAR)", "vanilla", RESNET32, family="resnet_cifar")
+def resnet32(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET32, resnet32, locals(), "vanilla")
+
+
+@_resnet("ResNet-32 (CIFAR)", "xbn", RESNET32, family="resnet_cifar")
+def resnet32_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=CIFAR_XBN_GROUPS, xbn_position=None,
+                 stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNET32, resnet32_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-32 (CIFAR)", "gnws", RESNET32, family="resnet_cifar")
+def resnet32_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=CIFAR_XBN_GROUPS):
+    return _build(RESNET32, resnet32_gnws, locals(), "gnws")
+
+@_resnet("ResNet-44 (CIFAR)", "vanilla", RESNET44, family="resnet_cifar")
+def resnet44(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET44, resnet44, locals(), "vanilla")
+
+
+@_resnet("ResNet-44 (CIFAR)", "xbn", RESNET44, family="resnet_cifar")
+def resnet44_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=CIFAR_XBN_GROUPS, xbn_position=None,
+                 stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNET44, resnet44_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-44 (CIFAR)", "gnws", RESNET44, family="resnet_cifar")
+def resnet44_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=CIFAR_XBN_GROUPS):
+    return _build(RESNET44, resnet44_gnws, locals(), "gnws")
+
+@_resnet("ResNet-56 (CIFAR)", "vanilla", RESNET56, family="resnet_cifar")
+def resnet56(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+             bn_kind="bn", bn_options=None):
+    return _build(RESNET56, resnet56, locals(), "vanilla")
+
+
+@_resnet("ResNet-56 (CIFAR)", "xbn", RESNET56, family="resnet_cifar")
+def resnet56_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                 layout="torchvision", xbn_groups=CIFAR_XBN_GROUPS, xbn_position=None,
+                 stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNET56, resnet56_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-56 (CIFAR)", "gnws", RESNET56, family="resnet_cifar")
+def resnet56_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", gn_groups=CIFAR_XBN_GROUPS):
+    return _build(RESNET56, resnet56_gnws, locals(), "gnws")
+
+@_resnet("ResNet-110 (CIFAR)", "vanilla", RESNET110, family="resnet_cifar")
+def resnet110(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+              classes=1000, classifier_activation="softmax", name=None, layout="torchvision",
+              bn_kind="bn", bn_options=None):
+    return _build(RESNET110, resnet110, locals(), "vanilla")
+
+
+@_resnet("ResNet-110 (CIFAR)", "xbn", RESNET110, family="resnet_cifar")
+def resnet110_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                  pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                  layout="torchvision", xbn_groups=CIFAR_XBN_GROUPS, xbn_position=None,
+                  stem_norm="gn", bn_kind="bn", bn_options=None):
+    return _build(RESNET110, resnet110_xbn, locals(), "xbn")
+
+
+@_resnet("ResNet-110 (CIFAR)", "gnws", RESNET110, family="resnet_cifar")
+def resnet110_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                   pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                   layout="torchvision", gn_groups=CIFAR_XBN_GROUPS):
+    return _build(RESNET110, resnet110_gnws, locals(), "gnws")
