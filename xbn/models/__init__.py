@@ -29,10 +29,11 @@ from xbn.models.registry import (
     model_facts,
     register_model,
 )
+from xbn.models.torch_weights import TorchLoadReport, load_torch_weights
 from xbn.models.weights import TransferReport, load_weights, read_weights, transfer_weights
 
 # The modules that register the zoo's families (one line per family).
-FAMILY_MODULES = ("xbn.models.resnet", "xbn.models.mobilenet_v2")
+FAMILY_MODULES = ("xbn.models.resnet", "xbn.models.mobilenet_v2", "xbn.models.shufflenet_v2")
 for _module in FAMILY_MODULES:
     importlib.import_module(_module)
 
@@ -43,10 +44,12 @@ __all__ = sorted(
     [
         "FAMILY_MODULES",
         "ModelFacts",
+        "TorchLoadReport",
         "TransferReport",
         "get_model",
         "list_models",
         "load_model",
+        "load_torch_weights",
         "load_weights",
         "model_facts",
         "preprocess_input",

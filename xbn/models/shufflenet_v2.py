@@ -1,0 +1,202 @@
+"""ShuffleNetV2: vanilla, XBN and GN+WS, in the official XBNBlock code's layout.
+
+ShuffleNetV2 (Ma et al., ECCV 2018, arXiv:1807.11164) as the official
+XBNBlock code ships it (``models/shuffleV2.py``, Megvii's layout): a
+strided 3x3 stem conv and max-pool, three stages of 4, 8 and 4 units, a 1x1
+last conv, global average pooling and a classifier without bias (with
+dropout 0.2 at 2.0x).  A unit with stride 1 splits its channels into the
+even and the odd ones (the channel shuffle of the previous unit), passes the
+even half through and sends the odd half through 1x1 -> depthwise 3x3 ->
+1x1; a unit with stride 2 sends the whole input through that branch and a
+second one (depthwise 3x3/2 -> 1x1), and concatenates.  No ReLU follows a
+depthwise conv.
+
+Widths per ``alpha`` (stage outputs; last conv): 0.5: 48, 96, 192; 1024.
+1.0: 116, 232, 464; 1024.  1.5: 176, 352, 704; 1024.  2.0: 244, 488, 976;
+2048.  Trainable parameters with 1000 classes: 1,365,792 / 2,278,760 /
+3,506,720 / 7,402,600, the official models'.
+
+- XBN (``shuffleV2_XBNBlock``): the BatchNorm after every depthwise conv,
+  in both branches, becomes a GroupNorm (29 groups, as the official 1.0x
+  script; where 29 does not divide the channels, the largest divisor not
+  above it, e.g. 24 of 48 at 0.5x, where the official code fails).
+- GN+WS: every BatchNorm a GroupNorm (``gn_groups=32``, capped) and every
+  regular convolution a ``WSConv2D``; depthwise convs are left as they are.
+"""
+
+import keras
+
+from xbn import _checks
+from xbn.layers.norms import NormSpec
+from xbn.models import common, variants
+from xbn.models.registry import register_model
+
+BN = NormSpec("bn", epsilon=1e-5, momentum=0.9)  # torch's defaults (momentum 0.1)
+XBN_GROUPS = 29
+GNWS_GROUPS = 32
+ALPHAS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),
+          2.0: (244, 488, 976, 2048)}
+REPEATS = (4, 8, 4)
+STEM = 24
+# The norm roles; the XBN rule makes the depthwise ones GroupNorms.
+ROLES = ("stem", "pointwise", "depthwise", "last")
+XBN_ROLES = ("depthwise",)
+
+
+def _conv_norm_relu(x, norms, channels, role, name, relu=True):
+    axis = common.channel_axis()
+    x = norms.conv_layer(channels, 1, name=f"{name}_conv", use_bias=False)(x)
+    x = norms.norm(role, channels, f"{name}_bn", axis=axis)(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def _depthwise(x, norms, stride, name):
+    axis = common.channel_axis()
+    if stride == 2:
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False, name=f"{name}_conv"
+    )(x)
+    return norms.norm("depthwise", x.shape[axis], f"{name}_bn", axis=axis)(x)
+
+
+@keras.saving.register_keras_serializable(package="xbn")
+class ChannelSplit(keras.layers.Layer):
+    """The even (``parity=0``) or the odd (``parity=1``) channels of a tensor:
+    the official code's channel shuffle, one half at a time."""
+
+    def __init__(self, parity, **kwargs):
+        super().__init__(**kwargs)
+        self.parity = _checks.check_int("ChannelSplit", "parity", parity, minimum=0, maximum=1)
+
+    def call(self, x):
+        if keras.config.image_data_format() == "channels_first":
+            return x[:, self.parity::2]
+        return x[..., self.parity::2]
+
+    def compute_output_shape(self, shape):
+        axis = 1 if keras.config.image_data_format() == "channels_first" else len(shape) - 1
+        shape = list(shape)
+        shape[axis] = None if shape[axis] is None else (shape[axis] + 1 - self.parity) // 2
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "parity": self.parity}
+
+
+def _split(x, name):
+    """The even and the odd channels (the official code's channel shuffle)."""
+    return ChannelSplit(0, name=f"{name}_even")(x), ChannelSplit(1, name=f"{name}_odd")(x)
+
+
+def _unit(x, out_channels, stride, name, norms):
+    axis = common.channel_axis()
+    in_channels = x.shape[axis]
+    if stride == 1:
+        passed, x = _split(x, name)
+        in_channels //= 2
+    mid = out_channels // 2
+    branch = _conv_norm_relu(x, norms, mid, "pointwise", f"{name}_main_1")
+    branch = _depthwise(branch, norms, stride, f"{name}_main_dw")
+    branch = _conv_norm_relu(branch, norms, out_channels - in_channels, "pointwise", f"{name}_main_2")
+    if stride == 2:
+        passed = _depthwise(x, norms, stride, f"{name}_proj_dw")
+        passed = _conv_norm_relu(passed, norms, in_channels, "pointwise", f"{name}_proj_1")
+    return keras.layers.Concatenate(axis=axis, name=f"{name}_concat")([passed, branch])
+
+
+def build_shufflenetv2(
+    norms, facts, alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+):
+    """Build a ShuffleNetV2 from its norms (see the module docstring)."""
+    owner = facts.name
+    alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
+    if alpha not in ALPHAS:
+        raise ValueError(
+            f"{owner}: argument `alpha` must be one of {', '.join(str(a) for a in ALPHAS)} (the official "
+            f"widths). Received: alpha={alpha!r}"
+        )
+    input_shape = common.check_common_args(
+        owner, include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, facts.default_size,
+    )
+    img_input = common.image_input(input_tensor, input_shape)
+    axis = common.channel_axis()
+    widths = ALPHAS[alpha]
+    x = keras.layers.ZeroPadding2D(1, name="stem_pad")(img_input)
+    x = norms.conv_layer(STEM, 3, name="stem_conv", strides=2, use_bias=False)(x)
+    x = norms.norm("stem", STEM, "stem_bn", axis=axis)(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)  # after ReLU: zeros act as -inf
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool")(x)
+    for stage, (repeats, width) in enumerate(zip(REPEATS, widths[:3])):
+        for index in range(repeats):
+            x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms)
+    x = _conv_norm_relu(x, norms, widths[3], "last", "last")
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if alpha == 2.0:
+            x = keras.layers.Dropout(0.2, name="dropout")(x)
+        x = keras.layers.Dense(classes, activation=classifier_activation, use_bias=False, name="predictions")(x)
+    else:
+        x = common.classifier_top(x, False, pooling, classes, classifier_activation)
+    return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
+
+
+_DOC = """ShuffleNetV2{what} (the official XBNBlock code's layout).
+
+    Args:
+        alpha: width, one of 0.5, 1.0, 1.5, 2.0.
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, name: as for :func:`xbn.models.resnet50`
+            (``weights`` is ``None`` or a path on disk; sides of at least 32).{extra}
+
+    Returns:
+        A ``keras.Model`` with ``model.xbn_facts`` attached.
+"""
+_BN_ARGS = """
+        bn_kind, bn_options: the norm kind and options at every BatchNorm
+            position, as for :func:`xbn.models.resnet50`."""
+
+
+def _register(variant, what, extra):
+    def decorate(builder):
+        builder.__doc__ = _DOC.format(what=what, extra=extra)
+        return register_model(
+            family="shufflenetv2", variant=variant, default_size=224, preprocessing="torch",
+            small_args={"alpha": 0.5}, description=f"ShuffleNetV2{what}",
+        )(builder)
+
+    return decorate
+
+
+@_register("vanilla", "", _BN_ARGS)
+def shufflenetv2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None, bn_kind="bn",
+                 bn_options=None):
+    norms = variants.vanilla(BN, bn_kind, bn_options, owner="shufflenetv2")
+    return build_shufflenetv2(norms, shufflenetv2.facts, alpha, include_top, weights, input_tensor,
+                              input_shape, pooling, classes, classifier_activation, name)
+
+
+@_register("xbn", " with XBN: a GroupNorm after every depthwise conv", """
+        xbn_groups: GroupNorm groups after each depthwise conv (29, the
+            official 1.0x script's), reduced to a divisor of the channels.""" + _BN_ARGS)
+def shufflenetv2_xbn(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                     xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None):
+    norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="shufflenetv2_xbn")
+    return build_shufflenetv2(norms, shufflenetv2_xbn.facts, alpha, include_top, weights, input_tensor,
+                              input_shape, pooling, classes, classifier_activation, name)
+
+
+@_register("gnws", " with GroupNorm + weight standardization", """
+        gn_groups: groups of every GroupNorm (32, as in the GN paper),
+            reduced to a divisor of each layer's channels.""")
+def shufflenetv2_gnws(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
+                      pooling=None, classes=1000, classifier_activation="softmax", name=None,
+                      gn_groups=GNWS_GROUPS):
+    norms = variants.gnws(gn_groups, owner="shufflenetv2_gnws")
+    return build_shufflenetv2(norms, shufflenetv2_gnws.facts, alpha, include_top, weights, input_tensor,
+                              input_shape, pooling, classes, classifier_activation, name)
