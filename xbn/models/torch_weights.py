@@ -1,0 +1,306 @@
+"""PyTorch checkpoints into xbn models: the official XBNBlock code's and torchvision's.
+
+The official XBNBlock code (github.com/huangleiBuaa/XBNBlock) publishes the
+only trained XBN weights there are, as PyTorch checkpoints of its ResNet and
+ResNeXt; torchvision's ResNets name their tensors the same way.  Both load
+into xbn's models built with ``layout="torchvision"`` (stride on the 3x3
+conv, convolutions without bias, BatchNorm epsilon 1e-5), whose weight
+shapes equal theirs.
+
+Names map module by module::
+
+    conv1 / bn1                        conv1_conv / conv1_bn (conv1_gn in XBN)
+    layer{S}.{B}.conv{K} / .bn{K}      conv{S+1}_block{B+1}_{K}_conv / _{K}_bn (or _gn)
+    layer{S}.{B}.downsample.0 / .1     conv{S+1}_block{B+1}_0_conv / _0_bn
+    fc (linear in CIFAR ResNet code)   predictions
+
+and the official ShuffleNetV2's (Megvii's layout) ``first_conv``,
+``features.{I}.branch_main/branch_proj.{J}``, ``conv_last`` and
+``classifier`` to ``stem_*``, ``stage{S}_unit{U}_main_*/proj_*``, ``last_*``
+and ``predictions``; tensors by kind: convolution kernels from PyTorch's ``(out, in/groups,
+h, w)`` to keras' ``(h, w, in/groups, out)`` (depthwise ones to ``(h, w,
+channels, 1)``), the classifier's transposed,
+BatchNorm's ``weight, bias, running_mean, running_var`` to ``gamma, beta,
+moving_mean, moving_variance`` and GroupNorm's ``weight, bias`` to ``gamma,
+beta``.  ``num_batches_tracked`` carries nothing keras keeps.
+
+PyTorch is imported only to read a checkpoint file (``pip install
+'xbn[torch]'``); a state dict of NumPy arrays needs no PyTorch at all.
+"""
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+# The families whose PyTorch names this module maps (see _LAYER_NAMES below).
+FAMILIES = ("resnet", "resnext", "resnet_cifar", "shufflenetv2")
+_KERAS_NAMES = {
+    "weight": ("kernel", "gamma"),
+    "bias": ("bias", "beta"),
+    "running_mean": ("moving_mean",),
+    "running_var": ("moving_variance",),
+}
+
+
+@dataclasses.dataclass
+class TorchLoadReport:
+    """What :func:`load_torch_weights` did.
+
+    Attributes:
+        loaded: ``{keras weight path: checkpoint tensor name}``.
+        unused: checkpoint tensors no weight of the model took.
+        missing: model weights no checkpoint tensor set (they keep their
+            initial values).
+        mismatched: ``{keras weight path: reason}`` where names matched and
+            shapes did not.
+    """
+
+    loaded: dict
+    unused: list
+    missing: list
+    mismatched: dict
+
+    @property
+    def complete(self):
+        return not (self.unused or self.missing or self.mismatched)
+
+    def summary(self):
+        parts = [f"{len(self.loaded)} tensors loaded"]
+        for what, items in (("unused", self.unused), ("missing", self.missing),
+                            ("mismatched", list(self.mismatched))):
+            if items:
+                parts.append(f"{len(items)} {what} ({_shown(items)})")
+        return "; ".join(parts)
+
+
+def _shown(items, most=8):
+    more = f" and {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(items[:most]) + more
+
+
+def read_torch_state(checkpoint):
+    """``{tensor name: numpy array}`` of a PyTorch checkpoint.
+
+    Args:
+        checkpoint: a ``.pth``/``.pt`` path, or a state dict (tensors or
+            arrays).  A checkpoint of a training script, ``{"state_dict":
+            ...}`` or ``{"model": ...}``, is unwrapped, and DataParallel's
+            ``module.`` prefix removed.
+    """
+    state = checkpoint
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"load_torch_weights: the checkpoint {path} does not exist.")
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                "load_torch_weights: reading a PyTorch checkpoint file needs PyTorch; install it with "
+                "pip install 'xbn[torch]' (or pass a state dict of NumPy arrays)."
+            ) from None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - unpickling errors have many types
+            raise ValueError(
+                f"load_torch_weights: {path} is not a PyTorch checkpoint of tensors ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}). If you trust the file, load it "
+                "yourself with torch.load(path, weights_only=False) and pass its state dict."
+            ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state:
+        raise ValueError(
+            "load_torch_weights: expected a state dict ({name: tensor}) or a checkpoint holding one under "
+            f"'state_dict' or 'model'; got {type(state).__name__}."
+        )
+    arrays = {}
+    for name, value in state.items():
+        name = name[len("module."):] if name.startswith("module.") else name
+        if name.endswith("num_batches_tracked"):
+            continue
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().float().numpy()
+        arrays[name] = np.asarray(value)
+    return arrays
+
+
+def _resnet_layer(module):
+    """The keras layer name of a PyTorch ResNet module (``_norm``: ``_bn`` or ``_gn``)."""
+    if module in ("conv1", "bn1"):
+        return "conv1_conv" if module == "conv1" else "conv1_norm"
+    if module in ("fc", "linear"):  # torchvision / CIFAR ResNet code
+        return "predictions"
+    match = re.fullmatch(r"layer(\d+)\.(\d+)\.(conv|bn)(\d+)", module)
+    if match:
+        stage, block, kind, index = match.groups()
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_{index}_{'conv' if kind == 'conv' else 'norm'}"
+    match = re.fullmatch(r"layer(\d+)\.(\d+)\.downsample\.([01])", module)
+    if match:
+        stage, block, index = match.groups()
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{'conv' if index == '0' else 'norm'}"
+    return None
+
+
+# ShuffleNetV2 (Megvii's layout, the official code's): the modules of a
+# unit's branches by their index in the nn.Sequential.
+_SHUFFLE_BRANCHES = {
+    ("branch_main", "0"): "main_1_conv", ("branch_main", "1"): "main_1_norm",
+    ("branch_main", "3"): "main_dw_conv", ("branch_main", "4"): "main_dw_norm",
+    ("branch_main", "5"): "main_2_conv", ("branch_main", "6"): "main_2_norm",
+    ("branch_proj", "0"): "proj_dw_conv", ("branch_proj", "1"): "proj_dw_norm",
+    ("branch_proj", "2"): "proj_1_conv", ("branch_proj", "3"): "proj_1_norm",
+}
+
+
+def _shufflenet_layer(module):
+    """The keras layer name of a module of the official ShuffleNetV2."""
+    from xbn.models.shufflenet_v2 import REPEATS
+
+    fixed = {"first_conv.0": "stem_conv", "first_conv.1": "stem_norm", "conv_last.0": "last_conv",
+             "conv_last.1": "last_norm", "classifier.0": "predictions"}
+    if module in fixed:
+        return fixed[module]
+    match = re.fullmatch(r"features\.(\d+)\.(branch_main|branch_proj)\.(\d+)", module)
+    if not match or (match.group(2), match.group(3)) not in _SHUFFLE_BRANCHES:
+        return None
+    index = int(match.group(1))
+    for stage, repeats in enumerate(REPEATS):
+        if index < repeats:
+            return f"stage{stage + 2}_unit{index + 1}_{_SHUFFLE_BRANCHES[match.group(2), match.group(3)]}"
+        index -= repeats
+    return None
+
+
+_LAYER_NAMES = {"resnet": _resnet_layer, "resnext": _resnet_layer, "resnet_cifar": _resnet_layer,
+                "shufflenetv2": _shufflenet_layer}
+
+
+def _to_keras(array, keras_name, layer):
+    """A PyTorch tensor in keras' layout for ``layer``'s weight ``keras_name``."""
+    import keras
+
+    if keras_name == "kernel" and isinstance(layer, keras.layers.DepthwiseConv2D):
+        return array.transpose(2, 3, 0, 1)  # (C * m, 1, h, w) -> (h, w, C, m) for m = 1
+    if keras_name == "kernel" and array.ndim == 4:
+        return array.transpose(2, 3, 1, 0)  # (out, in/groups, h, w) -> (h, w, in/groups, out)
+    if keras_name == "kernel" and array.ndim == 2:
+        return array.T  # Linear (out, in) -> Dense (in, out)
+    return array
+
+
+def load_torch_weights(model, checkpoint, strict=True):
+    """Load a PyTorch checkpoint of the official XBNBlock code or torchvision into ``model``.
+
+    Args:
+        model: an xbn ResNet, ResNeXt, CIFAR ResNet or ShuffleNetV2
+            (vanilla, XBN or GN+WS), ResNets built with
+            ``layout="torchvision"``, with the checkpoint's
+            number of classes (or ``include_top=False``, which leaves ``fc``
+            unused).
+        checkpoint: a ``.pth``/``.pt`` file or a state dict (see
+            :func:`read_torch_state`).
+        strict: refuse (``ValueError``, nothing changed) unless every
+            checkpoint tensor is used and every model weight is set.
+
+    Returns:
+        A :class:`TorchLoadReport`.
+    """
+    from xbn.models.registry import model_facts
+
+    facts = model_facts(model)
+    if facts.family not in FAMILIES:
+        raise ValueError(
+            f"load_torch_weights: {facts.name} is a {facts.family} model; PyTorch names are mapped for the "
+            f"{', '.join(FAMILIES)} families."
+        )
+    state = read_torch_state(checkpoint)
+    layers = {layer.name: layer for layer in model.layers}
+    targets = {}  # weight path -> (variable, array, tensor name)
+    unused, mismatched = [], {}
+    for name, array in state.items():
+        module, _, param = name.rpartition(".")
+        layer_name = _LAYER_NAMES[facts.family](module)
+        if layer_name and layer_name.endswith("_norm"):
+            stem = layer_name[: -len("_norm")]
+            layer_name = next((f"{stem}_{s}" for s in ("bn", "gn", "brn") if f"{stem}_{s}" in layers), None)
+        layer = layers.get(layer_name)
+        variable = None
+        if layer is not None:
+            variable = next((getattr(layer, k) for k in _KERAS_NAMES.get(param, ())
+                             if getattr(layer, k, None) is not None), None)
+        if variable is None:
+            unused.append(name)
+            continue
+        value = _to_keras(array, variable.name, layer)
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched[variable.path] = f"{name} has shape {array.shape} (keras {tuple(value.shape)}), " \
+                                        f"the model {tuple(variable.shape)}"
+            continue
+        targets[variable.path] = (variable, value, name)
+    missing = [w.path for w in model.weights if w.path not in targets and w.path not in mismatched]
+    report = TorchLoadReport({path: t[2] for path, t in targets.items()}, unused, missing, mismatched)
+    if strict and not report.complete:
+        raise ValueError(f"load_torch_weights: the checkpoint does not fit {facts.name}: {report.summary()}. "
+                         f"{_likely_cause(report, model)} Nothing was loaded.")
+    for variable, value, _ in targets.values():
+        variable.assign(value.astype(variable.dtype))
+    return report
+
+
+def _likely_cause(report, model):
+    """A guess at why a checkpoint does not fit, for the error message."""
+    if any(path.endswith("_conv/bias") for path in report.missing):
+        return "The model's convolutions have biases: build it with layout=\"torchvision\"."
+    if any(path.startswith("predictions/") for path in report.mismatched):
+        return "The classifiers differ in width: build the model with classes= the checkpoint's."
+    if any(name.startswith("fc.") for name in report.unused) and not any(
+        layer.name == "predictions" for layer in model.layers
+    ):
+        return "The model has no top (include_top=False): pass strict=False to leave fc out."
+    if report.mismatched or len(report.unused) > len(report.loaded):
+        return "It looks like another model (depth, width, groups or family)."
+    return "Check that the model and its XBN/GN+WS form are the checkpoint's."
+
+
+def model_from_torch(name, checkpoint, image_size=None, model_args=None, strict=True):
+    """The registered model ``name`` built to fit a PyTorch checkpoint, with its weights.
+
+    The number of classes comes from the checkpoint's classifier (``fc``,
+    ``linear`` or ``classifier.0``), the layout is ``"torchvision"`` unless ``model_args`` says
+    otherwise, the input side is ``image_size`` or the model's default.
+
+    Returns:
+        ``(model, report)``: the keras model (softmax top, as keras.applications'
+        builders) and the :class:`TorchLoadReport`.
+    """
+    import inspect
+
+    from xbn.models.registry import check_arguments, get_builder, get_model, model_facts
+
+    facts = model_facts(name)
+    model_args = dict(model_args or {})
+    check_arguments(name, model_args, exclude=("input_shape", "classes", "weights"), flag="--model-arg")
+    if "layout" in inspect.signature(get_builder(name)).parameters:
+        model_args.setdefault("layout", "torchvision")
+    state = read_torch_state(checkpoint)
+    classifier = next((state[k] for k in ("fc.weight", "linear.weight", "classifier.0.weight") if k in state),
+                      None)
+    if classifier is None and model_args.get("include_top", True):
+        raise ValueError(
+            f"model_from_torch: the checkpoint has no classifier (fc.weight); pass include_top=False "
+            f"to convert {name}'s features."
+        )
+    size = image_size or facts.default_size
+    kwargs = {"input_shape": (size, size, 3), **model_args}
+    if classifier is not None and model_args.get("include_top", True):
+        kwargs["classes"] = int(classifier.shape[0])
+    else:  # features only: the classifier has no place
+        state = {k: v for k, v in state.items() if not k.startswith(("fc.", "linear.", "classifier."))}
+    model = get_model(name, **kwargs)
+    report = load_torch_weights(model, state, strict=strict)
+    return model, report
