@@ -21,6 +21,7 @@ LAYERS = (
     ("xbn.layers",),
     ("xbn.fold",),
     ("xbn.models",),
+    ("xbn.surgery",),
     ("xbn.data",),
     ("xbn.diagnostics", "xbn.export"),
     ("xbn.training",),

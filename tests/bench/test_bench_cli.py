@@ -105,6 +105,8 @@ def test_quick_model_export_and_pipeline_suites_with_a_precision_variant(tmp_pat
     models = [row["case"] for row in by_suite["models"]]
     assert models == [
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 vs keras",
+        "MobileNetV2 training step (bs 2, 32x32): keras.applications.MobileNetV2 after "
+        "xbn.surgery.to_xbn_layers vs before",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2 vs keras",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 with mixed_bfloat16 vs without",

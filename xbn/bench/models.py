@@ -7,7 +7,10 @@ three contenders run interleaved in one comparison:
 
 - ``keras.applications`` (ResNet50 / MobileNetV2) against xbn's vanilla
   twin, layer for layer the same network: what xbn's layers buy;
-- xbn's XBN form against its vanilla form: the price of XBN.
+- xbn's XBN form against its vanilla form: the price of XBN;
+- ``keras.applications``' model before and after
+  :func:`xbn.surgery.to_xbn_layers` (xbn's layers swapped into keras' own
+  network): what the surgery buys a keras user.
 
 The models and their twins come from the registry (a vanilla model's
 ``keras_application`` fact and its ``_xbn`` form).
@@ -125,15 +128,20 @@ def _model(model, batch, size, repeats, warmup, small=False):
     """float32: keras.applications against xbn's vanilla twin, and the price of XBN."""
     keras_name, vanilla, xbn = _contenders(model)
     title = _title(model)
+    from xbn.surgery import to_xbn_layers
+
     steps = {
         kind: train_step(_build(model, kind, size, small), batch)
         for kind in ("keras", "vanilla", "xbn")
     }
+    steps["surgery"] = train_step(to_xbn_layers(_build(model, "keras", size, small))[0], batch)
     timings = compare(steps, warmup=warmup, repeats=repeats)
     tag = _tag(batch, size, "float32", False)
     return [
         _row(f"{title} training step ({tag}): {vanilla} vs keras", keras_name, batch,
              GOAL_OVER_KERAS.get(model), timings, "vanilla", "keras"),
+        _row(f"{title} training step ({tag}): {keras_name} after xbn.surgery.to_xbn_layers vs before",
+             keras_name, batch, GOAL_OVER_KERAS.get(model), timings, "surgery", "keras"),
         _row(f"{title} training step ({tag}): {xbn} vs {vanilla} (price of XBN)",
              f"xbn {vanilla}", batch, round(1 / (1 + XBN_MAX_COST), 3), timings, "xbn", "vanilla"),
     ]

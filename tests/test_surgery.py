@@ -1,0 +1,103 @@
+"""xbn.surgery: xbn's layers and the XBN rule in any functional keras model."""
+
+import keras
+import numpy as np
+import pytest
+
+from xbn.layers import BatchNorm, Conv2D, GroupNorm
+from xbn.models import get_model
+from xbn.surgery import to_xbn, to_xbn_layers
+
+
+def _structure(model):
+    """(name, class) of every layer but the input, and GroupNorms' groups."""
+    # keras leaves MobileNetV2's pooling layer unnamed; xbn's is "avg_pool".
+    layers = [("avg_pool" if layer.name.startswith("global_average_pooling2d") else layer.name,
+               type(layer).__name__) for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    groups = {layer.name: layer.groups for layer in model.layers if isinstance(layer, GroupNorm)}
+    return layers, groups, model.count_params()
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    return keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, alpha=0.5)
+
+
+def test_xbn_layers_give_the_same_outputs_with_the_same_weights():
+    source = keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10, alpha=0.5,
+                                            classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for layer in source.layers:  # statistics that are not the identity
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.5, 2, c).astype("float32"))
+    model, report = to_xbn_layers(source)
+    assert report.counts() == {"Conv2D -> Conv2D": 35, "BatchNormalization -> BatchNorm": 52}
+    assert all(type(layer) in (BatchNorm, Conv2D) for layer in model.layers
+               if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Conv2D))
+               and not isinstance(layer, keras.layers.DepthwiseConv2D))
+    x = rng.uniform(-1, 1, (8, 64, 64, 3)).astype("float32")
+    # Inference: the same arithmetic.  Training: batch statistics through 52
+    # BatchNorms, whose float32 roundings differ between keras' decomposed
+    # layer and the fused kernel; the bound is the one every whole-network
+    # comparison of xbn uses (1e-4 of the output scale).
+    for training, bound in ((False, 1e-6), (True, 1e-4)):
+        want = np.asarray(source(x, training=training))
+        got = np.asarray(model(x, training=training))
+        assert np.abs(want).max() > 0.1
+        assert np.abs(got - want).max() <= bound * np.abs(want).max()
+
+
+def test_the_xbn_rule_on_keras_resnet50_gives_resnet50_xbn():
+    source = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=10)
+    model, report = to_xbn(source)
+    assert _structure(model) == _structure(get_model("resnet50_xbn", input_shape=(64, 64, 3), classes=10))
+    assert report.counts()["BatchNormalization -> GroupNorm"] == 1 + 16  # the stem and each block's 3x3
+    assert report.kept["conv2_block1_1_bn"] == "after the 1x1 Conv2D 'conv2_block1_1_conv'"
+    # Every other weight is the source's.
+    np.testing.assert_array_equal(model.get_layer("conv3_block2_2_conv").kernel,
+                                  source.get_layer("conv3_block2_2_conv").kernel)
+
+
+def test_the_xbn_rule_on_keras_mobilenetv2_gives_mobilenetv2_xbn(mobilenet):
+    model, report = to_xbn(mobilenet, groups=16, stem="bn")
+    assert _structure(model) == _structure(get_model("mobilenetv2_xbn", input_shape=(32, 32, 3), classes=10,
+                                                     alpha=0.5))
+    assert report.kept["bn_Conv1"] == 'the stem (stem="bn")'
+
+
+@pytest.mark.parametrize("name, replaced", [("EfficientNetB0", 17), ("DenseNet121", 1), ("ResNet50V2", 16)])
+def test_other_keras_applications(name, replaced):
+    """Where the rule finds BatchNorms after spatial convs (the README's table):
+    EfficientNetB0's stem and its 16 depthwise convs; DenseNet121's stem only
+    (its 3x3 convs feed concatenations, its BatchNorms pre-activate); each of
+    ResNet50V2's 16 blocks' 3x3 conv (its stem conv feeds the max-pool)."""
+    source = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10)
+    model, report = to_xbn(source, groups=8)
+    assert report.counts()["BatchNormalization -> GroupNorm"] == replaced
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    out = np.asarray(model(x, training=True))
+    assert out.shape == (2, 10) and np.all(np.isfinite(out))
+
+
+def test_what_cannot_be_rewritten_is_refused_by_name():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="subclassed model"):
+        to_xbn_layers(Subclassed())
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(3, 3, padding="same", name="shared")
+    model = keras.Model(inputs, shared(shared(inputs)))
+    with pytest.raises(ValueError, match="layer 'shared' is used 2 times"):
+        to_xbn_layers(model)
+    inner = keras.Sequential([keras.layers.Conv2D(3, 1)], name="inner")
+    with pytest.raises(ValueError, match="layer 'inner' is a nested model"):
+        to_xbn(keras.Model(inputs, inner(inputs)))
+    flat = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 1)(inputs)))
+    with pytest.raises(ValueError, match="no BatchNormalization right after a spatial convolution"):
+        to_xbn(flat)
+    with pytest.raises(ValueError, match="stem"):
+        to_xbn(flat, stem="ln")
