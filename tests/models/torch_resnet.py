@@ -101,7 +101,12 @@ def reference(name, num_classes, seed=0):
     base, xbn = (name[:-4], True) if name.endswith("_xbn") else (name, False)
     block, layers, options = ARCHITECTURES[base]
     torch.manual_seed(seed)
-    model = ResNet(block, layers, num_classes, xbn=xbn, **options)
+    return randomize_norms(ResNet(block, layers, num_classes, xbn=xbn, **options), seed)
+
+
+def randomize_norms(model, seed):
+    """``model`` in eval mode, its norms' affine weights and BatchNorms'
+    running statistics random (so that a mapping that mixes them up shows)."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():

@@ -11,6 +11,8 @@ depthwise conv (the largest divisor of the channels not above the groups).
 import torch
 from torch import nn
 
+from torch_resnet import randomize_norms
+
 WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),
           2.0: (244, 488, 976, 2048)}
 
@@ -68,15 +70,4 @@ class ShuffleNetV2(nn.Module):
 def reference(alpha, num_classes, xbn=False, seed=0):
     """The model with random weights, affine parameters and running statistics, in eval mode."""
     torch.manual_seed(seed)
-    model = ShuffleNetV2(alpha, num_classes, xbn)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
-                c = module.weight.shape[0]
-                module.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(c, generator=generator))
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.copy_(0.1 * torch.randn(c, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(c, generator=generator))
-    return model.eval()
+    return randomize_norms(ShuffleNetV2(alpha, num_classes, xbn), seed)

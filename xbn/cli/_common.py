@@ -106,6 +106,19 @@ def run_main(prog, body, argv):
         return 130
 
 
+def parser_from_doc(prog, doc, **kwargs):
+    """An ``ArgumentParser`` whose description is the first line of the
+    module docstring ``doc`` (after ``"xbn-x: "``) and whose epilog is its
+    ``Examples::`` section, if it has one."""
+    import argparse
+
+    description = doc.splitlines()[0].split(": ", 1)[1]
+    if "Examples::" in doc:
+        kwargs.setdefault("epilog", doc.split("Examples::")[1])
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(prog=prog, description=kwargs.pop("description", description), **kwargs)
+
+
 def console_main(prog, body):
     """The ``main(argv=None)`` of a console script: TensorFlow's start-up
     chatter silenced, then ``body(argv)`` under :func:`run_main`."""

@@ -15,17 +15,13 @@ Examples::
         --export export/rx50 --class-names imagenet_classes.txt
 """
 
-import argparse
 import sys
 
 from xbn.cli import _common
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="xbn-convert", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
-    )
+    p = _common.parser_from_doc("xbn-convert", __doc__)
     p.add_argument("checkpoint", help="PyTorch checkpoint (.pth/.pt)")
     p.add_argument("--model", required=True, help="registered model name (e.g. resnet50_xbn)")
     _common.add_model_arg(p)

@@ -10,7 +10,6 @@ Examples::
     xbn-evaluate export/flowers --data folder:/data/flowers-test
 """
 
-import argparse
 import json
 import sys
 
@@ -18,10 +17,7 @@ from xbn.cli import _common
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="xbn-evaluate", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
-    )
+    p = _common.parser_from_doc("xbn-evaluate", __doc__)
     p.add_argument("export", help="an export folder written by xbn-export or xbn-train")
     p.add_argument("--data", help=f"the data to evaluate on (default: the run's data). {_common.data_help()}")
     p.add_argument("--split", choices=("train", "val", "test"),

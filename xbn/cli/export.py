@@ -14,17 +14,13 @@ Examples::
     xbn-export runs/flowers --out flowers.litert --format litert
 """
 
-import argparse
 import sys
 
 from xbn.cli import _common
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="xbn-export", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
-    )
+    p = _common.parser_from_doc("xbn-export", __doc__)
     p.add_argument("source", help="run folder, .keras file, or registered model name")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--weights", help="weights file for a registered model name")

@@ -5,14 +5,13 @@ Example::
     xbn-predict runs/mobilenetv2_xbn-digits/export digit.png photo.jpg
 """
 
-import argparse
 import sys
 
 from xbn.cli import _common
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="xbn-predict", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = _common.parser_from_doc("xbn-predict", __doc__)
     p.add_argument("export", help="an export folder written by xbn-export or xbn-train")
     p.add_argument("images", nargs="+", help="JPEG, PNG, BMP or GIF files")
     p.add_argument("--top-k", type=int, help="labels per image (default: the export's)")

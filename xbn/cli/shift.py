@@ -14,7 +14,6 @@ Examples::
     xbn-shift runs/mobilenetv2-digits --recalibrate-bn 20   # before and after precise BN
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,10 +22,7 @@ from xbn.cli import _common
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="xbn-shift", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
-    )
+    p = _common.parser_from_doc("xbn-shift", __doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folder, .keras file, or registered model name")
     p.add_argument("--data", help=f"the data to measure on (default: the run's own data). {_common.data_help()}")
     p.add_argument("--split", choices=("train", "val", "test"), help="split to measure on (default: test where there is one, else val)")

@@ -12,7 +12,6 @@ Examples::
     xbn-study --family mobilenetv2 --batch-sizes 2 8 64 --epochs 3 --out runs/study-quick
 """
 
-import argparse
 import dataclasses
 import json
 import shlex
@@ -25,10 +24,7 @@ from xbn.cli import _common
 def build_parser():
     from xbn.study import BATCH_SIZES
 
-    p = argparse.ArgumentParser(
-        prog="xbn-study", description=__doc__.splitlines()[0].split(": ", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
-    )
+    p = _common.parser_from_doc("xbn-study", __doc__)
     p.add_argument("--family", default="mobilenetv2",
                    help="registered model family: its vanilla, XBN and GN+WS forms are trained (default mobilenetv2)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="B")

@@ -33,9 +33,8 @@ def build_parser():
 
     from xbn.training import TrainConfig
 
-    p = argparse.ArgumentParser(
-        prog="xbn-train", description="Train an xbn zoo model (see --help for every setting).",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("Examples::")[1],
+    p = _common.parser_from_doc(
+        "xbn-train", __doc__, description="Train an xbn zoo model (see --help for every setting).",
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--recipe", help="models/NAME.yaml with settings; flags override it")
