@@ -11,19 +11,21 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One thread per process: the suite runs a pytest-xdist worker per core, and
+# TensorFlow's default of a thread per core in each of them oversubscribes
+# the machine (measured on 2 cores: 183 s against 148 s for the models'
+# tests).  Set before TensorFlow is imported, so that its thread pools and
+# oneDNN's are built that way (set after it, the models' tests took 12% longer).
+# Subprocesses (the main job, resume, the backends) inherit it.
+THREADS = os.environ.setdefault("XBN_TEST_THREADS", "1")
+for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(variable, THREADS)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-# One thread per process: the suite runs a pytest-xdist worker per core, and
-# TensorFlow's default of a thread per core in each of them oversubscribes
-# the machine (measured on 2 cores: 183 s against 148 s for the models'
-# tests).  Subprocesses (the main job, resume, the backends) inherit it.
-THREADS = os.environ.setdefault("XBN_TEST_THREADS", "1")
-for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(variable, THREADS)
 tf.config.threading.set_intra_op_parallelism_threads(int(THREADS))
 tf.config.threading.set_inter_op_parallelism_threads(int(THREADS))
 _cpus = tf.config.list_physical_devices("CPU")
@@ -52,7 +54,7 @@ def rng():
 def _fresh_keras_state():
     """Each test starts with float32 and fresh layer names."""
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)  # gc.collect() per test took seconds with big models alive
     yield
     keras.config.set_dtype_policy("float32")
 

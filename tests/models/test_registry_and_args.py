@@ -23,6 +23,8 @@ EXPECTED = {
     "resnet152", "resnet152_xbn", "resnext50_32x4d", "resnext50_32x4d_xbn",
     "resnext101_32x8d", "resnext101_32x8d_xbn",
     "mobilenetv2", "mobilenetv2_xbn", "mobilenetv2_gnws",
+    "shufflenetv2", "shufflenetv2_xbn", "shufflenetv2_gnws",
+    *(f"resnet{depth}{form}" for depth in (20, 32, 44, 56, 110) for form in ("", "_xbn", "_gnws")),
 }
 
 
@@ -30,6 +32,7 @@ def test_registry_lists_every_model_in_natural_order():
     names = list_models()
     assert set(names) == EXPECTED
     assert names.index("resnet50") < names.index("resnet101") < names.index("resnet152")
+    assert names.index("resnet20") < names.index("resnet56") < names.index("resnet110")
 
 
 def test_from_xbn_models_import_resnet50_xbn_just_works():
