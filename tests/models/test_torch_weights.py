@@ -101,3 +101,20 @@ def test_xbn_convert_writes_a_keras_model_and_a_serving_export(tmp_path, capsys)
     # Again without --overwrite: refused, nothing replaced.
     assert cli.main(argv) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_xbn_convert_without_pytorch_names_the_extra(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "c.pth").write_bytes(b"")
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    argv = [str(tmp_path / "c.pth"), "--model", "resnet18", "--out", str(tmp_path / "m.keras")]
+    assert cli.main(argv) == 2
+    assert "pip install 'xbn[torch]'" in capsys.readouterr().err

@@ -52,9 +52,12 @@ def _body(argv):
         raise ValueError("--class-names names the classes of an --export; add --export DIR.")
     if args.model not in list_models():
         raise ValueError(f"unknown --model {args.model!r}; the registered models are {', '.join(list_models())}.")
-    model, report = model_from_torch(
-        args.model, args.checkpoint, args.image_size, _common.parse_key_values(args.model_arg)
-    )
+    try:
+        model, report = model_from_torch(
+            args.model, args.checkpoint, args.image_size, _common.parse_key_values(args.model_arg)
+        )
+    except ImportError as error:  # no PyTorch: one line naming the extra, not a traceback
+        raise RuntimeError(str(error)) from None
     print(f"xbn-convert: {report.summary()}")
     with _files.atomic_path(out) as tmp:
         model.save(tmp)
