@@ -44,6 +44,21 @@ def _private_cache(tmp_path_factory):
     os.environ["XBN_CACHE_DIR"] = str(tmp_path_factory.mktemp("xbn-cache"))
 
 
+def with_moving_statistics(model, seed=0):
+    """``model`` with moving statistics that are not the identity (means
+    N(0, 0.2), variances U(0.5, 2)) in every BatchNorm, xbn's or keras', so
+    that inference-mode outputs depend on them.  Returns the model."""
+    from xbn.layers.norms import is_batch_norm
+
+    generator = np.random.default_rng(seed)
+    for layer in model.layers:
+        if is_batch_norm(layer):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(generator.normal(0, 0.2, c).astype("float32"))
+            layer.moving_variance.assign(generator.uniform(0.5, 2.0, c).astype("float32"))
+    return model
+
+
 @pytest.fixture
 def rng():
     """A seeded NumPy generator: every test sees the same data on every run."""

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import with_moving_statistics
 from xbn.layers import BatchNorm, Conv2D, GroupNorm
 from xbn.models import get_model
 from xbn.surgery import to_xbn, to_xbn_layers
@@ -26,18 +27,13 @@ def mobilenet():
 def test_xbn_layers_give_the_same_outputs_with_the_same_weights():
     source = keras.applications.MobileNetV2(weights=None, input_shape=(64, 64, 3), classes=10, alpha=0.5,
                                             classifier_activation=None)
-    rng = np.random.default_rng(0)
-    for layer in source.layers:  # statistics that are not the identity
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2, c).astype("float32"))
+    with_moving_statistics(source)
     model, report = to_xbn_layers(source)
     assert report.counts() == {"Conv2D -> Conv2D": 35, "BatchNormalization -> BatchNorm": 52}
     assert all(type(layer) in (BatchNorm, Conv2D) for layer in model.layers
                if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.Conv2D))
                and not isinstance(layer, keras.layers.DepthwiseConv2D))
-    x = rng.uniform(-1, 1, (8, 64, 64, 3)).astype("float32")
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 64, 64, 3)).astype("float32")
     # Inference: the same arithmetic.  Training: batch statistics through 52
     # BatchNorms, whose float32 roundings differ between keras' decomposed
     # layer and the fused kernel; the bound is the one every whole-network

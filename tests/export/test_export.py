@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import datasets
+from conftest import with_moving_statistics
 from xbn.export import ExportError, INFO_FILE, export_model
 from xbn.training.trained import export_source
 from xbn.export import savedmodel
@@ -24,13 +25,7 @@ CLASSES = ["zero", "one", "two"]
 
 def _model(seed=0):
     model = mobilenetv2_xbn(alpha=0.35, input_shape=(SIZE, SIZE, 3), classes=3, classifier_activation=None)
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if hasattr(layer, "moving_variance"):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2, c).astype("float32"))
-    return model
+    return with_moving_statistics(model, seed)
 
 
 def _tiny():

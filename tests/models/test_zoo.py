@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import with_moving_statistics
 from xbn.fold import fold_batchnorm
 from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, model_facts
@@ -68,14 +69,8 @@ def test_keras_file_round_trip(topped, tmp_path):
 
 def test_batchnorm_folds_into_an_equal_inference_model(topped):
     name, model = topped
-    rng = np.random.default_rng(5)
-    for layer in model.layers:  # statistics that are not the identity
-        if is_batch_norm(layer):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
-    folded, report = fold_batchnorm(model)
-    x = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    folded, report = fold_batchnorm(with_moving_statistics(model, seed=5))
+    x = np.random.default_rng(5).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
     a = np.asarray(model(x, training=False))
     b = np.asarray(folded(x, training=False))
     assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1e-3)

@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import dtype_policy
+from conftest import dtype_policy, with_moving_statistics
 from xbn.export import export_model
-from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, model_facts
 
 
@@ -83,21 +82,9 @@ def test_mixed_precision_outputs_are_finite(name, policy):
     assert all(v.dtype == "float32" for v in model.weights)
 
 
-def _with_statistics(model, seed):
-    """``model`` with moving statistics that are not the identity (so that
-    inference-mode outputs depend on them)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if is_batch_norm(layer):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.2, c).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c).astype("float32"))
-    return model
-
-
 @pytest.mark.parametrize("name", _smallest_xbn_per_family() + ["resnet20_gnws"])
 def test_saved_model_export_answers_as_the_model(name, tmp_path):
-    model = _with_statistics(get_model(
+    model = with_moving_statistics(get_model(
         name, input_shape=(32, 32, 3), classes=10, classifier_activation=None, **_kwargs(name)
     ), 7)
     facts = model_facts(name)
@@ -127,7 +114,7 @@ def backend_cases(tmp_path_factory):
     cases, expected = {}, {}
     for name in _smallest_xbn_per_family():
         kwargs = {"input_shape": [32, 32, 3], "classes": 10, **_kwargs(name)}
-        model = _with_statistics(get_model(name, **{**kwargs, "input_shape": (32, 32, 3)}), 10)
+        model = with_moving_statistics(get_model(name, **{**kwargs, "input_shape": (32, 32, 3)}), 10)
         model.save_weights(folder / f"{name}.weights.h5")
         cases[name] = kwargs
         expected[name] = np.asarray(model(x, training=False))
