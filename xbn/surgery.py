@@ -172,7 +172,7 @@ def to_xbn(model, groups=XBN_GROUPS, stem="gn"):
     _checks.check_choice(owner, "stem", stem, STEMS)
     _check_model(model, owner)
     spec = NormSpec("gn", groups=groups, epsilon=GN_EPSILON)
-    kept, targets = {}, set()
+    kept, targets, stem_seen = {}, set(), False
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
@@ -182,12 +182,11 @@ def to_xbn(model, groups=XBN_GROUPS, stem="gn"):
         elif not _spatial_conv(source):
             what = f"{type(source).__name__} {source.name!r}" if source is not None else "nothing"
             kept[layer.name] = f"its input is {what}, not a convolution"
-        elif not targets and stem == "bn":
+        elif stem == "bn" and not stem_seen:  # the first BatchNorm after a spatial conv
             kept[layer.name] = 'the stem (stem="bn")'
-            targets.add(None)  # the stem is decided
+            stem_seen = True
         else:
             targets.add(layer.name)
-    targets.discard(None)
     if not targets:
         raise ValueError(
             f"{owner}: {model.name!r} has no BatchNormalization right after a spatial convolution "

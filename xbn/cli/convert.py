@@ -38,7 +38,6 @@ def _body(argv):
     from pathlib import Path
 
     from xbn import _files
-    from xbn.models import list_models
     from xbn.models.torch_weights import model_from_torch
 
     out = Path(args.out)
@@ -50,8 +49,6 @@ def _body(argv):
         raise FileExistsError(f"--export {args.export} exists; pass --overwrite to replace it.")
     if args.class_names and not args.export:
         raise ValueError("--class-names names the classes of an --export; add --export DIR.")
-    if args.model not in list_models():
-        raise ValueError(f"unknown --model {args.model!r}; the registered models are {', '.join(list_models())}.")
     try:
         model, report = model_from_torch(
             args.model, args.checkpoint, args.image_size, _common.parse_key_values(args.model_arg)

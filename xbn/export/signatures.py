@@ -21,14 +21,15 @@ from xbn.export.verify import compare, has_logits, image_size, probabilities
 MAX_PIXELS = 50_000_000
 
 
-def header_size(encoded):
+def header_size(encoded, flags=None):
     """``(height, width)`` of an encoded image from its header, without decoding it.
 
     JPEG through TensorFlow's own header parser; PNG (IHDR: big-endian
     width, height at bytes 16 and 20), GIF (little-endian 16-bit width,
     height at bytes 6 and 8) and BMP (little-endian 32-bit width, height at
     bytes 18 and 22; a negative height means top-down rows) from their fixed
-    header fields.
+    header fields.  ``flags``: its :func:`~xbn.data.images.format_flags`,
+    when the caller has them already.
     """
     import tensorflow as tf
 
@@ -42,7 +43,7 @@ def header_size(encoded):
         height = tf.where(height >= 2**31, 2**32 - height, height)  # top-down rows
         return tf.stack([height, number(18, 4, True)])
 
-    flags = format_flags(encoded)
+    flags = format_flags(encoded) if flags is None else flags
     return tf.case([
         (flags["jpeg"], lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)),
         (flags["png"], lambda: tf.stack([number(20, 4, False), number(16, 4, False)])),
@@ -104,14 +105,15 @@ def serving_functions(model, class_names, preprocessing, eval_crop, top_k, max_p
 
     def decode_one(element):
         index, encoded = element
-        known = functools.reduce(operator.or_, format_flags(encoded).values())
+        flags = format_flags(encoded)
+        known = functools.reduce(operator.or_, flags.values())
         # (No brackets or quotes in the messages: TensorFlow prints each datum
         # in brackets and escapes quotes.)
         encoded = checked(encoded, tf.debugging.Assert(
             known,
             ["image", index, "of image_bytes is not a JPEG, PNG, BMP or GIF file"],
         ))
-        height_width = header_size(encoded)
+        height_width = header_size(encoded, flags)
         pixels = height_width[0] * height_width[1]
         encoded = checked(encoded, tf.debugging.Assert(
             pixels <= max_pixels,

@@ -113,11 +113,15 @@ def image_input(input_tensor, input_shape):
     return keras.Input(tensor=input_tensor, shape=input_shape)
 
 
-def classifier_top(x, include_top, pooling, classes, classifier_activation):
-    """keras.applications' head: pooling and the ``predictions`` Dense layer."""
+def classifier_top(x, include_top, pooling, classes, classifier_activation, use_bias=True, dropout=0.0):
+    """keras.applications' head: pooling and the ``predictions`` Dense layer
+    (with ``dropout`` before it and ``use_bias`` as the family has them)."""
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return keras.layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="dropout")(x)
+        return keras.layers.Dense(classes, activation=classifier_activation, use_bias=use_bias,
+                                  name="predictions")(x)
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if pooling == "max":

@@ -134,13 +134,8 @@ def build_shufflenetv2(
         for index in range(repeats):
             x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms)
     x = _conv_norm_relu(x, norms, widths[3], "last", "last")
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if alpha == 2.0:
-            x = keras.layers.Dropout(0.2, name="dropout")(x)
-        x = keras.layers.Dense(classes, activation=classifier_activation, use_bias=False, name="predictions")(x)
-    else:
-        x = common.classifier_top(x, False, pooling, classes, classifier_activation)
+    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation, use_bias=False,
+                              dropout=0.2 if alpha == 2.0 else 0.0)
     return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
 
 
