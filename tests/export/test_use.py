@@ -129,3 +129,37 @@ def test_evaluate_scores_other_data_whole_and_says_so(setting, export_dir, tmp_p
     assert evaluate_cli.main([str(export_dir), "--data", f"folder:{other}"]) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert f"| folder:{other} | all | 6 |" in row
+
+
+def test_corruption_benchmark_on_an_export_against_its_run_folder(setting, export_dir, tmp_path, capsys):
+    from xbn.data import corruptions
+
+    root, data, _, model = setting
+    report = tmp_path / "c.json"
+    argv = ["--data", f"folder:{data}", "--val-split", "0", "--corruption", "contrast:3",
+            "--corruption", "gaussian_noise", "--json", str(report)]
+    with tiny.registered():
+        assert evaluate_cli.main([str(export_dir), *argv, "--baseline", str(root / "run")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(report.read_text())["corruption"]
+    assert list(result["top1"]) == ["contrast", "gaussian_noise"]
+    assert sorted(result["top1"]["gaussian_noise"]) == ["1", "2", "3", "4", "5"]
+    # The images are corrupted by their index at the model's input size: by hand.
+    source = load_source(f"folder:{data}", val_split=0.0)
+    images, labels = zip(*[(img.numpy(), int(l)) for img, l in source.split("train").make()])
+    corrupted = np.stack([corruptions.corrupt(eval_image(tf.constant(img), SIZE, 0.875).numpy(), "contrast", 3, seed=i)
+                          for i, img in enumerate(images)])
+    predicted = np.argmax(model(preprocess_images(corrupted, "tf"), training=False), axis=-1)
+    assert result["top1"]["contrast"]["3"] == pytest.approx(np.mean(predicted == np.asarray(labels)))
+    # The folded export and its run folder answer alike on the same corrupted images: CE 100%.
+    for name, scores in result["top1"].items():
+        assert result["baseline"]["top1"][name] == pytest.approx(scores, abs=1 / 30 + 1e-9)
+    assert "| corruption | s1 | s2 | s3 | s4 | s5 | mean error | CE | relative CE |" in out
+    assert "mCE" in out and "relative mCE" in out
+
+
+def test_corruption_arguments_are_checked_before_any_model_loads(tmp_path, capsys):
+    assert evaluate_cli.main([str(tmp_path / "nowhere"), "--corruption", "frost:2"]) == 2
+    assert "'frost' is not provided: it blends photographs of frost" in capsys.readouterr().err
+    assert evaluate_cli.main([str(tmp_path / "nowhere"), "--baseline", str(tmp_path)]) == 2
+    assert "--baseline is the reference of the corruption benchmark; add --corruption" in capsys.readouterr().err

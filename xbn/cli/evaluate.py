@@ -1,50 +1,143 @@
-"""``xbn-evaluate``: top-1/top-5 accuracy of an exported model on a data source.
+"""``xbn-evaluate``: top-1/top-5 accuracy of a trained model on a data source.
 
-Without --data an export of a run is scored on the run's own data, on the
-split it never trained on (test where the data has one, else the run's
-validation hold-out); other data is scored whole unless --split says which.
+MODEL is an export folder (xbn-export, xbn-train), a run folder or a .keras
+file.  Without --data a model is scored on its run's own data, on the split
+it never trained on (test where the data has one, else the run's validation
+hold-out); other data is scored whole unless --split says which.
+
+--corruption adds the corruption benchmark (Hendrycks & Dietterich, 2019):
+top-1 per corruption and severity, applied deterministically to the images
+at the model's input size, the mean corruption error and, against the same
+benchmark on --baseline, the mCE and the relative mCE.
 
 Examples::
 
     xbn-evaluate runs/mobilenetv2_xbn-digits/export
     xbn-evaluate export/flowers --data folder:/data/flowers-test
+    xbn-evaluate runs/resnet20_xbn-digits --corruption all --baseline runs/resnet20-digits
+    xbn-evaluate model.keras --data digits --corruption gaussian_noise:3 --corruption contrast
 """
 
 import json
 import sys
+from pathlib import Path
 
 from xbn.cli import _common
 
 
 def build_parser():
+    from xbn.data.corruptions import CORRUPTIONS, NOT_PROVIDED
+
     p = _common.parser_from_doc("xbn-evaluate", __doc__)
-    p.add_argument("export", help="an export folder written by xbn-export or xbn-train")
+    p.add_argument("export", metavar="MODEL", help="an export folder, a run folder or a .keras file")
     p.add_argument("--data", help=f"the data to evaluate on (default: the run's data). {_common.data_help()}")
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="default: the run's held-out split on its own data, all of other data")
     p.add_argument("--val-split", type=float, help="hold-out fraction (default: the run's on its own data, else 0)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument(
+        "--corruption", action="append", metavar="NAME[:SEVERITY]",
+        help=f"score under a corruption (repeatable; all five severities without :SEVERITY), or 'all': "
+        f"{', '.join(CORRUPTIONS)} (not provided: {', '.join(NOT_PROVIDED)})",
+    )
+    p.add_argument("--baseline", metavar="MODEL",
+                   help="with --corruption: the model the mCE is relative to (export, run folder or .keras)")
     p.add_argument("--json", help="also write the result to this JSON file")
     return p
+
+
+def _keras_scorer(path, args):
+    """``score(corruption)`` for a run folder or a .keras file."""
+    import numpy as np
+    import tensorflow as tf
+
+    from xbn.data import Augment, Pipeline
+    from xbn.data.sources import data_record, open_recorded
+    from xbn.training.trained import load_trained
+
+    loaded = load_trained(path)
+    record = data_record(loaded.settings) if loaded.settings else None
+    source, _ = open_recorded(record, args.data, args.val_split, args.skip_bad_images, where=str(path))
+    split = args.split or next((s for s in ("test", "val") if s in source.splits), "train")
+    named = "all" if split == "train" and len(source.splits) == 1 else split
+    if source.num_classes != len(loaded.class_names):
+        raise ValueError(f"--data {source.spec}: {source.num_classes} classes, the model has "
+                         f"{len(loaded.class_names)}.")
+    pipeline = Pipeline(source, loaded.image_size, loaded.preprocessing, args.batch_size,
+                        augment=Augment(eval_crop=loaded.eval_crop))
+    model = loaded.model
+    predict = tf.function(lambda images: model(images, training=False))
+    k = min(5, len(loaded.class_names))
+
+    def score(corruption):
+        count = top1 = topk = 0
+        for images, labels in pipeline.evaluation(split, corruption=corruption):
+            order = np.argsort(-predict(images).numpy(), axis=-1)[:, :k]
+            labels = labels.numpy()[:, None]
+            top1 += int(np.sum(order[:, :1] == labels))
+            topk += int(np.sum(np.any(order == labels, axis=1)))
+            count += len(labels)
+        return {"data": source.spec, "split": named, "examples": count, "top1": top1 / count,
+                "topk": topk / count, "k": k}
+
+    return score
+
+
+def scorer(path, args):
+    """``score(corruption)`` -> the accuracy dict, for any MODEL form."""
+    from xbn.export import INFO_FILE
+    from xbn.training.run_folder import is_run
+
+    path = Path(path)
+    if path.is_dir() and not (path / INFO_FILE).is_file() and not is_run(path):
+        raise ValueError(f"{path} is not an xbn export (no {INFO_FILE.as_posix()}) nor an xbn-train run "
+                         "folder (no run.json).")
+    if path.suffix != ".keras" and not is_run(path):
+        from xbn.export.use import evaluate_export
+
+        return lambda corruption: evaluate_export(
+            path, args.data, split=args.split, batch_size=args.batch_size, val_split=args.val_split,
+            skip_bad_images=args.skip_bad_images, corruption=corruption,
+        )
+    return _keras_scorer(path, args)
 
 
 def _body(argv):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1.")
+    if args.baseline and not args.corruption:
+        raise ValueError("--baseline is the reference of the corruption benchmark; add --corruption NAME or all.")
     from xbn import _files
-    from xbn.export.use import evaluate_export
+    from xbn.diagnostics.corruptions import corruption_table, parse_corruptions, score_corruptions
 
-    result = evaluate_export(
-        args.export, args.data, split=args.split, batch_size=args.batch_size,
-        val_split=args.val_split, skip_bad_images=args.skip_bad_images,
-    )
+    pairs = parse_corruptions(args.corruption or ())  # bad names refused before any model loads
+    score = scorer(args.export, args)
+    result = score(None)
     k = result["k"]
-    print(f"| export | data | split | examples | top-1 | top-{k} |")
+    print(f"| model | data | split | examples | top-1 | top-{k} |")
     print("| --- | --- | --- | ---: | ---: | ---: |")
     print(f"| {args.export} | {result['data']} | {result['split']} | {result['examples']} | "
           f"{result['top1']:.2%} | {result['topk']:.2%} |")
+    if pairs:
+        from xbn._progress import Progress
+
+        def benchmark(model_score, label):
+            bar = Progress(len(pairs), f"corruptions of {label}")
+            clean, top1 = score_corruptions(
+                lambda c: model_score(c)["top1"], pairs, progress=lambda done: bar.update(done))
+            bar.finish()
+            return clean, top1
+
+        clean, top1 = benchmark(lambda c: result if c is None else score(c), args.export)
+        baseline = benchmark(scorer(args.baseline, args), args.baseline)[::-1] if args.baseline else None
+        table, figures = corruption_table(top1, clean, baseline)
+        print()
+        print(table)
+        result["corruption"] = {"top1": top1, **figures}
+        if baseline:
+            result["corruption"]["baseline"] = {"model": args.baseline, "top1": baseline[0], "clean": baseline[1]}
     if args.json:
         _files.atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0

@@ -167,13 +167,27 @@ class Pipeline:
         ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         return self._finish(ds.batch(self.batch_size, drop_remainder=True))
 
-    def evaluation(self, split_name):
-        """The whole split, center-cropped and batched, in a fixed order."""
+    def evaluation(self, split_name, corruption=None):
+        """The whole split, center-cropped and batched, in a fixed order.
+
+        ``corruption``: a ``(name, severity)`` of :mod:`xbn.diagnostics.corruptions`
+        applied to every image at the model's input size, before preprocessing,
+        seeded by the image's index (the same corrupted images every time).
+        """
         size, mode, fraction = self.image_size, self.preprocessing, self.augment.eval_crop
+        if corruption is not None:
+            from xbn.data.corruptions import check_corruption
+
+            check_corruption(*corruption)
 
         def transform(index, example):
             image, label = example
-            return preprocess_images(eval_image(image, size, fraction), mode), label
+            image = eval_image(image, size, fraction)
+            if corruption is not None:
+                from xbn.data.corruptions import corrupt_in_graph
+
+                image = corrupt_in_graph(index, image, *corruption)
+            return preprocess_images(image, mode), label
 
         ds = self._base(split_name).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         return self._finish(ds.batch(self.batch_size))

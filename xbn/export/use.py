@@ -26,7 +26,7 @@ def load_export(directory):
 
 
 def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=None, skip_bad_images=False,
-                    progress=None):
+                    progress=None, corruption=None):
     """Top-1 and top-5 accuracy of an export on a ``--data`` source.
 
     By default the export is scored on the data it was trained on and the
@@ -43,6 +43,8 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
         val_split: the hold-out fraction (default: the run's for its own
             data, else 0: all of it).
         skip_bad_images: as for training.
+        corruption: ``(name, severity)`` of :mod:`xbn.data.corruptions`, applied
+            to every image at the export's input size (seeded by its index).
 
     Returns:
         ``{"examples", "top1", "topk", "k", "split", "data"}``.
@@ -51,7 +53,11 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
 
     from xbn.data.images import named_bad_input
     from xbn.data.sources import open_recorded
+    from xbn.data.corruptions import check_corruption, corrupt_in_graph
     from xbn.data.pipeline import eval_image
+
+    if corruption is not None:
+        check_corruption(*corruption)
 
     loaded, info = load_export(directory)
     source, _ = open_recorded(
@@ -67,10 +73,16 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
         split = next((s for s in ("test", "val") if s in source.splits), "train")
     named = "all" if split == "train" and len(source.splits) == 1 else split
     size, crop = info["image_size"], info["eval_crop"]
+
+    def prepare(index, example):
+        image = eval_image(example[0], size, crop)
+        if corruption is not None:
+            image = corrupt_in_graph(index, image, *corruption)
+        return image, example[1]
+
     dataset = (
         source.split(split).indexed()
-        .map(lambda _, example: (eval_image(example[0], size, crop), example[1]),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
