@@ -1,20 +1,28 @@
-"""``xbn-study``: the batch-size study, BN against XBN against GN+WS.
+"""``xbn-study``: do the papers' claims about BatchNorm hold here?
 
-Trains the vanilla, XBN and GN+WS form of one family on the embedded digits
-at several batch sizes with the same number of epochs, then writes a table
-of test accuracy and mean estimation shift (study.md, study.json) and a
-plot (study.png) to --out.  Finished runs are reused; an interrupted study
-resumes where it stopped.
+Trains the CIFAR-style ResNets in vanilla, XBN, GN+WS and batch-renormalized
+form on the embedded digits at batch sizes 2 to 64 with 3 seeds each (epochs
+held equal), and a deeper pair (ResNet-56, vanilla and XBN) at a small and a
+normal batch for the depth figure; measures every run's test top-1 with the
+moving statistics as trained and after precise BN, the estimation shift of
+every BatchNorm, and the corruption benchmark at the normal batch; then
+tests H1-H4 with 95% confidence intervals of paired differences over seeds.
+Writes OUT/results.json (one row per run), study.md and the figures;
+--publish copies them to a folder, --readme replaces the generated "study"
+section of a Markdown file.  Finished runs are reused, interrupted ones
+resume, and runs trained with other settings are refused.
 
 Examples::
 
-    python scripts/study_batch_size.py --readme models/README.md
-    xbn-study --family mobilenetv2 --batch-sizes 2 8 64 --epochs 3 --out runs/study-quick
+    python scripts/study_batch_size.py --jobs 2 --publish models/study --readme models/README.md
+    xbn-study --quick --out runs/study-quick
+    xbn-study --from-results models/study/results.json --readme models/README.md
 """
 
-import dataclasses
 import json
+import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,56 +30,60 @@ from xbn.cli import _common
 
 
 def build_parser():
-    from xbn.study import BATCH_SIZES
-
     p = _common.parser_from_doc("xbn-study", __doc__)
-    p.add_argument("--family", default="mobilenetv2",
-                   help="registered model family: its vanilla, XBN and GN+WS forms are trained (default mobilenetv2)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES), metavar="B")
-    p.add_argument("--epochs", type=int, default=8, help="epochs per run, the same at every batch size (default 8)")
-    p.add_argument("--image-size", type=int, default=32, help="input side (default 32)")
-    p.add_argument(
-        "--model-arg", action="append", metavar="[MODEL:]KEY=VALUE",
-        help="builder argument of every form (default alpha=0.35 for MobileNetV2), or with a "
-        "MODEL: prefix of that form only, e.g. mobilenetv2_gnws:gn_groups=8 (repeatable)",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true",
+                   help="the small plan the tests run: batch 4 and 16, 2 seeds, 1 epoch of 3 steps, 3 corruptions")
+    p.add_argument("--model", default="resnet20",
+                   help="network of the batch-size sweep: its vanilla, _xbn, _gnws and batch-renorm forms "
+                   "(default resnet20)")
+    p.add_argument("--depth-model", default="resnet56",
+                   help="deeper network for the depth figure, vanilla and _xbn (default resnet56)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds of every cell (default 0 1 2; quick 0 1)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="runs trained at once, each in a single-threaded process (default 2; 1: in this process)")
     p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
+    p.add_argument("--publish", type=Path, help="also copy results.json, study.md and the figures to this folder")
     p.add_argument("--readme", type=Path, help="also replace the generated 'study' section of this Markdown file")
+    p.add_argument("--from-results", type=Path, metavar="FILE",
+                   help="train nothing: tables and figures from this results.json")
     return p
 
 
 def _body(argv):
     args = build_parser().parse_args(argv)
-    for flag, value, minimum in (("--epochs", args.epochs, 1), ("--image-size", args.image_size, 32)):
-        if value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}; got {value}.")
     from xbn import _files
-    from xbn import study
+    from xbn.study import report, runner, study_plan
 
-    shared, per_form = [], {}
-    for item in args.model_arg or ():
-        prefix, sep, rest = item.partition(":")
-        if sep and "=" not in prefix:
-            per_form.setdefault(prefix.strip(), []).append(rest)
-        else:
-            shared.append(item)
-    results = study.run_study(
-        args.family, args.batch_sizes, args.epochs, args.image_size,
-        _common.parse_key_values(shared) or None, args.out, args.seed,
-        form_args={form: _common.parse_key_values(items) for form, items in per_form.items()},
-    )
     command = " ".join(["python scripts/study_batch_size.py", *map(shlex.quote, argv or sys.argv[1:])])
-    table = study.to_markdown(results, command)
-    out = Path(args.out)
+    if args.from_results:
+        if not args.from_results.is_file():
+            raise FileNotFoundError(f"--from-results {args.from_results}: no such file; run the study first.")
+        document = json.loads(args.from_results.read_text())
+        command = document.get("command", command)
+        out = args.publish or args.from_results.parent
+    else:
+        plan = study_plan(args.quick, args.model, args.depth_model, args.seeds)
+        rows = runner.run_study(plan, args.out, args.jobs)
+        out = Path(args.out)
+        document = {"command": command, "plan": plan.describe(), "rows": rows}
+        _files.atomic_write_text(out / runner.RESULTS_FILE, json.dumps(document, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    table = report.to_markdown(document, command)
     _files.atomic_write_text(out / "study.md", table)
-    _files.atomic_write_text(out / "study.json", json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
-    study.plot(results, out / "study.png")
+    report.plot_all(document, out)
+    if args.publish and not args.from_results:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for name in (runner.RESULTS_FILE, "study.md", *report.PLOTS.values()):
+            if (out / name).is_file():
+                with _files.atomic_path(args.publish / name) as tmp:
+                    shutil.copyfile(out / name, tmp)
     if args.readme:
-        picture = study.plot(results, args.readme.parent / "study_batch_size.png")
-        _files.replace_section(args.readme, "study", f"{table}\n![batch-size study]({picture.name})\n")
+        figures = args.publish or out
+        prefix = Path(os.path.relpath(figures, args.readme.parent)).as_posix() + "/"
+        _files.replace_section(args.readme, "study", report.to_markdown(document, command, prefix))
     print(table)
-    print(f"xbn-study: wrote {out / 'study.md'}, study.json and study.png")
+    print(f"xbn-study: wrote {out / 'study.md'}, {runner.RESULTS_FILE} and the figures"
+          + (f"; published to {args.publish}" if args.publish else ""))
     return 0
 
 
