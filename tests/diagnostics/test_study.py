@@ -163,3 +163,18 @@ def test_paired_differences_use_the_seeds_both_cells_have():
     cells = analysis.by_cell(rows)
     assert analysis.paired(cells, ("a", 64), ("b", 64), lambda r: r["top1_ema"]) == pytest.approx([0.05, 0.1])
     assert [f.label for f in forms_of("resnet20", brn=False)] == ["resnet20", "resnet20_xbn", "resnet20_gnws"]
+
+
+def test_the_published_section_is_generated_from_the_committed_results():
+    """Every number of models/README.md's study section comes from models/study/results.json."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "models"
+    document = json.loads((root / "study" / "results.json").read_text())
+    text = (root / "README.md").read_text()
+    section = text[text.index("<!-- begin:study -->\n") + len("<!-- begin:study -->\n"):text.index("<!-- end:study -->")]
+    assert section.strip() == report.to_markdown(document, document["command"], "study/").strip()
+    rows = document["rows"]
+    assert len({(r["model"], r["batch_size"]) for r in rows}) * 3 == len(rows)  # 3 seeds per cell
+    vanilla = [r["top1_ema"] for r in rows if r["model"] == "resnet20" and r["batch_size"] == 64]
+    assert np.mean(vanilla) >= 0.97  # the schedule trains the vanilla network at a normal batch
