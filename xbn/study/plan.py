@@ -4,8 +4,8 @@ A :class:`Form` is one normalization design of one network (a registered
 model plus builder arguments: ``resnet20`` with ``bn_kind="brn"`` is the
 batch-renormalization form).  A :class:`Plan` crosses forms with batch
 sizes and seeds, and names the runs whose shift is drawn against depth and
-those scored on corrupted images.  :data:`STUDY` is the published plan,
-:data:`QUICK` the small one the tests run (``xbn-study --quick``).
+those scored on corrupted images.  :func:`study_plan` gives the published
+plan, or with ``quick=True`` the small one the tests run (``xbn-study --quick``).
 
 The schedule holds **epochs** equal across batch sizes (Wu & He, 2018, do
 the same): every run sees every training image ``epochs`` times, so a run
@@ -43,7 +43,8 @@ class Form:
     Attributes:
         label: the name rows and tables use (``resnet20_brn``).
         model: the registered model (``resnet20``).
-        model_args: builder arguments (``{"bn_kind": "brn"}``).
+        model_args: builder arguments as ``(key, value)`` pairs
+            (``(("bn_kind", "brn"), ...)``; :attr:`args` is the dict).
         norm: which design it is: ``bn``, ``xbn``, ``gnws`` or ``brn``.
         max_batch: the largest batch size it is trained at (``None``: all).
     """

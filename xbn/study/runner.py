@@ -9,7 +9,7 @@ left as trained (no precise BN), then measured:
 - ``mean_shift``, ``var_shift`` and ``layer_shifts``: the estimation shift
   of every BatchNorm on the test split (:func:`xbn.diagnostics.estimation_shift`);
 - ``corruption``: test top-1 per corruption and severity, moving statistics
-  as trained (:mod:`xbn.diagnostics.corruptions`), where the plan asks;
+  as trained (:mod:`xbn.data.corruptions`), where the plan asks;
 - ``top1_precise_bn``: test top-1 after precise BN
   (:func:`xbn.diagnostics.recalibrate_bn` on the training split).
 
