@@ -49,11 +49,9 @@ def build_parser():
 
 def _keras_scorer(path, args):
     """``score(corruption)`` for a run folder or a .keras file."""
-    import numpy as np
-    import tensorflow as tf
-
     from xbn.data import Augment, Pipeline
     from xbn.data.sources import data_record, open_recorded
+    from xbn.training.steps import accuracy_function
     from xbn.training.trained import load_trained
 
     loaded = load_trained(path)
@@ -66,20 +64,12 @@ def _keras_scorer(path, args):
                          f"{len(loaded.class_names)}.")
     pipeline = Pipeline(source, loaded.image_size, loaded.preprocessing, args.batch_size,
                         augment=Augment(eval_crop=loaded.eval_crop))
-    model = loaded.model
-    predict = tf.function(lambda images: model(images, training=False))
     k = min(5, len(loaded.class_names))
+    accuracy = accuracy_function(loaded.model, k)
 
     def score(corruption):
-        count = top1 = topk = 0
-        for images, labels in pipeline.evaluation(split, corruption=corruption):
-            order = np.argsort(-predict(images).numpy(), axis=-1)[:, :k]
-            labels = labels.numpy()[:, None]
-            top1 += int(np.sum(order[:, :1] == labels))
-            topk += int(np.sum(np.any(order == labels, axis=1)))
-            count += len(labels)
-        return {"data": source.spec, "split": named, "examples": count, "top1": top1 / count,
-                "topk": topk / count, "k": k}
+        return {"data": source.spec, "split": named, "k": k,
+                **accuracy(pipeline.evaluation(split, corruption=corruption))}
 
     return score
 
@@ -131,7 +121,10 @@ def _body(argv):
             return clean, top1
 
         clean, top1 = benchmark(lambda c: result if c is None else score(c), args.export)
-        baseline = benchmark(scorer(args.baseline, args), args.baseline)[::-1] if args.baseline else None
+        baseline = None
+        if args.baseline:
+            base_clean, base_top1 = benchmark(scorer(args.baseline, args), args.baseline)
+            baseline = (base_top1, base_clean)
         table, figures = corruption_table(top1, clean, baseline)
         print()
         print(table)

@@ -63,10 +63,9 @@ def _body(argv):
         out = args.publish or args.from_results.parent
     else:
         plan = study_plan(args.quick, args.model, args.depth_model, args.seeds)
-        rows = runner.run_study(plan, args.out, args.jobs)
+        rows = runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
         document = {"command": command, "plan": plan.describe(), "rows": rows}
-        _files.atomic_write_text(out / runner.RESULTS_FILE, json.dumps(document, indent=1) + "\n")
     out.mkdir(parents=True, exist_ok=True)
     table = report.to_markdown(document, command)
     _files.atomic_write_text(out / "study.md", table)

@@ -16,6 +16,7 @@ import dataclasses
 import tensorflow as tf
 
 from xbn import _checks
+from xbn.data.corruptions import check_corruption, corrupt_in_graph
 from xbn.models.preprocessing import preprocess_images
 
 
@@ -175,17 +176,13 @@ class Pipeline:
         seeded by the image's index (the same corrupted images every time).
         """
         size, mode, fraction = self.image_size, self.preprocessing, self.augment.eval_crop
-        if corruption is not None:
-            from xbn.data.corruptions import check_corruption
-
+        if corruption is not None:  # refused here, not inside the map's trace
             check_corruption(*corruption)
 
         def transform(index, example):
             image, label = example
             image = eval_image(image, size, fraction)
             if corruption is not None:
-                from xbn.data.corruptions import corrupt_in_graph
-
                 image = corrupt_in_graph(index, image, *corruption)
             return preprocess_images(image, mode), label
 

@@ -25,6 +25,7 @@ process on two cores.
 """
 
 import concurrent.futures
+import functools
 import json
 import multiprocessing
 import os
@@ -58,17 +59,6 @@ def _refuse_other_settings(config):
         )
 
 
-def _top1(predict, dataset):
-    import numpy as np
-
-    correct = count = 0
-    for images, labels in dataset:
-        predicted = np.argmax(predict(images).numpy(), axis=-1)
-        correct += int(np.sum(predicted == labels.numpy()))
-        count += len(predicted)
-    return correct / count
-
-
 def _identity(cell, plan, train_size=None):
     """The row's description of the run: what was trained, how long."""
     if train_size is None:
@@ -88,12 +78,12 @@ def _identity(cell, plan, train_size=None):
 def measure_cell(cell, plan, out, row=None):
     """Train (or resume, or reuse) one run and measure it; returns its row."""
     import keras
-    import tensorflow as tf
 
     from xbn.data import Augment, Pipeline
     from xbn.data.sources import data_record, open_recorded
     from xbn.diagnostics import estimation_shift, recalibrate_bn
     from xbn.training import NonFiniteLossError, train
+    from xbn.training.steps import accuracy_function
     from xbn.training.trained import load_run
 
     config = _config(cell, plan, out)
@@ -112,7 +102,7 @@ def measure_cell(cell, plan, out, row=None):
     source, _ = open_recorded(data_record(loaded.settings))
     pipeline = Pipeline(source, loaded.image_size, loaded.preprocessing, 64,
                         augment=Augment(eval_crop=loaded.eval_crop))
-    predict = tf.function(lambda images: model(images, training=False))
+    top1 = accuracy_function(model, 1)
     if row is None:
         shift = estimation_shift(model, pipeline.evaluation("test"))
         row = {
@@ -128,15 +118,15 @@ def measure_cell(cell, plan, out, row=None):
             "train_seconds": metrics["train_seconds"],
             "run": str(Path("runs") / cell.name),
         }
-    missing = [(n, s) for n, s in cell.corruption if str(s) not in row["corruption"].get(n, {})]
-    if missing:  # scored with the moving statistics as trained, before precise BN
-        for name, severity in missing:
-            data = pipeline.evaluation("test", corruption=(name, severity))
-            row["corruption"].setdefault(name, {})[str(severity)] = _top1(predict, data)
+    # Corruptions are scored with the moving statistics as trained, before precise BN.
+    for name, severity in cell.corruption:
+        scores = row["corruption"].setdefault(name, {})
+        if str(severity) not in scores:
+            scores[str(severity)] = top1(pipeline.evaluation("test", corruption=(name, severity)))["top1"]
     if row["top1_precise_bn"] is None:
         if row["layer_shifts"]:
             recalibrate_bn(model, pipeline.evaluation("train"), plan.precise_bn_batches)
-            row["top1_precise_bn"] = _top1(predict, pipeline.evaluation("test"))
+            row["top1_precise_bn"] = top1(pipeline.evaluation("test"))["top1"]
         else:  # nothing to recalibrate
             row["top1_precise_bn"] = row["top1_ema"]
     return row
@@ -174,15 +164,28 @@ def _complete(row, cell):
     )
 
 
-def write_results(out, plan, rows):
-    """``OUT/results.json``: the plan and every finished row, in plan order."""
+def _outcomes(todo, plan, out, stored, jobs):
+    """``(cell, outcome)`` as runs finish; ``outcome()`` returns ``(row, seconds)`` or raises its error."""
+    if jobs == 1:
+        for cell in todo:
+            yield cell, functools.partial(_work, cell, plan, out, stored[cell.name])
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, context, _worker_init, (1,)) as pool:
+        futures = {pool.submit(_work, cell, plan, out, stored[cell.name]): cell for cell in todo}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result
+
+
+def write_results(out, plan, rows, command=None):
+    """``OUT/results.json``: the command, the plan and every finished row, in plan order."""
     from xbn import _files
 
-    document = {"plan": plan.describe(), "rows": rows}
+    document = {"command": command, "plan": plan.describe(), "rows": rows}
     return _files.atomic_write_text(Path(out) / RESULTS_FILE, json.dumps(document, indent=1) + "\n")
 
 
-def run_study(plan, out="runs/study", jobs=1, log=print):
+def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
     """Run every cell of ``plan`` (reusing finished ones); returns the rows.
 
     Args:
@@ -191,6 +194,7 @@ def run_study(plan, out="runs/study", jobs=1, log=print):
         jobs: runs trained at once, each in its own single-threaded process
             (``1``: in this process, with its thread settings).
         log: a ``log(message)`` callback.
+        command: the command line recorded in ``results.json``.
     """
     from xbn._progress import Progress
 
@@ -216,29 +220,17 @@ def run_study(plan, out="runs/study", jobs=1, log=print):
         nonlocal done
         done += 1
         rows[cell.name] = row
-        write_results(out, plan, [rows[c.name] for c in cells if c.name in rows])
+        write_results(out, plan, [rows[c.name] for c in cells if c.name in rows], command)
         bar.update(done, run=cell.name, top1="diverged" if row.get("diverged") else f"{row['top1_ema']:.3f}",
                    seconds=f"{seconds:.0f}")
 
-    if jobs == 1:
-        for cell in todo:
-            try:
-                result = _work(cell, plan, out, stored[cell.name])
-            except Exception as error:  # noqa: BLE001 - reported with the others below
-                failed(cell, error)
-            else:
-                finished(cell, *result)
-    else:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(jobs, context, _worker_init, (1,)) as pool:
-            futures = {pool.submit(_work, cell, plan, out, stored[cell.name]): cell for cell in todo}
-            for future in concurrent.futures.as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as error:  # noqa: BLE001 - reported with the others below
-                    failed(futures[future], error)
-                else:
-                    finished(futures[future], *result)
+    for cell, outcome in _outcomes(todo, plan, out, stored, jobs):
+        try:
+            row, seconds = outcome()
+        except Exception as error:  # noqa: BLE001 - reported with the others below
+            failed(cell, error)
+        else:
+            finished(cell, row, seconds)
     bar.finish()
     if failures:
         raise RuntimeError(
@@ -246,5 +238,5 @@ def run_study(plan, out="runs/study", jobs=1, log=print):
             f"{out / RESULTS_FILE}, and the same command retries the others.\n  " + "\n  ".join(failures)
         )
     ordered = [rows[c.name] for c in cells]
-    write_results(out, plan, ordered)
+    write_results(out, plan, ordered, command)
     return ordered

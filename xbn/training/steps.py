@@ -65,3 +65,24 @@ def replica_eval_step(model, top_k):
         return tf.stack([tf.reduce_sum(loss), tf.reduce_sum(top1), tf.reduce_sum(topk), count])
 
     return step
+
+
+def accuracy_function(model, top_k):
+    """``accuracy(dataset) -> {"examples", "top1", "topk"}`` in inference mode.
+
+    One traced :func:`replica_eval_step` serves every dataset it is given (a
+    model scored on many corrupted copies of a split is traced once), on a
+    single device; ``xbn-train`` evaluates through its strategy instead.
+    """
+    import numpy as np
+
+    step = tf.function(replica_eval_step(model, top_k))
+
+    def accuracy(dataset):
+        totals = np.zeros(4)
+        for images, labels in dataset:
+            totals += step(images, labels).numpy()
+        _, top1, topk, count = totals
+        return {"examples": int(count), "top1": top1 / count, "topk": topk / count}
+
+    return accuracy
