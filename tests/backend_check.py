@@ -2,8 +2,12 @@
 
 Usage: KERAS_BACKEND=jax python tests/backend_check.py  (or torch)
 
-Checks the portable keras.ops implementations against the float64 NumPy
-references and prints "ok <backend>" at the end; any mismatch raises.
+Checks the layers against the float64 NumPy references, and BatchNorm's
+and GroupNorm's numerical promises (tests/accuracy.py: large offsets over
+10 seeds against keras' own error, ordinary inputs to float32 resolution,
+gradients where they cancel) on both paths the backend has: the default
+(PyTorch's native kernels on PyTorch) and the portable keras.ops maths.
+Prints "ok <backend>" at the end; any mismatch raises.
 """
 
 import os
@@ -17,6 +21,7 @@ if os.environ.get("KERAS_BACKEND") == "torch":
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import accuracy  # noqa: E402
 import references  # noqa: E402
 from xbn.layers import BatchNorm, Conv2D, GroupNorm, WSConv2D  # noqa: E402
 
@@ -83,8 +88,30 @@ def check_training(rng):
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def check_accuracy(rng):
+    from xbn.layers import _base, group_norm
+
+    for fused in (None, False):
+        def make(fused=fused, **kwargs):
+            return BatchNorm(fused=fused, **kwargs)
+
+        accuracy.check_bn_large_offsets(make)
+        for name, data in accuracy.ORDINARY.items():
+            accuracy.check_bn_ordinary_inputs(make, data)
+        accuracy.check_bn_gradients_where_they_cancel(make)
+    native = _base.use_torch_fast_path
+    for portable in (False, True):
+        if portable:  # the keras.ops maths where PyTorch has a native kernel
+            group_norm._base.use_torch_fast_path = lambda: False
+        for data in accuracy.GN_ROBUSTNESS.values():
+            accuracy.check_gn_large_magnitudes(GroupNorm, data, rng)
+        check_group_norm(rng)
+    group_norm._base.use_torch_fast_path = native
+
+
 if __name__ == "__main__":
     generator = np.random.default_rng(0)
+    check_accuracy(generator)
     check_batch_norm(generator)
     check_group_norm(generator)
     check_ws_conv(generator)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import accuracy
 import references
 from battery import LayerBattery
 from conftest import dtype_policy
@@ -120,24 +121,9 @@ def test_unknown_batch_and_spatial_dims(rng):
         )
 
 
-ROBUSTNESS = [
-    pytest.param(lambda r: r.uniform(0, 1, (2, 6, 6, 8)) * 1e4, id="uniform-x1e4"),
-    pytest.param(lambda r: r.normal(1e4, 1.0, (2, 6, 6, 8)), id="mean1e4-unit-spread"),
-]
-
-
-@pytest.mark.parametrize("make", ROBUSTNESS)
+@pytest.mark.parametrize("make", list(accuracy.GN_ROBUSTNESS.values()), ids=list(accuracy.GN_ROBUSTNESS))
 def test_large_magnitudes_lose_no_more_than_keras(rng, path, make):
-    x = make(rng).astype("float32")
-    ref = references.group_norm(x.astype(np.float64), 4)
-    error_ours = np.abs(np.asarray(GroupNorm(groups=4)(x)) - ref).max()
-    error_keras = np.abs(np.asarray(keras.layers.GroupNormalization(groups=4)(x)) - ref).max()
-    # No less accurate than keras' layer, at the resolution of a float32
-    # output (one ulp of the largest value; the two differ only in summation
-    # order).  E[x^2] - E[x]^2 would be off by whole units on the mean-1e4 case.
-    ulp = np.finfo(np.float32).eps * np.abs(ref).max()
-    assert error_ours <= error_keras + ulp
-    assert error_ours < 5e-3
+    accuracy.check_gn_large_magnitudes(GroupNorm, make, rng)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,11 @@ def use_tf_fast_path():
     return BACKEND == "tensorflow"
 
 
+def use_torch_fast_path():
+    """Whether PyTorch's native normalization kernels may be used by the layers."""
+    return BACKEND == "torch"
+
+
 class AffineNormalization(keras.layers.Layer):
     """Base of xbn's normalization layers: axis, epsilon, gamma and beta.
 
@@ -134,77 +139,3 @@ class AffineNormalization(keras.layers.Layer):
             "gamma_constraint": constraints.serialize(self.gamma_constraint),
         }
         return {**super().get_config(), **config}
-
-
-def statistics_dtype(dtype):
-    """The dtype statistics are computed in: float32, or float64 for float64."""
-    return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
-
-
-# An input is centred on a pivot before its statistics are taken when some
-# channel's mean lies more than PIVOT_RATIO standard deviations from zero,
-# judged on PIVOT_SAMPLES positions of the batch.  The float32 sums of the
-# statistics lose accuracy in proportion to that ratio (mean 1e4 with unit
-# spread: TensorFlow's fused kernel is off by 1.4e-2, keras' layer by 7e-3);
-# centred, the same batch is exact to 3e-6.  Below the threshold the input
-# is left as it is, so an ordinary layer pays nothing: an unconditional
-# centring cost 9% of a ResNet-50 step under XLA and 23% of BatchNorm's
-# fused forward+backward.
-PIVOT_RATIO = 8.0
-PIVOT_SAMPLES = 16
-
-
-def _sample(x, axis, axes):
-    """A few positions of ``x`` per channel, as ``(samples, C)``: 16 spread over
-    a channels-last input, else the batch at the first position of the rest."""
-    if axis == len(x.shape) - 1:
-        rows = ops.reshape(x, (-1, x.shape[-1]))
-        count = ops.shape(rows)[0]
-        index = ops.cast(ops.linspace(0.0, ops.cast(count - 1, "float32"), PIVOT_SAMPLES), "int32")
-        return ops.take(rows, index, axis=0)
-    first = axes[0]
-    index = tuple(slice(None) if i in (first, axis) else 0 for i in range(len(x.shape)))
-    sample = x[index]  # the two axes kept, in their order
-    return sample if first < axis else ops.transpose(sample)
-
-
-def centre(x, axis, axes):
-    """``(x - shift, shift)``: ``x`` centred where its channels sit far from zero.
-
-    Moments are shift-invariant, so the statistics of the centred ``x`` give
-    those of ``x`` (add ``shift`` back to the mean), but the float32 sums then
-    see values of the order of the spread, not of the mean: a mean of 1e4
-    with unit spread is as exact as a mean of 0.  The shift (the mean of a
-    sample of positions, or 0 where no channel needs it, see
-    :data:`PIVOT_RATIO`) gets no gradient; none flows through it in exact
-    arithmetic either.
-
-    Args:
-        x: the input, any rank.
-        axis: its channel axis (non-negative).
-        axes: the reduced axes (every other one).
-
-    Returns:
-        ``(centred x, shift)``, ``shift`` a ``(C,)`` vector of ``x``'s dtype.
-    """
-    sample = ops.cast(_sample(x, axis, axes), "float32")
-    mean = ops.mean(sample, axis=0)
-    spread = ops.std(sample, axis=0)
-    need = ops.any(ops.abs(mean) > PIVOT_RATIO * spread)
-    # Rounded to x's dtype first: that exact value is subtracted and added back.
-    shift = ops.stop_gradient(ops.where(need, ops.cast(mean, x.dtype), ops.zeros_like(mean, dtype=x.dtype)))
-    shape = [1] * len(x.shape)
-    shape[axis] = -1
-    centred = ops.cond(need, lambda: x - ops.reshape(shift, shape), lambda: x)
-    return centred, shift
-
-
-def moments(x, axes):
-    """Mean and biased variance over ``axes`` by two passes (portable path).
-
-    ``var = mean((x - mean)^2)``: never ``E[x^2] - E[x]^2``, which loses every
-    digit when the mean is large against the spread (see also :func:`centre`).
-    """
-    mean = ops.mean(x, axis=axes, keepdims=True)
-    variance = ops.mean(ops.square(x - ops.stop_gradient(mean)), axis=axes, keepdims=True)
-    return mean, variance

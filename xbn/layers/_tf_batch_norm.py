@@ -1,17 +1,18 @@
 """TensorFlow-only fast path of ``BatchNorm``: the fused kernels.
 
-Keras 3's ``BatchNormalization`` composes ``tf.nn.moments`` with
-``tf.nn.batch_normalization`` and lets autodiff build the backward pass.
-TensorFlow's fused kernels (``FusedBatchNormV3`` and its gradient) do the
-normalization and the backward pass in far fewer passes over memory.  On a
-CPU their own batch statistics are a few ulps less accurate than
-TensorFlow's tree reductions, which the backward pass amplifies where the
-gradient cancels, so :func:`fused_batch_norm` takes the statistics from
-``tf.nn.moments`` and gives them to both kernels: keras' accuracy (or
-better), about 2x keras' speed forward+backward (see ``xbn-bench``).
+TensorFlow's ``FusedBatchNormV3`` normalizes in one pass over memory.
+``BatchNorm`` runs it in inference mode on every device, and in training
+mode on a GPU, where cuDNN's statistics and gradient are accurate.  In
+training on a CPU the portable maths (:mod:`xbn.layers._portable`) is both
+faster and more accurate: the CPU gradient kernel's sums were 2-4x less
+accurate than ``tf.reduce_sum``, which made its input gradient 2-3x less
+accurate than keras' layer where the gradient cancels (on an AMD EPYC; see
+``tests/accuracy.py``).  ``fused=True`` still forces the kernel there.
 
-Imported only when keras' backend is TensorFlow.  Statistics are computed in
-float32 (or wider) whatever the input dtype; outputs keep the input's dtype.
+Also the synchronized statistics of ``tf.distribute`` replicas
+(:func:`sync_moments`).  Imported only when keras' backend is TensorFlow.
+Statistics are computed in float32 (or wider) whatever the input dtype;
+outputs keep the input's dtype.
 """
 
 import tensorflow as tf
@@ -20,6 +21,11 @@ import tensorflow as tf
 # uses 1.001e-5 for exactly this reason.  Smaller epsilons take the portable
 # path so that results never depend on the device.
 FUSED_MIN_EPSILON = 1.001e-5
+
+# In inference, the input is centred on the moving mean when some channel's
+# mean lies more than this many standard deviations from zero: the kernel's
+# x * scale + (beta - mean * scale) would otherwise cancel.
+INFERENCE_PIVOT_RATIO = 8.0
 
 _FUSED_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
@@ -72,38 +78,29 @@ def _to_fused_layout(x, axis):
     return tf.reshape(x, [1, -1, 1, tf.shape(x)[-1]]), "NHWC"
 
 
-def _centred(x, axis, need, pivot):
-    """``x - pivot`` where ``need`` (a scalar), else ``x`` untouched (inference
-    mode's centring on the moving mean; training mode uses ``_base.centre``).
-
-    Returns ``(input for the kernel, the pivot subtracted, float32)``.  The
-    pivot is rounded to ``x``'s dtype first and that rounded value is what is
-    taken back out of the mean, so nothing is lost in the round trip.
-    """
-    shape = [1] * x.shape.rank
-    shape[axis] = -1
-    rounded = tf.cast(tf.stop_gradient(pivot), x.dtype)
-    centred = tf.cond(need, lambda: x - tf.reshape(rounded, shape), lambda: x)
-    used = tf.where(need, tf.cast(rounded, tf.float32), tf.zeros_like(pivot))
-    return centred, used
+def on_gpu():
+    """Whether TensorFlow places ops on a GPU (the fused training kernel is
+    cuDNN's there, and the fastest exact choice)."""
+    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def fused_batch_norm(x, gamma, beta, epsilon, axis, mean=None, variance=None):
     """Batch normalization through TensorFlow's fused kernel.
 
     In training mode (``mean`` and ``variance`` are ``None``) the batch
-    statistics are computed by the kernel and returned with the output; the
-    variance returned is the *biased* one (divided by ``n``), the same that
-    keras' ``BatchNormalization`` stores, although the kernel itself reports
-    the Bessel-corrected ``n / (n - 1)`` version.
+    statistics are the kernel's own, returned with the output; the variance
+    returned is the *biased* one (divided by ``n``), the same that keras'
+    ``BatchNormalization`` stores, although the kernel itself reports the
+    Bessel-corrected ``n / (n - 1)`` version.
 
-    Large channel offsets are removed before the kernel (see
-    :data:`xbn.layers._base.PIVOT_RATIO`): in training mode the input is
-    centred on a sample of the batch and the pivot added back to the batch
-    mean (BN's output is unchanged by a shift of its input, and the pivot
-    gets no gradient); in inference mode it is centred on the moving mean
-    itself, so the kernel computes ``(x - mean) * scale + beta`` without the
-    cancellation of ``x * scale - mean * scale``.
+    Large channel offsets are removed before the kernel: in training mode
+    the input is centred on the pivots of :mod:`xbn.layers._portable` (where
+    some channel needs it) and the pivot added back to the batch mean (BN's
+    output is unchanged by a shift of its input, and the pivot gets no
+    gradient); in inference mode it is centred on the moving mean itself
+    where some channel's mean is over :data:`INFERENCE_PIVOT_RATIO` standard
+    deviations from zero, so the kernel computes ``(x - mean) * scale + beta`` without
+    the cancellation of ``x * scale - mean * scale``.
 
     Args:
         x: input tensor, float16, bfloat16 or float32.
@@ -116,34 +113,44 @@ def fused_batch_norm(x, gamma, beta, epsilon, axis, mean=None, variance=None):
         ``y`` in inference mode, ``(y, batch_mean, batch_variance)`` in
         training mode.
     """
-    from xbn.layers import _base
+    from xbn.layers import _portable
 
-    training = mean is None
-    if training:
-        x, shift = _base.centre(x, axis, [i for i in range(x.shape.rank) if i != axis])
-        shift = tf.cast(shift, tf.float32)
+    reduced = [i for i in range(x.shape.rank) if i != axis]
+    if mean is None:
+        pivot = _portable._pivots(_portable._samples(tf.cast(tf.stop_gradient(x), tf.float32), reduced))[0]
+        need = tf.reduce_any(pivot != 0)
+        shift = tf.reshape(pivot, [-1])
     else:
-        need = tf.reduce_any(tf.abs(mean) > _base.PIVOT_RATIO * tf.sqrt(variance + epsilon))
-        x, shift = _centred(x, axis, need, mean)
+        need = tf.reduce_any(tf.abs(mean) > INFERENCE_PIVOT_RATIO * tf.sqrt(variance + epsilon))
+        shift = tf.where(need, mean, tf.zeros_like(mean))
+    x = _centred(x, axis, need, shift)
     x4, data_format = _to_fused_layout(x, axis)
-    if not training:
+    if mean is not None:
         y = tf.compat.v1.nn.fused_batch_norm(
             x4, gamma, beta, mean=mean - shift, variance=variance, epsilon=epsilon,
             data_format=data_format, is_training=False,
         )[0]
         return tf.reshape(y, tf.shape(x)) if x4 is not x else y
-    if tf.config.list_physical_devices("GPU"):
-        y, batch_mean, batch_var = _fused_training_gpu(x4, gamma, beta, epsilon, data_format)
-    else:
-        y, batch_mean, batch_var = _fused_training_cpu(x4, gamma, beta, epsilon, data_format)
+    y, batch_mean, batch_var = _fused_training(x4, gamma, beta, epsilon, data_format)
     if x4 is not x:
         y = tf.reshape(y, tf.shape(x))
     return y, batch_mean + shift, batch_var
 
 
-def _fused_training_gpu(x4, gamma, beta, epsilon, data_format):
-    """cuDNN's fused training pass; its statistics are accurate (the variance
-    it reports is Bessel-corrected, and undone here)."""
+def _centred(x, axis, need, shift):
+    """``x - shift`` where ``need`` (a scalar), else ``x`` untouched; the
+    shift (float32, without gradient) is a value ``x``'s dtype holds
+    exactly (a value of ``x``, or the moving mean rounded to it)."""
+    shape = [1] * x.shape.rank
+    shape[axis] = -1
+    rounded = tf.cast(tf.stop_gradient(shift), x.dtype)
+    return tf.cond(need, lambda: x - tf.reshape(rounded, shape), lambda: x)
+
+
+def _fused_training(x4, gamma, beta, epsilon, data_format):
+    """The fused kernel's training pass, with its own statistics (cuDNN's on a
+    GPU are accurate; the variance it reports is Bessel-corrected, and
+    undone here)."""
     y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
         x4, gamma, beta, epsilon=epsilon, data_format=data_format, is_training=True
     )
@@ -153,44 +160,6 @@ def _fused_training_gpu(x4, gamma, beta, epsilon, data_format):
     # in float64 on the C-vector, so the variance is rounded to float32 once.
     factor = tf.where(count > 1.0, (count - 1.0) / count, tf.zeros_like(count))
     return y, batch_mean, tf.cast(tf.cast(batch_var, tf.float64) * factor, batch_var.dtype)
-
-
-def _fused_training_cpu(x4, gamma, beta, epsilon, data_format):
-    """The fused training pass on a CPU, with a variance it can trust.
-
-    The CPU kernels' batch variance is a few float32 ulps off (oneDNN's
-    single-threaded one about 25: 6e-6 of a unit variance), and the input
-    gradient of BatchNorm is ``(dy - mean(dy) - xhat * mean(dy * xhat)) * inv``:
-    when ``dy`` is nearly affine in ``xhat``, which a following linear layer
-    and BatchNorm make it, the bracket cancels and amplifies that error a
-    thousandfold (MobileNetV2's stem gradient was off by 2%, keras' by
-    0.005%).  So the variance is computed once more, as the mean of the
-    squared deviations from the kernel's mean by TensorFlow's tree
-    reductions, and handed to TensorFlow's fused gradient kernel (its
-    ``reserve_space_2``, the batch variance on CPUs) and to the moving
-    average: gradients then as accurate as keras' (or more), at about twice
-    the kernel's cost and still well under keras' decomposed layer.
-    """
-    axes = [0, 1, 2] if data_format == "NHWC" else [0, 2, 3]
-
-    @tf.custom_gradient
-    def forward(x, gamma, beta):
-        mean, variance = tf.nn.moments(tf.cast(x, tf.float32), axes)
-        y, _, _, _, _, reserve = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=gamma, offset=beta, mean=mean, variance=variance, epsilon=epsilon,
-            data_format=data_format, is_training=False,
-        )
-
-        def backward(dy, *unused):  # the statistics themselves get no gradient
-            dx, d_gamma, d_beta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
-                y_backprop=dy, x=x, scale=gamma, reserve_space_1=mean, reserve_space_2=variance,
-                reserve_space_3=reserve, epsilon=epsilon, data_format=data_format, is_training=True,
-            )
-            return dx, d_gamma, d_beta
-
-        return (y, tf.stop_gradient(mean), tf.stop_gradient(variance)), backward
-
-    return forward(x4, gamma, beta)
 
 
 def sync_moments(x, axes):
@@ -214,16 +183,16 @@ def sync_moments(x, axes):
     Gradients flow through the all-reduces of the centred sums, so every
     replica's input receives the gradient of the global statistics (the
     shift gets none: the result does not depend on it in exact arithmetic).
-    Outside a replica context, or with a single replica, the shift is ``x``'s
-    first element of each reduced slice and the moments are local.
+    Outside a replica context, or with a single replica, the moments are
+    local (two passes, the shift the local mean).
     """
     replica = tf.distribute.get_replica_context()
     if replica is None or replica.num_replicas_in_sync == 1:
-        from xbn.layers import _base
-
-        centred, shift = _base.centre(x, axes)
-        mean, variance = tf.nn.moments(centred, axes)
-        return centred, tf.reshape(shift, [-1]), mean, variance
+        shift = tf.stop_gradient(tf.reduce_mean(x, axes))
+        centred = x - _expand(shift, x, axes)
+        mean = tf.reduce_mean(centred, axes)
+        variance = tf.reduce_mean(tf.square(centred - tf.stop_gradient(_expand(mean, x, axes))), axes)
+        return centred, shift, mean, variance
     shape = tf.shape(x, out_type=tf.int64)
     count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), x.dtype)
     total, total_count = replica.all_reduce(

@@ -28,6 +28,7 @@ from keras import ops
 
 from xbn import _checks
 from xbn.layers import _base
+from xbn.layers import _portable
 
 RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
@@ -93,18 +94,23 @@ class BatchNorm(_base.AffineNormalization):
             compute the batch statistics over the global batch (all replicas)
             instead of each replica's share.  Outside a strategy it changes
             nothing.
-        fused: ``None`` (default) takes TensorFlow's fused kernel whenever the
-            backend and input allow it (TensorFlow backend, float16/bfloat16/
-            float32 input, channel axis last or axis 1 of a 4-D input,
-            ``epsilon >= 1.001e-5``, no mask, not synchronized across
-            replicas, not renormalizing in training, not inside an
-            XLA-compiled function, where XLA fuses the portable maths into
-            its neighbours and runs a ResNet-50 training step about 10%
-            faster than with the fused kernel); ``False`` always uses the
-            portable implementation; ``True`` requires the fused kernel and
-            raises where it cannot be used.  Not part of keras' layer: it
-            appears in ``get_config()`` only when set, so default configs
-            load into ``keras.layers.BatchNormalization`` too.
+        fused: which kernels run.  ``None`` (default) picks the fastest
+            exact one: on TensorFlow, its fused kernel in inference, and in
+            training on a GPU (cuDNN), where the input allows it
+            (float16/bfloat16/float32, channel axis last or axis 1 of a 4-D
+            input, ``epsilon >= 1.001e-5``, no mask, not synchronized
+            across replicas, not renormalizing, not inside an XLA-compiled
+            function, where XLA fuses the portable maths into its
+            neighbours); training on a CPU takes the portable maths, 2x
+            keras' layer with gradients more accurate than keras' (the CPU
+            kernel's were 2-3x less accurate than keras' on an AMD EPYC);
+            on PyTorch, its native ``batch_norm`` kernel in training.
+            ``False`` always uses the portable ``keras.ops`` implementation
+            (what JAX runs).  ``True`` requires TensorFlow's fused kernel in
+            both modes, with its own batch statistics, and raises where it
+            cannot be used.  Not part of keras' layer: it appears in
+            ``get_config()`` only when set, so default configs load into
+            ``keras.layers.BatchNormalization`` too.
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
     Call arguments:
@@ -275,11 +281,14 @@ class BatchNorm(_base.AffineNormalization):
             return False
         from xbn.layers import _tf_batch_norm
 
-        if training and self.synchronized and _replicas_in_sync() > 1:
+        if training and self._synchronizing():
             return False
         ok = _tf_batch_norm.can_fuse_batch_norm(inputs, self._axis_index, self.epsilon)
-        if ok and self.fused is None and _tf_batch_norm.in_xla_context():
-            return False  # XLA fuses the portable maths better
+        if ok and self.fused is None:
+            if _tf_batch_norm.in_xla_context():
+                return False  # XLA fuses the portable maths better
+            if training and not _tf_batch_norm.on_gpu():
+                return False  # faster and more accurate than the CPU kernel
         if self.fused and not ok:
             raise ValueError(
                 f"BatchNorm '{self.name}': fused=True but the fused kernel cannot "
@@ -287,6 +296,10 @@ class BatchNorm(_base.AffineNormalization):
                 "bfloat16 and float32. Use fused=None."
             )
         return ok
+
+    def _synchronizing(self):
+        """Whether the batch statistics are reduced across tf.distribute replicas."""
+        return self.synchronized and _base.use_tf_fast_path() and _replicas_in_sync() > 1
 
     def _call_fused(self, inputs, training):
         from xbn.layers import _tf_batch_norm
@@ -310,20 +323,35 @@ class BatchNorm(_base.AffineNormalization):
         return outputs
 
     def _call_portable(self, inputs, training, mask):
-        work_dtype = _base.statistics_dtype(inputs.dtype)
-        x = ops.cast(inputs, work_dtype)
-        channels = self.moving_mean.shape[0]
-        gamma, beta = self._affine(channels, work_dtype)
+        work = _portable.work_dtype(inputs.dtype)
+        gamma, beta = self._affine(self.moving_mean.shape[0], work)
+        if training and mask is None and self.fused is None and not self.renorm and _base.use_torch_fast_path():
+            from xbn.layers import _torch_norm
+
+            outputs, mean, variance = _torch_norm.batch_norm_training(
+                inputs, gamma, beta, self.epsilon, self._axis_index
+            )
+            self._update_moving_statistics(mean, variance)
+            return outputs
+        if training and mask is None and not self._synchronizing():
+            stats = _portable.batch_statistics(inputs, self._reduction_axes)
+            mean, variance = ops.reshape(stats.mean, (-1,)), ops.reshape(stats.variance, (-1,))
+            if self.renorm:
+                gamma, beta = self._renormalize(mean, variance, gamma, beta)
+            else:
+                self._update_moving_statistics(mean, variance)
+            return _portable.batch_normalize(stats, gamma, beta, self.epsilon)
+        x = ops.cast(inputs, work)
         shape = self._broadcast_shape(x)
-        if training:
+        if training:  # masked, or synchronized across tf.distribute replicas
             x, shift, mean, variance = self._batch_moments(x, mask)
             if self.renorm:
                 gamma, beta = self._renormalize(mean + shift, variance, gamma, beta)
             else:
                 self._update_moving_statistics(mean + shift, variance)
         else:
-            mean = ops.cast(self.moving_mean, work_dtype)
-            variance = ops.cast(self.moving_variance, work_dtype)
+            mean = ops.cast(self.moving_mean, work)
+            variance = ops.cast(self.moving_variance, work)
         scale = ops.rsqrt(variance + self.epsilon) * gamma
         # (x - mean) * scale + beta, not x * scale + (beta - mean * scale):
         # the latter cancels catastrophically when |mean| >> spread.  In
@@ -333,34 +361,27 @@ class BatchNorm(_base.AffineNormalization):
         return ops.cast(outputs, inputs.dtype)
 
     def _batch_moments(self, x, mask):
-        """``(x - shift, shift, mean, variance)``, the last three of shape ``(C,)``.
-
-        ``mean`` and ``variance`` are those of ``x - shift``; the batch mean
-        is ``mean + shift``.  Unmasked inputs are centred first where their
-        channels sit far from zero (:func:`xbn.layers._base.centre`;
-        synchronized ones on the global mean, see ``sync_moments``);
-        otherwise ``shift`` is 0.
+        """``(x - shift, shift, mean, variance)`` of a masked or synchronized
+        batch, the last three of shape ``(C,)``: ``mean`` and ``variance``
+        are those of ``x - shift``, so the batch mean is ``mean + shift``.
+        (Unmasked local batches take :func:`xbn.layers._portable.batch_statistics`.)
         """
         axes = self._reduction_axes
         zero = ops.zeros((self.moving_mean.shape[0],), x.dtype)
-        if mask is not None:
-            # keras' convention: the mask covers every axis but the last.
-            keep = ops.broadcast_to(ops.expand_dims(ops.cast(mask, "bool"), -1), ops.shape(x))
-            count = ops.maximum(ops.sum(ops.cast(keep, x.dtype), axis=axes), 1.0)
-            # where(), not x * mask: NaN or inf at a masked position stays out.
-            mean = ops.sum(ops.where(keep, x, 0.0), axis=axes) / count
-            centred = ops.where(
-                keep, x - ops.reshape(ops.stop_gradient(mean), self._broadcast_shape(x)), 0.0
-            )
-            variance = ops.sum(ops.square(centred), axis=axes) / count
-            return x, zero, mean, variance
-        if self.synchronized and _base.use_tf_fast_path():
+        if mask is None:
             from xbn.layers import _tf_batch_norm
 
             return _tf_batch_norm.sync_moments(x, axes)
-        x, shift = _base.centre(x, self._axis_index, axes)
-        mean, variance = _base.moments(x, axes)
-        return x, shift, ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
+        # keras' convention: the mask covers every axis but the last.
+        keep = ops.broadcast_to(ops.expand_dims(ops.cast(mask, "bool"), -1), ops.shape(x))
+        count = ops.maximum(ops.sum(ops.cast(keep, x.dtype), axis=axes), 1.0)
+        # where(), not x * mask: NaN or inf at a masked position stays out.
+        mean = ops.sum(ops.where(keep, x, 0.0), axis=axes) / count
+        centred = ops.where(
+            keep, x - ops.reshape(ops.stop_gradient(mean), self._broadcast_shape(x)), 0.0
+        )
+        variance = ops.sum(ops.square(centred), axis=axes) / count
+        return x, zero, mean, variance
 
     def _broadcast_shape(self, x):
         shape = [1] * len(x.shape)

@@ -24,6 +24,7 @@ from keras import ops
 
 from xbn import _checks
 from xbn.layers import _base
+from xbn.layers import _portable
 
 
 @keras.saving.register_keras_serializable(package="xbn")
@@ -168,23 +169,12 @@ class GroupNorm(_base.AffineNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
     def _call_portable(self, inputs, channels):
-        work_dtype = _base.statistics_dtype(inputs.dtype)
-        x = ops.cast(inputs, work_dtype)
-        axis = self._axis_index
-        # (..., C, ...) -> (..., G, C // G, ...): the groups are contiguous.
-        shape = ops.shape(x)
-        grouped_shape = (
-            list(shape[:axis]) + [self._groups, channels // self._groups] + list(shape[axis + 1:])
-        )
-        grouped = ops.reshape(x, grouped_shape)
-        reduce_axes = [i for i in range(1, len(grouped_shape)) if i != axis]
-        mean, variance = _base.moments(grouped, reduce_axes)
-        inv = ops.rsqrt(variance + self.epsilon)
-        normalized = ops.reshape((grouped - mean) * inv, shape)
-        gamma, beta = self._affine(channels, work_dtype)
-        broadcast = [1] * len(x.shape)
-        broadcast[axis] = channels
-        return normalized * ops.reshape(gamma, broadcast) + ops.reshape(beta, broadcast)
+        gamma, beta = self._affine(channels, _portable.work_dtype(inputs.dtype))
+        if _base.use_torch_fast_path():
+            from xbn.layers import _torch_norm
+
+            return _torch_norm.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
+        return _portable.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
