@@ -109,6 +109,7 @@ def test_quick_model_export_and_pipeline_suites_with_a_precision_variant(tmp_pat
         "xbn.surgery.to_xbn_layers vs before",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2 vs keras",
+        "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 with mixed_bfloat16 vs without",
     ]
     assert by_suite["models"][-1]["goal"] is None  # informational: does bfloat16 pay here?
@@ -125,3 +126,40 @@ def test_quick_model_export_and_pipeline_suites_with_a_precision_variant(tmp_pat
 def test_variants_need_the_models_suite(capsys):
     assert cli.main(["--suite", "layers", "--jit-compile"]) == 2
     assert "add --suite models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_other_backends_run_the_layer_and_model_suites(backend, tmp_path):
+    """--backend runs the bench under that keras backend (a fresh process here,
+    where keras already runs on TensorFlow) with the backend's own step; the
+    record names the backend and files under it.  The variants: bfloat16
+    layers on JAX (its models' variant costs minutes of compiling on a CPU and
+    is the TensorFlow test's), torch.compile on PyTorch."""
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- begin:bench -->\n<!-- end:bench -->\n")
+    common = ["--backend", backend, "--quick", "--repeats", "1", "--warmup", "1", "--readme", str(readme)]
+    runs = ([["--suite", "layers", "--mixed-precision", "bfloat16"], ["--suite", "models"]] if backend == "jax"
+            else [["--suite", "layers", "--suite", "models", "--jit-compile"]])
+    cases = []
+    for i, argv in enumerate(runs):
+        assert cli.main([*common, *argv, "--out", str(tmp_path / f"out{i}")]) == 0
+        result = json.loads((tmp_path / f"out{i}" / "results.json").read_text())
+        assert result["machine"]["backend"] == backend and result["machine"][backend]
+        assert result["machine"]["device"] == "CPU"
+        for row in result["rows"]:
+            assert row["xbn"] > 0 and row["baseline"] > 0
+        cases += [row["case"] for row in result["rows"]]
+    assert "BatchNorm train fwd+bwd (4, 16, 16, 32)" in cases
+    assert "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 vs keras" in cases
+    assert ("BatchNorm train fwd+bwd (4, 16, 16, 32) bfloat16" if backend == "jax" else
+            "MobileNetV2 training step (bs 2, 32x32, torch.compile): mobilenetv2 vs keras") in cases
+    (record,) = (tmp_path / "bench").glob("*.json")  # one per backend and machine, the newest
+    assert record.name.startswith(f"{backend}-")
+    name = report.BACKEND_NAMES[backend]
+    assert f"### {name} on a CPU" in readme.read_text()
+    assert f", {name} {result['machine'][backend]}, Keras" in (tmp_path / f"out{i}" / "results.md").read_text()
+
+
+def test_tensorflow_suites_are_refused_on_another_backend(capfd):
+    assert cli.main(["--backend", "jax", "--suite", "export", "--quick"]) == 2
+    assert "run it with --backend tensorflow" in capfd.readouterr().err

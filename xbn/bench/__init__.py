@@ -17,6 +17,8 @@ import platform
 import sys
 
 SUITES = ("layers", "models", "export", "pipeline")
+# The suites that measure TensorFlow itself (SavedModel serving, tf.data).
+TENSORFLOW_SUITES = ("export", "pipeline")
 
 
 def _suite_module(name):
@@ -26,9 +28,13 @@ def _suite_module(name):
 
 
 def _commit():
-    """The git commit of the xbn checkout the figures come from (``+dirty`` with local changes)."""
+    """The git commit of the xbn checkout the figures come from (``+dirty`` with
+    local changes); ``XBN_COMMIT`` names it where the tree was copied without
+    its git folder (a GPU machine)."""
     import subprocess
 
+    if os.environ.get("XBN_COMMIT"):
+        return os.environ["XBN_COMMIT"]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -43,25 +49,23 @@ def _commit():
 
 
 def machine():
-    """Facts about where the figures were taken: the device, the CPU and its
-    vector extensions (speed depends on them), the software and the commit."""
-    import keras
-    import tensorflow as tf
-
+    """Facts about where the figures were taken: the keras backend and the
+    device it computes on, the CPU and its vector extensions (speed depends
+    on them), the software and the commit."""
     import xbn
     from xbn import _hardware
+    from xbn.bench import backends
 
     info = _hardware.cpu()
-    gpus = _hardware.accelerators()
     return {
-        "device": gpus[0] if gpus else "CPU",
+        "backend": backends.backend(),
+        "device": backends.device(),
         "cpu": info["model"],
         "cpu_info": info,
         "cpu_label": _hardware.cpu_label(info),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        **backends.versions(),
         "xbn": xbn.__version__,
         "commit": _commit(),
         "platform": platform.platform(),
@@ -75,6 +79,14 @@ def run(suites=SUITES, quick=False, repeats=10, warmup=3, options=None, progress
         if name not in SUITES:
             raise ValueError(
                 f"xbn-bench: unknown suite {name!r}; the suites are {', '.join(SUITES)}."
+            )
+        from xbn.bench import backends
+
+        if name in TENSORFLOW_SUITES and backends.backend() != "tensorflow":
+            raise ValueError(
+                f"xbn-bench: the {name} suite measures TensorFlow's "
+                f"{'SavedModel serving' if name == 'export' else 'tf.data input pipeline'}; "
+                f"run it with --backend tensorflow (this run's backend is {backends.backend()})."
             )
         progress(f"[xbn-bench] suite {name} ...")
         module = _suite_module(name)

@@ -31,6 +31,15 @@ def _number(value):
     return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def backend_of(result):
+    """The keras backend a result was measured on (records from before
+    ``--backend`` are TensorFlow's)."""
+    return result["machine"].get("backend", "tensorflow")
+
+
+BACKEND_NAMES = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+
+
 def machine_label(result):
     """The device and CPU a result was measured on, in words."""
     m = result["machine"]
@@ -38,11 +47,21 @@ def machine_label(result):
     return cpu if m["device"] == "CPU" else f"{m['device']} with {cpu}"
 
 
+def software(result):
+    """``"TensorFlow 2.21.0, Keras 3.15.1"``: the backend's framework and keras."""
+    m = result["machine"]
+    backend = backend_of(result)
+    version = m.get(backend) or m.get("tensorflow")
+    return f"{BACKEND_NAMES[backend]} {version}, Keras {m['keras']}"
+
+
 def machine_slug(result):
-    """A file name for a machine's record: ``amd-epyc-f26-m2-avx512-bf16-2c``."""
+    """A file name for a machine's record: ``amd-epyc-f26-m2-avx512-bf16-2c``
+    (TensorFlow), ``jax-nvidia-h200-...`` (other backends)."""
     m = result["machine"]
     info = m.get("cpu_info") or {}
-    parts = [m["device"] if m["device"] != "CPU" else "", m["cpu"]]
+    backend = backend_of(result)
+    parts = [backend if backend != "tensorflow" else "", m["device"] if m["device"] != "CPU" else "", m["cpu"]]
     if info.get("family"):
         parts.append(f"f{info['family']}-m{info.get('model_number', '')}")
     extensions = info.get("extensions")
@@ -59,8 +78,8 @@ def to_markdown(result):
     m = result["machine"]
     commit = f", xbn {m['xbn']} at {m['commit']}" if m.get("commit") else ""
     lines = [
-        f"Measured {result['date']} on {machine_label(result)}, TensorFlow {m['tensorflow']}, "
-        f"Keras {m['keras']}{commit}; median of {result['repeats']} repeats after warm-up.",
+        f"Measured {result['date']} on {machine_label(result)}, {software(result)}"
+        f"{commit}; median of {result['repeats']} repeats after warm-up.",
         "",
         f"Command: `{result['command']}`",
     ]
@@ -90,16 +109,35 @@ def load_records(folder):
     return sorted(records, key=lambda r: r["date"])
 
 
+def _group(record):
+    """The heading a record is published under: its backend and device."""
+    device = record["machine"]["device"]
+    return f"{BACKEND_NAMES[backend_of(record)]} on {'a CPU' if device == 'CPU' else device}"
+
+
 def summary(records):
-    """One row per case: the speed-up's range over the machines that measured it."""
+    """Per backend and device: one row per case, the speed-up's range over
+    the machines that measured it, then each machine's table."""
+    groups = {}
+    for record in records:
+        groups.setdefault(_group(record), []).append(record)
+    lines = [
+        f"Speed-ups over the {len(records)} record(s) measured, by keras backend and device (each "
+        "machine's table below its group); a goal is met on a machine when its speed-up reaches it.",
+    ]
+    for heading, members in groups.items():
+        lines += ["", f"### {heading}", "", *_range_table(members)]
+        for record in members:
+            lines += ["", f"#### {machine_label(record)}", "", to_markdown(record).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _range_table(records):
     cases = {}
     for record in records:
         for row in record["rows"]:
             cases.setdefault(row["case"], []).append((record, row))
     lines = [
-        f"Speed-ups over the {len(records)} machine(s) measured (each machine's table below); "
-        "a goal is met on a machine when its speed-up reaches it.",
-        "",
         "| suite | case | speed-up (min - max) | machines | goal | goal met on |",
         "| --- | --- | ---: | ---: | --- | --- |",
     ]
@@ -112,9 +150,7 @@ def summary(records):
         met = "-" if goal is None else f"{sum(bool(v) for v in verdicts)} of {len(verdicts)}"
         goal_text = "-" if goal is None else f"{goal:.2f}x"
         lines.append(f"| {measured[-1][1]['suite']} | {case} | {spread} | {len(measured)} | {goal_text} | {met} |")
-    for record in records:
-        lines += ["", f"#### {machine_label(record)}", "", to_markdown(record).rstrip()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write(result, json_path=None, markdown_path=None, readme=None, section="bench"):

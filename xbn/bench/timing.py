@@ -15,7 +15,6 @@ import statistics
 import threading
 import time
 
-import numpy as np
 
 
 @dataclasses.dataclass
@@ -34,17 +33,9 @@ class Timing:
 
 def _block(result):
     """Force completion: fetch every tensor of ``result`` to the host."""
-    if isinstance(result, dict):
-        result = list(result.values())
-    if not isinstance(result, (list, tuple)):
-        result = [result]
-    for item in result:
-        if isinstance(item, (list, tuple, dict)):
-            _block(item)
-        elif hasattr(item, "numpy"):
-            np.asarray(item.numpy())
-        elif item is not None:
-            np.asarray(item)
+    from xbn.bench import backends
+
+    backends.block(result)
 
 
 def measure(fn, warmup=3, repeats=10):
@@ -109,13 +100,6 @@ def _rss_bytes():
         return None
 
 
-def _gpu_name():
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return gpus[0].name if gpus else None
-
-
 class PeakMemory:
     """Context manager recording the peak memory used inside the block (MB)."""
 
@@ -127,11 +111,11 @@ class PeakMemory:
         self._gpu = None
 
     def __enter__(self):
-        import tensorflow as tf
+        from xbn.bench import backends
 
-        self._gpu = _gpu_name()
+        self._gpu = backends.peak_memory()
         if self._gpu:
-            tf.config.experimental.reset_memory_stats(self._gpu)
+            self._gpu[0]()
             return self
         self._base = _rss_bytes()
         if self._base is None:
@@ -150,10 +134,8 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc):
-        import tensorflow as tf
-
         if self._gpu:
-            self.peak_mb = tf.config.experimental.get_memory_info(self._gpu)["peak"] / 2**20
+            self.peak_mb = self._gpu[1]()
         elif self._thread is not None:
             self._stop.set()
             self._thread.join()

@@ -123,6 +123,32 @@ class _BatchNorm(torch.autograd.Function):
         return dx.to(x.dtype), sum_dy_xhat, sum_dy, None, None
 
 
+def batch_norm_inference(x, mean, variance, gamma, beta, epsilon, axis):
+    """Batch normalization with the moving statistics: one kernel pass.
+
+    PyTorch's inference kernel computes ``x * scale + (beta - mean * scale)``,
+    which cancels where a channel's mean is far from zero against its
+    standard deviation; there (:data:`xbn.layers._tf_batch_norm`'s rule: more
+    than 8 standard deviations) the output is ``(x - mean) * scale + beta``
+    in three passes instead.  On a GPU that check would wait for the device,
+    so there the three passes always run (as keras' layer does).
+    """
+    work = gamma.dtype
+    mean, variance = mean.to(work), variance.to(work)
+    if x.device.type == "cpu":
+        with torch.no_grad():
+            far = bool(torch.any(mean.abs() > 8.0 * torch.sqrt(variance + epsilon)))
+        if not far:
+            inputs, inverse = _channels_second(x, axis)
+            y = F.batch_norm(inputs, mean, variance, gamma, beta, False, 0.0, epsilon)
+            return y.permute(inverse) if inverse is not None else y
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    scale = gamma * torch.rsqrt(variance + epsilon)
+    y = torch.sub(x.to(work), mean.reshape(shape)).mul_(scale.reshape(shape)).add_(beta.reshape(shape))
+    return y.to(x.dtype)
+
+
 def group_norm(x, gamma, beta, groups, epsilon, axis):
     """Group normalization through ``torch.nn.functional.group_norm``.
 

@@ -325,14 +325,20 @@ class BatchNorm(_base.AffineNormalization):
     def _call_portable(self, inputs, training, mask):
         work = _portable.work_dtype(inputs.dtype)
         gamma, beta = self._affine(self.moving_mean.shape[0], work)
-        if training and mask is None and self.fused is None and not self.renorm and _base.use_torch_fast_path():
+        if mask is None and self.fused is None and _base.use_torch_fast_path():
             from xbn.layers import _torch_norm
 
-            outputs, mean, variance = _torch_norm.batch_norm_training(
-                inputs, gamma, beta, self.epsilon, self._axis_index
-            )
-            self._update_moving_statistics(mean, variance)
-            return outputs
+            if not training:
+                return _torch_norm.batch_norm_inference(
+                    inputs, self.moving_mean.value, self.moving_variance.value, gamma, beta,
+                    self.epsilon, self._axis_index,
+                )
+            if not self.renorm:
+                outputs, mean, variance = _torch_norm.batch_norm_training(
+                    inputs, gamma, beta, self.epsilon, self._axis_index
+                )
+                self._update_moving_statistics(mean, variance)
+                return outputs
         if training and mask is None and not self._synchronizing():
             stats = _portable.batch_statistics(inputs, self._reduction_axes)
             mean, variance = ops.reshape(stats.mean, (-1,)), ops.reshape(stats.variance, (-1,))
