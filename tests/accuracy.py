@@ -48,10 +48,11 @@ def input_gradient(layer, x, upstream, training=True):
         y, vjp = jax.vjp(lambda t: layer.stateless_call(trainable, other, t, **kwargs)[0], x)
         return to_numpy(vjp(jax.numpy.asarray(upstream, y.dtype))[0])
     import torch
+    from keras.src.backend.torch.core import get_device
 
-    xt = torch.tensor(x, requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True, device=get_device())
     y = layer(xt, **kwargs)
-    y.backward(torch.tensor(upstream, dtype=y.dtype))
+    y.backward(torch.tensor(upstream, dtype=y.dtype, device=y.device))
     return to_numpy(xt.grad)
 
 

@@ -72,9 +72,15 @@ def machine():
     }
 
 
-def run(suites=SUITES, quick=False, repeats=10, warmup=3, options=None, progress=print):
-    """Run ``suites`` and return the full result document."""
+def run(suites=SUITES, quick=False, repeats=10, warmup=3, options=None, progress=print, on_suite=None):
+    """Run ``suites`` and return the full result document.
+
+    ``on_suite(document)`` is called after each suite with the rows so far,
+    so that a run cut short (a time limit on a lent GPU) keeps what it
+    measured.
+    """
     rows = []
+    document = None
     for name in suites:
         if name not in SUITES:
             raise ValueError(
@@ -91,11 +97,14 @@ def run(suites=SUITES, quick=False, repeats=10, warmup=3, options=None, progress
         progress(f"[xbn-bench] suite {name} ...")
         module = _suite_module(name)
         rows += module.run(quick=quick, repeats=repeats, warmup=warmup, **(options or {}).get(name, {}))
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["xbn-bench", *sys.argv[1:]]),
-        "machine": machine(),
-        "quick": quick,
-        "repeats": repeats,
-        "rows": rows,
-    }
+        document = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["xbn-bench", *sys.argv[1:]]),
+            "machine": machine(),
+            "quick": quick,
+            "repeats": repeats,
+            "rows": list(rows),
+        }
+        if on_suite is not None:
+            on_suite(document)
+    return document

@@ -82,8 +82,9 @@ def block(result):
 
 
 def peak_memory():
-    """``(reset, read)`` for the device allocator's peak in MB, or ``None``
-    on a CPU (where :class:`xbn.bench.timing.PeakMemory` samples the RSS)."""
+    """``(reset, read)`` for the device allocator's peak in MB; ``None`` on a
+    CPU (where :class:`xbn.bench.timing.PeakMemory` samples the RSS);
+    ``False`` where the device keeps no peak per case (JAX on a GPU)."""
     if not on_gpu():
         return None
     name = backend()
@@ -91,16 +92,8 @@ def peak_memory():
         import torch
 
         return torch.cuda.reset_peak_memory_stats, lambda: torch.cuda.max_memory_allocated() / 2**20
-    if name == "jax":
-        import jax
-
-        dev = jax.devices()[0]
-
-        def read():
-            stats = dev.memory_stats() or {}
-            return stats.get("peak_bytes_in_use", 0) / 2**20
-
-        return (lambda: None), read
+    if name == "jax":  # JAX keeps a process-wide peak that cannot be reset: none per case
+        return False
     import tensorflow as tf
 
     gpu = tf.config.list_logical_devices("GPU")[0].name

@@ -114,6 +114,8 @@ class PeakMemory:
         from xbn.bench import backends
 
         self._gpu = backends.peak_memory()
+        if self._gpu is False:  # not measurable per case on this device
+            return self
         if self._gpu:
             self._gpu[0]()
             return self
@@ -134,6 +136,8 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc):
+        if self._gpu is False:
+            return False
         if self._gpu:
             self.peak_mb = self._gpu[1]()
         elif self._thread is not None:

@@ -93,7 +93,11 @@ def _body(argv):
                    **({"models": tuple(dict.fromkeys(args.model))} if args.model else {})},
         "layers": {"precisions": precisions},
     }
-    result = bench.run(suites=suites, quick=args.quick, repeats=args.repeats, warmup=args.warmup, options=options)
+    def partial(document):  # what is measured is kept, suite by suite
+        report.write(document, json_path=args.out / "results.json")
+
+    result = bench.run(suites=suites, quick=args.quick, repeats=args.repeats, warmup=args.warmup,
+                       options=options, on_suite=partial)
     table = report.write(
         result, json_path=args.out / "results.json", markdown_path=args.out / "results.md",
         readme=args.readme,

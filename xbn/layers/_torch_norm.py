@@ -157,5 +157,7 @@ def group_norm(x, gamma, beta, groups, epsilon, axis):
     spatial = [i for i in range(1, x.dim()) if i != axis]
     centred, _ = _centre(x, spatial, _portable._Groups(axis, groups, x.shape[axis]))
     inputs, inverse = _channels_second(centred, axis)
+    if x.device.type != "cpu":  # the CUDA kernel wants the affine in the input's dtype
+        gamma, beta = gamma.to(x.dtype), beta.to(x.dtype)
     y = F.group_norm(inputs, groups, gamma, beta, epsilon)
     return y.permute(inverse) if inverse is not None else y
