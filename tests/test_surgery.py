@@ -97,3 +97,30 @@ def test_what_cannot_be_rewritten_is_refused_by_name():
         to_xbn(flat)
     with pytest.raises(ValueError, match="stem"):
         to_xbn(flat, stem="ln")
+
+
+def _sequential(built=True):
+    layers = [keras.layers.Conv2D(8, 3, padding="same", use_bias=False), keras.layers.BatchNormalization(),
+              keras.layers.ReLU(), keras.layers.Conv2D(8, 1), keras.layers.BatchNormalization(),
+              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)]
+    return keras.Sequential(([keras.Input((12, 12, 3))] if built else []) + layers, name="seq")
+
+
+def test_a_built_sequential_model_is_rewritten_as_its_functional_equivalent():
+    """keras' clone_model refused it ('call_function' is not supported with Sequential models)."""
+    model = _sequential()
+    x = np.random.default_rng(0).normal(0, 1, (2, 12, 12, 3)).astype("float32")
+    same, report = to_xbn_layers(model)
+    np.testing.assert_allclose(np.asarray(same(x)), np.asarray(model(x)), atol=1e-5)
+    assert report.counts()["BatchNormalization -> BatchNorm"] == 2
+    xbn, report = to_xbn(model)
+    kinds = [type(layer) for layer in xbn.layers]
+    assert kinds.count(GroupNorm) == 1 and kinds.count(BatchNorm) == 1  # after the 3x3; the 1x1's kept
+    assert list(report.kept) == [model.layers[4].name]
+    assert xbn.name == "seq" and xbn(x).shape == (2, 3)
+
+
+def test_an_unbuilt_sequential_model_gets_one_true_refusal():
+    for rewrite in (to_xbn, to_xbn_layers):
+        with pytest.raises(ValueError, match=r"the Sequential model 'seq' is not built.*keras.Input"):
+            rewrite(_sequential(built=False))

@@ -68,11 +68,15 @@ class SurgeryReport:
 
 
 def _check_model(model, owner):
+    """``model`` as a functional model to rewrite: itself, or a Sequential's
+    functional equivalent; refuses what has no graph to rewrite."""
     if not isinstance(model, keras.Model) or type(model).__name__ not in ("Functional", "Sequential"):
         raise ValueError(
             f"{owner}: {getattr(model, 'name', model)!r} is a subclassed model ({type(model).__name__}); only "
             "functional and Sequential models have a graph to rewrite. Rebuild it with the functional API."
         )
+    if isinstance(model, keras.Sequential):
+        model = _functional(model, owner)
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             raise ValueError(
@@ -84,6 +88,31 @@ def _check_model(model, owner):
                 f"{owner}: layer {layer.name!r} is used {len(layer._inbound_nodes)} times (shared weights); "
                 "rewriting it would have to change every use at once, which is not supported."
             )
+    return model
+
+
+def _functional(sequential, owner):
+    """A built Sequential's functional equivalent: the same layers' configs
+    on a graph from its input, with its weights (the rewrite then returns a
+    functional model)."""
+    try:
+        shape = sequential.input_shape
+    except (AttributeError, ValueError):
+        shape = None
+    if shape is None:
+        raise ValueError(
+            f"{owner}: the Sequential model {sequential.name!r} is not built, so its layers have no shapes to "
+            "rewrite; start it with keras.Input(shape=...) or call model.build((None, height, width, channels)) "
+            "first."
+        )
+    inputs = keras.Input(batch_shape=shape, name=f"{sequential.name}_input")
+    x = inputs
+    for layer in sequential.layers:
+        x = layer.__class__.from_config(layer.get_config())(x)
+    model = keras.Model(inputs, x, name=sequential.name)
+    for old, new in zip(sequential.layers, model.layers[1:]):
+        new.set_weights(old.get_weights())
+    return model
 
 
 def _input_layer(layer):
@@ -140,7 +169,7 @@ def to_xbn_layers(model):
     Returns:
         ``(new model, SurgeryReport)``.
     """
-    _check_model(model, "to_xbn_layers")
+    model = _check_model(model, "to_xbn_layers")
     new_model, replaced = _rebuild(model, _drop_in)
     return new_model, SurgeryReport(replaced)
 
@@ -170,7 +199,7 @@ def to_xbn(model, groups=XBN_GROUPS, stem="gn"):
     owner = "to_xbn"
     groups = _checks.check_int(owner, "groups", groups, minimum=1)
     _checks.check_choice(owner, "stem", stem, STEMS)
-    _check_model(model, owner)
+    model = _check_model(model, owner)
     spec = NormSpec("gn", groups=groups, epsilon=GN_EPSILON)
     kept, targets, stem_seen = {}, set(), False
     for layer in model.layers:
