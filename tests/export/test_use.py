@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import datasets
 import tiny
+from xbn.models import get_model
 from xbn.cli import evaluate as evaluate_cli
 from xbn.cli import export as export_cli
 from xbn.cli import predict as predict_cli
@@ -115,6 +116,17 @@ def test_predict_says_why_a_damaged_image_cannot_be_served(setting, export_dir, 
     assert "Graph execution error" not in err and "{{" not in err
 
 
+def test_an_empty_image_is_said_to_be_empty(export_dir, tmp_path, capsys):
+    """A zero-byte file was reported as "not a JPEG, PNG, BMP or GIF file"."""
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert predict_cli.main([str(export_dir), str(empty)]) == 1
+    assert capsys.readouterr().err.strip() == f"{empty}: error: the file is empty (0 bytes)"
+    served = tf.saved_model.load(str(export_dir)).signatures["serve_bytes"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"of image_bytes is empty \(0 bytes\)"):
+        served(image_bytes=tf.constant([b""]))
+
+
 def test_missing_and_foreign_folders_are_told_apart(tmp_path, capsys):
     assert predict_cli.main([str(tmp_path / "nowhere"), "x.png"]) == 2
     assert f"the export folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
@@ -156,6 +168,21 @@ def test_corruption_benchmark_on_an_export_against_its_run_folder(setting, expor
         assert result["baseline"]["top1"][name] == pytest.approx(scores, abs=1 / 30 + 1e-9)
     assert "| corruption | s1 | s2 | s3 | s4 | s5 | mean error | CE | relative CE |" in out
     assert "mCE" in out and "relative mCE" in out
+
+
+def test_a_baseline_of_other_classes_is_refused_before_any_image_is_scored(setting, export_dir, tmp_path, capsys):
+    """A 2-class baseline against a 3-class model gave an mCE of noise before."""
+    root, data, _, _ = setting
+    with tiny.registered():
+        other = get_model("tiny", input_shape=(SIZE, SIZE, 3), classes=2)
+    other.save(tmp_path / "two.keras")
+    argv = [str(export_dir), "--data", f"folder:{data}", "--corruption", "contrast:1",
+            "--baseline", str(tmp_path / "two.keras")]
+    with tiny.registered():
+        assert evaluate_cli.main(argv) == 2
+    err = capsys.readouterr()
+    assert f"--baseline {tmp_path / 'two.keras'}: it has 2 classes where {export_dir} has 3" in err.err
+    assert "| corruption |" not in err.out  # nothing was scored
 
 
 def test_corruption_arguments_are_checked_before_any_model_loads(tmp_path, capsys):

@@ -71,6 +71,7 @@ def _keras_scorer(path, args):
         return {"data": source.spec, "split": named, "k": k,
                 **accuracy(pipeline.evaluation(split, corruption=corruption))}
 
+    score.class_names = list(loaded.class_names)
     return score
 
 
@@ -84,13 +85,43 @@ def scorer(path, args):
         raise ValueError(f"{path} is not an xbn export (no {INFO_FILE.as_posix()}) nor an xbn-train run "
                          "folder (no run.json).")
     if path.suffix != ".keras" and not is_run(path):
+        from xbn.export import load_info
         from xbn.export.use import evaluate_export
 
-        return lambda corruption: evaluate_export(
-            path, args.data, split=args.split, batch_size=args.batch_size, val_split=args.val_split,
-            skip_bad_images=args.skip_bad_images, corruption=corruption,
-        )
+        def score(corruption):
+            return evaluate_export(
+                path, args.data, split=args.split, batch_size=args.batch_size, val_split=args.val_split,
+                skip_bad_images=args.skip_bad_images, corruption=corruption,
+            )
+
+        score.class_names = list(load_info(path)["class_names"])
+        return score
     return _keras_scorer(path, args)
+
+
+def classes_of(path):
+    """The class names of an export, a run folder or a ``.keras`` file."""
+    from xbn.export import INFO_FILE, load_info
+    from xbn.training.trained import load_trained
+
+    path = Path(path)
+    if path.is_dir() and (path / INFO_FILE).is_file():
+        return list(load_info(path)["class_names"])
+    return list(load_trained(path).class_names)
+
+
+def check_same_classes(model, classes, baseline, baseline_classes):
+    """A baseline must answer the same question: the same classes, in order."""
+    if list(classes) == list(baseline_classes):
+        return
+    if len(classes) != len(baseline_classes):
+        what = f"{len(baseline_classes)} classes where {model} has {len(classes)}"
+    else:
+        what = f"other classes than {model} ({list(baseline_classes)[:5]} against {list(classes)[:5]})"
+    raise ValueError(
+        f"--baseline {baseline}: it has {what}; the mCE compares two models on the same task, so give a "
+        "baseline trained on the same classes."
+    )
 
 
 def _body(argv):
@@ -104,6 +135,10 @@ def _body(argv):
 
     pairs = parse_corruptions(args.corruption or ())  # bad names refused before any model loads
     score = scorer(args.export, args)
+    base_score = None
+    if args.baseline:  # checked before any image is scored
+        check_same_classes(args.export, score.class_names, args.baseline, classes_of(args.baseline))
+        base_score = scorer(args.baseline, args)
     result = score(None)
     k = result["k"]
     print(f"| model | data | split | examples | top-1 | top-{k} |")
@@ -122,8 +157,8 @@ def _body(argv):
 
         clean, top1 = benchmark(lambda c: result if c is None else score(c), args.export)
         baseline = None
-        if args.baseline:
-            base_clean, base_top1 = benchmark(scorer(args.baseline, args), args.baseline)
+        if base_score is not None:
+            base_clean, base_top1 = benchmark(base_score, args.baseline)
             baseline = (base_top1, base_clean)
         table, figures = corruption_table(top1, clean, baseline)
         print()

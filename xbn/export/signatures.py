@@ -110,6 +110,10 @@ def serving_functions(model, class_names, preprocessing, eval_crop, top_k, max_p
         # (No brackets or quotes in the messages: TensorFlow prints each datum
         # in brackets and escapes quotes.)
         encoded = checked(encoded, tf.debugging.Assert(
+            tf.strings.length(encoded) > 0,
+            ["image", index, "of image_bytes is empty (0 bytes)"],
+        ))
+        encoded = checked(encoded, tf.debugging.Assert(
             known,
             ["image", index, "of image_bytes is not a JPEG, PNG, BMP or GIF file"],
         ))

@@ -117,6 +117,9 @@ def predict_files(directory, paths, top_k=None):
         except OSError as error:
             results.append((path, None, f"cannot read the file: {error.strerror}"))
             continue
+        if not data:
+            results.append((path, None, "the file is empty (0 bytes)"))
+            continue
         try:
             out = serve(image_bytes=tf.constant([data]))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
