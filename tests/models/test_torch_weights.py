@@ -73,7 +73,7 @@ def test_a_checkpoint_of_another_form_or_layout_is_refused_with_its_cause(tmp_pa
 def test_models_of_other_families_and_bad_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="mobilenetv2 model; PyTorch names are mapped"):
         load_torch_weights(get_model("mobilenetv2", alpha=0.35, input_shape=(32, 32, 3), classes=10), {})
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.pth: no such file"):
         read_torch_state(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
@@ -113,8 +113,71 @@ def test_xbn_convert_without_pytorch_names_the_extra(tmp_path, capsys, monkeypat
             raise ImportError("No module named 'torch'")
         return real_import(name, *args, **kwargs)
 
-    (tmp_path / "c.pth").write_bytes(b"")
+    (tmp_path / "c.pth").write_bytes(b"PK\x03\x04 a checkpoint")
     monkeypatch.setattr(builtins, "__import__", no_torch)
     argv = [str(tmp_path / "c.pth"), "--model", "resnet18", "--out", str(tmp_path / "m.keras")]
     assert cli.main(argv) == 2
     assert "pip install 'xbn[torch]'" in capsys.readouterr().err
+
+
+def _checkpoint(tmp_path, name="resnet18", classes=10):
+    path = tmp_path / f"{name}.pth"
+    save_as_the_official_script(reference(name, num_classes=classes), path)
+    return path
+
+
+def test_damaged_files_are_named_in_one_line(tmp_path, capsys):
+    """Each case says what is wrong with the file, in one line, without
+    terminal colour codes, and without advice that cannot help."""
+    good = _checkpoint(tmp_path).read_bytes()
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "truncated.pth").write_bytes(good[: len(good) // 2])
+    (tmp_path / "folder.pth").mkdir()
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pth")  # a whole pickled module
+    cases = {
+        "empty.pth": "is empty (0 bytes)",
+        "truncated.pth": "is damaged or truncated: it starts as torch.save's zip archive but its end is missing",
+        "folder.pth": "is a folder, not a checkpoint file",
+        "module.pth": "holds pickled Python objects, not only tensors",
+    }
+    for name, message in cases.items():
+        argv = [str(tmp_path / name), "--model", "resnet18", "--out", str(tmp_path / "m.keras")]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert "\x1b[" not in err and "weights_only=False" not in err
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_another_architecture_is_not_blamed_on_the_classifier(tmp_path):
+    path = _checkpoint(tmp_path, "resnet50", classes=10)
+    model = get_model("resnet18", input_shape=(SIZE, SIZE, 3), classes=10, layout="torchvision")
+    with pytest.raises(ValueError, match="It looks like another model") as info:
+        load_torch_weights(model, path)
+    assert "classes=" not in str(info.value)
+
+
+def test_class_names_are_counted_before_anything_is_written(tmp_path, capsys):
+    path = _checkpoint(tmp_path, "resnet18", classes=10)
+    (tmp_path / "classes.txt").write_text("ant\nbee\ncat\n")
+    out = tmp_path / "r18.keras"
+    argv = [str(path), "--model", "resnet18", "--image-size", str(SIZE), "--out", str(out),
+            "--export", str(tmp_path / "export"), "--class-names", str(tmp_path / "classes.txt")]
+    assert cli.main(argv) == 2
+    assert "lists 3 class names; the model has 10 classes. Nothing was written." in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "export").exists()
+
+
+def test_safetensors_checkpoints_convert_too(tmp_path):
+    from safetensors.torch import save_file
+
+    torch_model = reference("resnet18_xbn", num_classes=10)
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in torch_model.state_dict().items()}, str(path))
+    model = get_model("resnet18_xbn", input_shape=(SIZE, SIZE, 3), classes=10, classifier_activation=None)
+    assert load_torch_weights(model, path).complete
+    x = _inputs(2)
+    assert _relative(model(x, training=False), _torch_logits(torch_model, x)) <= 1e-4
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError, match="is not a readable safetensors file"):
+        read_torch_state(tmp_path / "bad.safetensors")

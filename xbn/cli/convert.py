@@ -1,8 +1,8 @@
 """``xbn-convert``: a PyTorch checkpoint of the official XBNBlock code (or torchvision) as an xbn model.
 
 CHECKPOINT is a ``.pth``/``.pt`` file as the official training script saves
-it (``{"state_dict": ...}`` with DataParallel's ``module.`` prefix) or a
-plain state dict.  The model is built with ``layout="torchvision"``, the
+it (``{"state_dict": ...}`` with DataParallel's ``module.`` prefix), a
+plain state dict, or a ``.safetensors`` file.  The model is built with ``layout="torchvision"``, the
 checkpoint's number of classes and the model's default input size; every
 tensor must find its weight and every weight its tensor (else one line
 lists what is left over on each side and the likely cause).  Needs PyTorch:
@@ -56,6 +56,13 @@ def _body(argv):
     except ImportError as error:  # no PyTorch: one line naming the extra, not a traceback
         raise RuntimeError(str(error)) from None
     print(f"xbn-convert: {report.summary()}")
+    if args.class_names:  # checked before anything is written
+        from xbn.models.loading import read_class_names
+
+        try:
+            read_class_names(args.class_names, model.output_shape[-1])
+        except ValueError as error:
+            raise ValueError(f"--class-names {error} Nothing was written.") from None
     with _files.atomic_path(out) as tmp:
         model.save(tmp)
     print(f"xbn-convert: wrote {out} ({args.model}, {model.output_shape[-1]} classes, "

@@ -81,35 +81,79 @@ def _shown(items, most=8):
     return ", ".join(items[:most]) + more
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _read_file(path):
+    """The state of a checkpoint file, or one line saying what is wrong with the file."""
+    where = f"load_torch_weights: {path}"
+    if path.is_dir():
+        raise ValueError(f"{where} is a folder, not a checkpoint file; name the .pth/.pt/.safetensors file in it.")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such file.")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{where} is empty (0 bytes): the save or the copy did not finish; fetch it again.")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise ImportError(
+                "load_torch_weights: reading a .safetensors file needs the safetensors package; install it "
+                "with pip install 'xbn[torch]'."
+            ) from None
+        try:
+            return load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - the library's errors are not typed
+            raise ValueError(f"{where} is not a readable safetensors file ({_first_line(error)}).") from None
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "load_torch_weights: reading a PyTorch checkpoint file needs PyTorch; install it with "
+            "pip install 'xbn[torch]' (or pass a state dict of NumPy arrays)."
+        ) from None
+    import zipfile
+
+    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{where} is damaged or truncated: it starts as torch.save's zip archive but its end "
+                         f"is missing ({size:,} bytes); fetch or save it again.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - unpickling errors have many types
+        text = _ANSI.sub("", str(error))
+        if "Unsupported global" in text or "can still be loaded" in text:
+            raise ValueError(
+                f"{where} holds pickled Python objects, not only tensors (a whole model saved with "
+                "torch.save(model)?), which are not loaded unseen. If you trust the file, load it in the code "
+                "that defines the model and save model.state_dict() instead."
+            ) from None
+        reason = "not a torch.save file" if "invalid load key" in text else _first_line(error)
+        raise ValueError(f"{where} is not a PyTorch checkpoint of tensors ({reason}).") from None
+
+
+def _first_line(error):
+    """An error's first line, without terminal colour codes, at most 200 characters."""
+    text = _ANSI.sub("", str(error)).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
 def read_torch_state(checkpoint):
     """``{tensor name: numpy array}`` of a PyTorch checkpoint.
 
     Args:
-        checkpoint: a ``.pth``/``.pt`` path, or a state dict (tensors or
-            arrays).  A checkpoint of a training script, ``{"state_dict":
+        checkpoint: a ``.pth``/``.pt`` path (``torch.load`` with
+            ``weights_only``), a ``.safetensors`` path (no PyTorch needed),
+            or a state dict (tensors or arrays).  A checkpoint of a training script, ``{"state_dict":
             ...}`` or ``{"model": ...}``, is unwrapped, and DataParallel's
             ``module.`` prefix removed.
     """
     state = checkpoint
     if isinstance(checkpoint, (str, os.PathLike)):
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"load_torch_weights: the checkpoint {path} does not exist.")
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                "load_torch_weights: reading a PyTorch checkpoint file needs PyTorch; install it with "
-                "pip install 'xbn[torch]' (or pass a state dict of NumPy arrays)."
-            ) from None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - unpickling errors have many types
-            raise ValueError(
-                f"load_torch_weights: {path} is not a PyTorch checkpoint of tensors ({type(error).__name__}: "
-                f"{str(error).splitlines()[0] if str(error) else ''}). If you trust the file, load it "
-                "yourself with torch.load(path, weights_only=False) and pass its state dict."
-            ) from None
+        state = _read_file(Path(checkpoint).expanduser())
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -256,7 +300,9 @@ def _likely_cause(report, model):
     """A guess at why a checkpoint does not fit, for the error message."""
     if any(path.endswith("_conv/bias") for path in report.missing):
         return "The model's convolutions have biases: build it with layout=\"torchvision\"."
-    if any(path.startswith("predictions/") for path in report.mismatched):
+    widths = [text for path, text in report.mismatched.items() if path.startswith("predictions/")]
+    others = [path for path in report.mismatched if not path.startswith("predictions/")]
+    if widths and not others and len(report.unused) <= len(report.loaded):
         return "The classifiers differ in width: build the model with classes= the checkpoint's."
     if any(name.startswith("fc.") for name in report.unused) and not any(
         layer.name == "predictions" for layer in model.layers
