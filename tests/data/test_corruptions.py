@@ -195,6 +195,25 @@ def test_mce_and_relative_mce_by_hand():
     assert "mCE 55.0%, relative mCE 56.2%" in table
 
 
+def test_the_table_says_what_is_left_out_and_what_is_noise():
+    """--corruption all printed 14 rows without a word on frost, and rows above
+    clean accuracy and relative CEs of -119% to +165% without a word on noise."""
+    from xbn.diagnostics.corruptions import CORRUPTIONS, RELATIVE_FLOOR
+
+    model = {n: {1: 0.9, 2: 0.85} for n in CORRUPTIONS}
+    model["fog"] = {1: 0.97, 2: 0.96}  # above the clean 0.95
+    base = {n: {1: 0.8, 2: 0.7} for n in CORRUPTIONS}
+    base["contrast"] = {1: 0.895, 2: 0.89}  # loses 0.5 and 1 point to it: below the floor
+    table, figures = corruption_table(model, 0.95, (base, 0.9))
+    assert "Not scored: frost (it blends photographs of frost" in table
+    assert "2 score(s) lie above the clean top-1 (by up to 2.0 points)" in table
+    assert math.isnan(figures["relative_ce"]["contrast"]) and RELATIVE_FLOOR == 0.02
+    assert "Relative CE left out (-) for contrast: the baseline loses less than 2 points" in table
+    assert "| contrast | 90.0 | 85.0 | 12.5 |" in table and table.split("| contrast |")[1].splitlines()[0].endswith("| - |")
+    partial, _ = corruption_table({"fog": model["fog"]}, 0.95)
+    assert "Not scored" not in partial  # only what was asked for
+
+
 def test_the_evaluation_pipeline_corrupts_each_image_by_its_index():
     source = load_source("digits")
     pipeline = Pipeline(source, 32, "torch", 8, augment=Augment(eval_crop=1.0))

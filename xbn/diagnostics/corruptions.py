@@ -15,6 +15,11 @@ at corruption ``c`` and severity ``s``;
   to the corruption, against how much the baseline loses;
 - without a baseline, the mean corruption error over every corruption and
   severity scored.
+
+A relative CE divides by what the baseline *loses* to the corruption: where
+that is under :data:`RELATIVE_FLOOR` (2 points on average over the
+severities), the ratio is noise (a few images either way turn it from -100%
+to +150%) and is left out, shown as ``-``.
 """
 
 import math
@@ -29,6 +34,11 @@ __all__ = [
     "ALL_CORRUPTIONS", "CORRUPTIONS", "NOT_PROVIDED", "SEVERITIES", "check_corruption", "corrupt",
     "corruption_errors", "corruption_table", "parse_corruptions", "score_corruptions",
 ]
+
+
+# A relative CE needs the baseline to lose at least this much top-1, on
+# average over the severities, to the corruption.
+RELATIVE_FLOOR = 0.02
 
 
 def score_corruptions(top1_of, pairs, progress=None):
@@ -64,8 +74,8 @@ def corruption_errors(top1, clean, baseline=None):
     Returns:
         ``{"mean_error"}``, and with a baseline also ``"ce"`` and
         ``"relative_ce"`` (per corruption), ``"mce"`` and ``"relative_mce"``.
-        A relative CE whose baseline loses nothing to the corruption is NaN
-        and left out of the relative mCE.
+        A relative CE whose baseline loses less than :data:`RELATIVE_FLOOR`
+        to the corruption is NaN and left out of the relative mCE.
     """
     names = list(top1)
     if not names:
@@ -86,7 +96,8 @@ def corruption_errors(top1, clean, baseline=None):
     for n in names:
         ce[n] = sum(errors[n].values()) / sum(base[n].values()) if sum(base[n].values()) > 0 else math.nan
         lost = sum(e - (1.0 - base_clean) for e in base[n].values())
-        relative[n] = sum(e - (1.0 - clean) for e in errors[n].values()) / lost if abs(lost) > 1e-12 else math.nan
+        relative[n] = (sum(e - (1.0 - clean) for e in errors[n].values()) / lost
+                       if lost > RELATIVE_FLOOR * len(base[n]) else math.nan)
     out.update(ce=ce, relative_ce=relative, mce=_mean(ce.values()), relative_mce=_mean(relative.values()))
     return out
 
@@ -114,7 +125,29 @@ def corruption_table(top1, clean, baseline=None):
     lines += ["", f"Clean top-1 {100 * clean:.2f}%; mean corruption error {100 * figures['mean_error']:.2f}%"
               + (f"; mCE {_percent(figures['mce'])}%, relative mCE {_percent(figures['relative_mce'])}% "
                  "(against the baseline)" if with_base else "") + "."]
+    lines += _notes(top1, clean, figures, with_base)
     return "\n".join(lines) + "\n", figures
+
+
+def _notes(top1, clean, figures, with_base):
+    """What a reader must know to read the table: corruptions left out, and
+    which figures are within noise."""
+    notes = []
+    left_out = [n for n in NOT_PROVIDED if n not in top1]
+    if set(top1) == set(CORRUPTIONS) and left_out:
+        notes.append(f"Not scored: {', '.join(left_out)} ({'; '.join(NOT_PROVIDED[n] for n in left_out)}).")
+    above = [(n, s, v) for n, scores in top1.items() for s, v in scores.items() if v > clean]
+    if above:
+        most = max(v - clean for _, _, v in above)
+        notes.append(f"{len(above)} score(s) lie above the clean top-1 (by up to {100 * most:.1f} points): a "
+                     "corruption that leaves an image readable changes a few predictions either way, and "
+                     "differences of that size between rows are noise.")
+    if with_base:
+        dropped = [n for n, v in figures["relative_ce"].items() if math.isnan(v)]
+        if dropped:
+            notes.append(f"Relative CE left out (-) for {', '.join(dropped)}: the baseline loses less than "
+                         f"{100 * RELATIVE_FLOOR:.0f} points to them, and a ratio over so small a loss is noise.")
+    return [""] + notes if notes else []
 
 
 def _percent(value):
