@@ -7,6 +7,7 @@ messages name the problem and the fix) into that.
 """
 
 import ast
+import errno
 import os
 import sys
 import tempfile
@@ -84,12 +85,26 @@ def error_line(prog, error):
     return f"{prog}: error: {message}"
 
 
+# errno values of "this place cannot be written": a read-only file system,
+# no permission.
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def unwritable_message(error):
+    """One line for an ``OSError`` of :data:`UNWRITABLE`: the place and the fix."""
+    where = error.filename or "the output folder"
+    reason = {errno.EROFS: "it is on a read-only file system"}.get(error.errno, "permission denied")
+    return (f"cannot write {where}: {reason}. Choose a folder you can write to (--out, or the "
+            "output argument of the command); nothing was written there.")
+
+
 def run_main(prog, body, argv):
     """Run ``body(argv)``; report expected errors as one line, exit status 2.
 
     Expected errors are the library's ``ValueError``/``TypeError`` (bad
     settings or input), missing or existing files and folders, a folder in
-    use and a full disk; their messages name the problem and the fix.
+    use, a full disk and a place that cannot be written (a read-only file
+    system, no permission); their messages name the problem and the fix.
     """
     from xbn import _files
 
@@ -100,6 +115,11 @@ def run_main(prog, body, argv):
         NotADirectoryError, _files.DiskFullError,
     ) as error:
         print(error_line(prog, error), file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in UNWRITABLE:
+            raise
+        print(error_line(prog, unwritable_message(error)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
