@@ -45,7 +45,7 @@ def moving_statistics(batches, momentum, axis=-1, mean0=0.0, var0=1.0):
 
 
 def batch_renorm(batches, axis=-1, gamma=None, beta=None, epsilon=1e-3, momentum=0.99,
-                 renorm_momentum=0.99, clipping=None, mean0=0.0, var0=1.0):
+                 renorm_momentum=0.99, clipping=None, mean0=0.0, var0=1.0, clipping_at=None):
     """Batch renormalization (Ioffe, 2017) in float64, as keras defines it.
 
     Trains on ``batches`` one after the other and returns the outputs of each
@@ -53,12 +53,13 @@ def batch_renorm(batches, axis=-1, gamma=None, beta=None, epsilon=1e-3, momentum
     renorm_mean, renorm_stddev)``.  ``r = s / renorm_stddev`` and
     ``d = (mean - renorm_mean) / renorm_stddev`` use the running statistics
     from *before* the step (``renorm_stddev`` at least ``sqrt(epsilon)``),
-    clipped to ``[rmin, rmax]`` and ``[-dmax, dmax]``.
+    clipped to ``[rmin, rmax]`` and ``[-dmax, dmax]``; ``clipping_at(step)``,
+    where given, is the clipping of each step (a ramp).
     """
-    clipping = clipping or {}
     outputs = []
     state = None
-    for x in batches:
+    for step, x in enumerate(batches):
+        clipping = (clipping_at(step) if clipping_at else clipping) or {}
         x = np.asarray(x, np.float64)
         _, mean, var = batch_norm(x, axis=axis)
         std = np.sqrt(var + epsilon)

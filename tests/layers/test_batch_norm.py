@@ -1,5 +1,7 @@
 """BatchNorm against keras.layers.BatchNormalization and a float64 reference."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -491,6 +493,63 @@ def test_renorm_matches_float64_reference_over_steps(rng, fused, clipping, axis,
         x, axis, layer.gamma.numpy(), layer.beta.numpy(), mean=state[0], var=state[1]
     )
     np.testing.assert_allclose(np.asarray(layer(x, training=False)), y_ref, atol=2e-5)
+
+
+@pytest.mark.parametrize("fused", PATHS)
+def test_renorm_ramp_relaxes_the_clipping_from_plain_bn(rng, fused):
+    """Ioffe's schedule: r clipped to 1 and d to 0 (plain BN) before the ramp,
+    linear over it, renorm_clipping after; checked step by step against the
+    float64 reference with that clipping, and through a .keras round trip."""
+    clipping = {"rmax": 1.5, "rmin": 0.5, "dmax": 0.4}
+    ramp = {"rmax": (1, 5), "dmax": (2, 4)}
+
+    def clipping_at(step):
+        fr = min(max((step - 1) / 4, 0.0), 1.0)
+        fd = min(max((step - 2) / 2, 0.0), 1.0)
+        return {"rmax": 1 + 0.5 * fr, "rmin": 1 - 0.5 * fr, "dmax": 0.4 * fd}
+
+    shape = (6, 5, 5, 8)
+    layer = BatchNorm(momentum=0.8, renorm=True, renorm_momentum=0.7, renorm_clipping=clipping,
+                      renorm_ramp=ramp, fused=fused)
+    layer.build(shape)
+    _randomize_affine(layer, rng)
+    batches = [_data(rng, shape, loc=0.5 * i, scale=1.0 + 0.5 * i) for i in range(7)]
+    outputs, state = references.batch_renorm(
+        batches, gamma=layer.gamma.numpy(), beta=layer.beta.numpy(), momentum=0.8, renorm_momentum=0.7,
+        clipping_at=clipping_at,
+    )
+    plain, _ = references.batch_renorm(batches[:1], gamma=layer.gamma.numpy(), beta=layer.beta.numpy(),
+                                       clipping={"rmax": 1.0, "rmin": 1.0, "dmax": 0.0})
+    for step, (x, expected) in enumerate(zip(batches, outputs)):
+        y = np.asarray(layer(x, training=True))
+        np.testing.assert_allclose(y, expected, atol=2e-5, err_msg=f"step {step}")
+        if step == 0:  # plain BN: the batch's own statistics
+            np.testing.assert_allclose(y, plain[0], atol=2e-5)
+            np.testing.assert_allclose(y, references.batch_norm(
+                x, gamma=layer.gamma.numpy(), beta=layer.beta.numpy())[0], atol=2e-5)
+    assert float(layer.renorm_step.numpy()) == len(batches)
+    layer(batches[0], training=False)  # inference does not count
+    assert float(layer.renorm_step.numpy()) == len(batches)
+    config = layer.get_config()
+    assert config["renorm_ramp"] == {"rmax": [1.0, 5.0], "dmax": [2.0, 4.0]}
+    assert "renorm_ramp" not in BatchNorm(renorm=True).get_config()
+    again = BatchNorm.from_config(config)
+    again.build(shape)
+    again.set_weights(layer.get_weights())
+    np.testing.assert_allclose(np.asarray(again(batches[0], training=False)),
+                               np.asarray(layer(batches[0], training=False)), atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"renorm_ramp": {"rmax": (0, 10)}}, "needs renorm=True"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 3.0}, "renorm_ramp": {"dmax": (0, 10)}},
+     "renorm_clipping['dmax'], which is not set"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 3.0}, "renorm_ramp": {"rmax": (10, 5)}}, "0 <= start <= end"),
+    ({"renorm": True, "renorm_clipping": {"rmax": 3.0}, "renorm_ramp": {"r": (0, 5)}}, "'rmax' and/or 'dmax'"),
+])
+def test_bad_renorm_ramps_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BatchNorm(**kwargs)
 
 
 def test_renorm_is_keras_renorm_weights_outputs_and_gradients(rng):

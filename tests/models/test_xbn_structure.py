@@ -145,7 +145,9 @@ def _depthwise_channels(alpha):
 
 
 def test_mobilenetv2_xbn_positions_and_group_fallback():
-    model = mobilenetv2_xbn(input_shape=SHAPE, include_top=False, alpha=0.75)
+    with pytest.warns(UserWarning, match="16 groups do not divide the channels") as caught:
+        model = mobilenetv2_xbn(input_shape=SHAPE, include_top=False, alpha=0.75)
+    assert len([w for w in caught if "groups do not divide" in str(w.message)]) == 1
     norms = _norms(model)
     gns = {n: l for n, l in norms.items() if isinstance(l, GroupNorm)}
     expected = ["expanded_conv_depthwise_GN"] + [f"block_{i}_depthwise_GN" for i in range(1, 17)]
@@ -157,6 +159,7 @@ def test_mobilenetv2_xbn_positions_and_group_fallback():
     # alpha=0.75: the first depthwise conv has 24 channels, 16 do not divide them.
     assert _depthwise_channels(0.75)[0] == 24
     assert gns["expanded_conv_depthwise_GN"].get_config()["groups"] == 12
+    assert gns["expanded_conv_depthwise_GN"].get_config()["requested_groups"] == 16
     bn_names = {"bn_Conv1", "Conv_1_bn"} | {f"block_{i}_expand_BN" for i in range(1, 17)}
     bn_names |= {"expanded_conv_project_BN"} | {f"block_{i}_project_BN" for i in range(1, 17)}
     assert {n for n, l in norms.items() if isinstance(l, BatchNorm)} == bn_names
@@ -189,3 +192,22 @@ def test_every_alpha_builds_and_trains(alpha):
     keras.optimizers.SGD(0.1).apply(grads, model.trainable_weights)
     changed = [not np.array_equal(b, np.asarray(w)) for b, w in zip(before, model.trainable_weights)]
     assert all(changed)
+
+
+def test_a_group_count_that_divides_nothing_warns_once_and_is_recorded(tmp_path):
+    """resnet50_xbn(xbn_groups=7) built every GroupNorm with 4 groups and said nothing."""
+    with pytest.warns(UserWarning) as caught:
+        model = resnet50_xbn(input_shape=(64, 64, 3), include_top=False, xbn_groups=7)
+    messages = [str(w.message) for w in caught if "groups do not divide" in str(w.message)]
+    assert messages == ["resnet50_xbn: 7 groups do not divide the channels of some GroupNorms, which use the "
+                        "largest divisor not above 7 instead: 4 groups at 64 channels, 4 groups at 128 channels, "
+                        "4 groups at 256 channels, 4 groups at 512 channels. Their configs record both (groups, "
+                        "requested_groups); ask for a group count that divides the channels to avoid this."]
+    gns = [layer for layer in model.layers if isinstance(layer, GroupNorm)]
+    assert {(g.groups, g.requested_groups) for g in gns} == {(4, 7)}
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    assert {layer.get_config().get("requested_groups") for layer in again.layers if isinstance(layer, GroupNorm)} == {7}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # dividing counts, and counts capped at the channels, are silent
+        resnet50_xbn(input_shape=(64, 64, 3), include_top=False)

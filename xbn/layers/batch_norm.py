@@ -90,6 +90,16 @@ class BatchNorm(_base.AffineNormalization):
             ``inf``, ``0``, ``inf``).
         renorm_momentum: momentum of ``renorm_mean`` and ``renorm_stddev``,
             in [0, 1).
+        renorm_ramp: with ``renorm``, the schedule of Ioffe (2017), who
+            starts from plain BN and relaxes the clipping over training
+            (rmax from 1 to 3 over steps 5k-40k, dmax from 0 to 5 over
+            5k-25k): a dict ``{"rmax": (start, end), "dmax": (start, end)}``
+            of training steps; before ``start`` the bound is plain BN's
+            (``rmax = rmin = 1``, ``dmax = 0``), after ``end`` it is
+            ``renorm_clipping``'s, linear in between (``rmin`` follows
+            ``rmax``).  The layer counts its training steps in a weight
+            ``renorm_step`` after keras' weights.  Not part of keras' layer
+            (it appears in ``get_config()`` only when set).
         synchronized: TensorFlow only.  Under a ``tf.distribute`` strategy,
             compute the batch statistics over the global batch (all replicas)
             instead of each replica's share.  Outside a strategy it changes
@@ -156,6 +166,7 @@ class BatchNorm(_base.AffineNormalization):
         renorm_momentum=0.99,
         synchronized=False,
         fused=None,
+        renorm_ramp=None,
         **kwargs,
     ):
         super().__init__(
@@ -192,6 +203,8 @@ class BatchNorm(_base.AffineNormalization):
         self.renorm_clipping = (
             _check_renorm_clipping(renorm_clipping) if self.renorm else renorm_clipping
         )
+        self.renorm_ramp = _check_renorm_ramp(renorm_ramp, self.renorm, self.renorm_clipping)
+        self.renorm_step = None
         if fused is not None:
             fused = _checks.check_bool(owner, "fused", fused)
             if fused and not _base.use_tf_fast_path():
@@ -233,6 +246,11 @@ class BatchNorm(_base.AffineNormalization):
                 "renorm_mean", channels, _clone_initializer(self.moving_mean_initializer)
             )
             self.renorm_stddev = self._add_statistic("renorm_stddev", channels, stddev_initializer)
+            if self.renorm_ramp:  # xbn's own, after keras' weights
+                self.renorm_step = self.add_weight(
+                    shape=(), name="renorm_step", initializer="zeros", trainable=False, autocast=False,
+                    aggregation="only_first_replica",
+                )
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={self.axis: channels}
         )
@@ -405,7 +423,7 @@ class BatchNorm(_base.AffineNormalization):
         safe_stddev = ops.maximum(renorm_stddev, math.sqrt(self.epsilon))
         r = stddev / safe_stddev
         d = (mean - renorm_mean) / safe_stddev
-        clipping = self.renorm_clipping
+        clipping = self._clipping(dtype)
         if clipping.get("rmin") is not None:
             r = ops.maximum(r, clipping["rmin"])
         if clipping.get("rmax") is not None:
@@ -428,6 +446,25 @@ class BatchNorm(_base.AffineNormalization):
             ops.cast(ops.relu(moving_stddev * moving_stddev - self.epsilon), self.moving_variance.dtype)
         )
         return r * gamma, d * gamma + beta
+
+    def _clipping(self, dtype):
+        """The clipping of this step: ``renorm_clipping``, or with
+        ``renorm_ramp`` its bounds relaxed from plain BN's (r = 1, d = 0)
+        linearly over their step ranges; advances the step counter."""
+        clipping = dict(self.renorm_clipping)
+        if not self.renorm_ramp:
+            return clipping
+        step = ops.cast(self.renorm_step, dtype)
+        for bound, (start, end) in self.renorm_ramp.items():
+            progress = ops.clip((step - start) / max(end - start, 1), 0.0, 1.0)
+            if bound == "rmax":
+                for key in ("rmax", "rmin"):
+                    if clipping.get(key) is not None:
+                        clipping[key] = 1.0 + (clipping[key] - 1.0) * progress
+            else:
+                clipping["dmax"] = clipping["dmax"] * progress
+        self.renorm_step.assign(self.renorm_step + 1.0)
+        return clipping
 
     def _update_moving_statistics(self, mean, variance):
         momentum = self.momentum
@@ -457,10 +494,12 @@ class BatchNorm(_base.AffineNormalization):
             "renorm_clipping": self.renorm_clipping,
             "renorm_momentum": self.renorm_momentum,
         }
-        # keras' layer has no `fused` argument: a default config (fused=None)
-        # loads into keras.layers.BatchNormalization too.
+        # keras' layer has no `fused` or `renorm_ramp` argument: a default
+        # config loads into keras.layers.BatchNormalization too.
         if self.fused is not None:
             config["fused"] = self.fused
+        if self.renorm_ramp:
+            config["renorm_ramp"] = {key: list(value) for key, value in self.renorm_ramp.items()}
         return {**super().get_config(), **config}
 
 
@@ -476,8 +515,8 @@ def _check_renorm_clipping(clipping):
     unknown = sorted(set(clipping) - set(RENORM_CLIPPING_KEYS))
     if unknown:
         raise ValueError(
-            f"BatchNorm: `renorm_clipping` may only hold the keys 'rmax', 'rmin' and 'dmax'; "
-            f"it has {unknown}. Received: renorm_clipping={clipping!r}"
+            f"BatchNorm: `renorm_clipping` may only hold the keys 'rmax', 'rmin' and 'dmax'. "
+            f"Received invalid keys: {unknown}. Received: renorm_clipping={clipping!r}"
         )
     for key, value in clipping.items():
         if value is not None and (
@@ -504,6 +543,36 @@ def _check_renorm_clipping(clipping):
             f"dmax]). Received: renorm_clipping={clipping!r}"
         )
     return dict(clipping)
+
+
+def _check_renorm_ramp(ramp, renorm, clipping):
+    """``renorm_ramp``: None, or ``{"rmax": (start, end), "dmax": (start, end)}``
+    in training steps (either key may be left out)."""
+    if ramp is None or ramp == {}:
+        return None
+    if not renorm:
+        raise ValueError("BatchNorm: renorm_ramp relaxes batch renormalization's clipping; it needs renorm=True.")
+    if not isinstance(ramp, dict) or not ramp or set(ramp) - {"rmax", "dmax"}:
+        raise ValueError(
+            "BatchNorm: renorm_ramp must be a dict with the keys 'rmax' and/or 'dmax', each a (start, end) pair "
+            f"of training steps, e.g. {{'rmax': (500, 4000), 'dmax': (500, 2500)}}. Received: renorm_ramp={ramp!r}"
+        )
+    checked = {}
+    for key, steps in ramp.items():
+        if clipping.get(key) is None:
+            raise ValueError(
+                f"BatchNorm: renorm_ramp['{key}'] ramps renorm_clipping['{key}'], which is not set; give "
+                f"renorm_clipping a '{key}'. Received: renorm_clipping={clipping!r}"
+            )
+        if (not isinstance(steps, (tuple, list)) or len(steps) != 2
+                or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in steps)
+                or not 0 <= steps[0] <= steps[1]):
+            raise ValueError(
+                f"BatchNorm: renorm_ramp['{key}'] must be a (start, end) pair of steps with 0 <= start <= end. "
+                f"Received: renorm_ramp={ramp!r}"
+            )
+        checked[key] = (float(steps[0]), float(steps[1]))
+    return checked
 
 
 def _clone_initializer(initializer):

@@ -49,6 +49,9 @@ class GroupNorm(_base.AffineNormalization):
         center, scale, beta_initializer, gamma_initializer, beta_regularizer,
         gamma_regularizer, beta_constraint, gamma_constraint: as in
             ``keras.layers.GroupNormalization``.
+        requested_groups: the group count a model builder was asked for,
+            where it used ``groups`` (a divisor of the channels) instead;
+            recorded only (xbn's, not keras').
         **kwargs: base layer arguments (``name``, ``dtype``, ``trainable``).
 
     Raises:
@@ -84,6 +87,7 @@ class GroupNorm(_base.AffineNormalization):
         gamma_regularizer=None,
         beta_constraint=None,
         gamma_constraint=None,
+        requested_groups=None,
         **kwargs,
     ):
         super().__init__(
@@ -103,6 +107,10 @@ class GroupNorm(_base.AffineNormalization):
         self.groups = _checks.check_int(
             "GroupNorm", "groups", groups, minimum=1, allowed=(-1,), type_error=ValueError
         )
+        # What a model builder was asked for where it used a divisor of the
+        # channels instead (xbn.layers.norms.resolve_groups); not keras'.
+        self.requested_groups = None if requested_groups is None else _checks.check_int(
+            "GroupNorm", "requested_groups", requested_groups, minimum=1)
         # Statistics are upcast inside call; do not let keras cast the inputs
         # of a float16 policy up front (as keras' GroupNormalization does).
         self.autocast = False
@@ -177,4 +185,7 @@ class GroupNorm(_base.AffineNormalization):
         return _portable.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
+        config = {**super().get_config(), "groups": self.groups}
+        if self.requested_groups is not None:
+            config["requested_groups"] = self.requested_groups
+        return config

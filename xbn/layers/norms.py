@@ -33,8 +33,9 @@ count need not divide a layer's channels (16 groups against 24 channels at
 ``alpha=0.75``).  :func:`resolve_groups` then uses the **largest group count
 that divides the channels and is no larger than requested** (12 for 24
 channels and 16 requested); the GroupNorm layer's config records the count
-actually used.  Asking for more groups than channels caps the count at the
-channel count (InstanceNorm), as the XBNBlock code does.
+actually used and the one requested (``requested_groups``), and the model
+builder warns once, naming both.  Asking for more groups than channels caps
+the count at the channel count (InstanceNorm), as the XBNBlock code does.
 """
 
 import dataclasses
@@ -242,7 +243,9 @@ def _batch_renorm(channels, name, axis, **options):
 
 
 def _group_norm(channels, name, axis, groups, epsilon):
-    return GroupNorm(groups=resolve_groups(groups, channels), axis=axis, epsilon=epsilon, name=name)
+    used = resolve_groups(groups, channels)
+    return GroupNorm(groups=used, axis=axis, epsilon=epsilon, name=name,
+                     requested_groups=None if used == groups else groups)
 
 
 def _identity(channels, name, axis):
@@ -261,7 +264,7 @@ register_norm(
 )
 register_norm(
     "brn", _batch_renorm,
-    options=_defaults(BatchNorm.__init__, *_BN_OPTIONS, "renorm_clipping", "renorm_momentum"),
+    options=_defaults(BatchNorm.__init__, *_BN_OPTIONS, "renorm_clipping", "renorm_momentum", "renorm_ramp"),
     batch_statistics=True, layer_class=BatchNorm,
     description="batch renormalization (BatchNorm with renorm=True)",
 )

@@ -6,6 +6,8 @@ written once for every family, with errors that say what was expected.
 
 import os
 
+import warnings
+
 import keras
 
 from xbn import _checks
@@ -21,7 +23,7 @@ def channel_axis():
 
 def check_common_args(
     owner, include_top, weights, input_tensor, input_shape, pooling, classes,
-    classifier_activation, default_size,
+    classifier_activation, default_size, min_size=MIN_SIZE,
 ):
     """Validate the keras.applications arguments; return the input shape.
 
@@ -90,9 +92,9 @@ def check_common_args(
     channels = input_shape[0] if first else input_shape[2]
     if channels is None:
         raise ValueError(f"{owner}: the channel count of `input_shape` {input_shape} must be known.")
-    if any(s is not None and s < MIN_SIZE for s in sides):
+    if any(s is not None and s < min_size for s in sides):
         raise ValueError(
-            f"{owner}: input sides must be at least {MIN_SIZE} pixels. Received: "
+            f"{owner}: input sides must be at least {min_size} pixels. Received: "
             f"input_shape={input_shape}"
         )
     if include_top and None in sides:
@@ -129,6 +131,28 @@ def classifier_top(x, include_top, pooling, classes, classifier_activation, use_
     return x
 
 
+def _warn_reduced_groups(model):
+    """One warning per model where GroupNorms use fewer groups than asked
+    because the count does not divide their channels (not where it is
+    capped at the channels: one group per channel)."""
+    from xbn.layers import GroupNorm
+
+    reduced = {}
+    for layer in model.layers:
+        requested = getattr(layer, "requested_groups", None) if isinstance(layer, GroupNorm) else None
+        channels = layer.gamma.shape[0] if requested and layer.gamma is not None else None
+        if requested and channels is not None and channels > requested:
+            reduced.setdefault(requested, set()).add((channels, layer.groups))
+    for requested, pairs in reduced.items():
+        used = ", ".join(f"{g} groups at {c} channels" for c, g in sorted(pairs))
+        warnings.warn(
+            f"{model.name}: {requested} groups do not divide the channels of some GroupNorms, which use the "
+            f"largest divisor not above {requested} instead: {used}. Their configs record both (groups, "
+            "requested_groups); ask for a group count that divides the channels to avoid this.",
+            UserWarning, stacklevel=3,
+        )
+
+
 def finish_model(img_input, input_tensor, outputs, name, facts, weights):
     """Make the Functional model, attach its facts, load ``weights``."""
     from xbn.models.weights import load_weights
@@ -138,6 +162,7 @@ def finish_model(img_input, input_tensor, outputs, name, facts, weights):
         inputs = keras.utils.get_source_inputs(input_tensor)
     model = keras.Model(inputs, outputs, name=name)
     model.xbn_facts = facts
+    _warn_reduced_groups(model)
     if weights is not None:
         model.xbn_weights_report = load_weights(model, weights)
     return model
