@@ -33,6 +33,8 @@ class ModelFacts:
         small_args: builder arguments for small inputs (32 to 64 pixels: the
             digits job, the study, quick benchmarks), e.g. MobileNetV2's
             ``{"alpha": 0.35}``.
+        min_size: the smallest input side it takes (keras.applications'
+            32; the CIFAR ResNets 8, two pixels at their last stage).
     """
 
     name: str
@@ -43,6 +45,7 @@ class ModelFacts:
     description: str
     keras_application: str = None
     small_args: dict = dataclasses.field(default_factory=dict)
+    min_size: int = 32
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -59,7 +62,7 @@ _REGISTRY = {}
 
 def register_model(
     *, family, variant, default_size, preprocessing, description, keras_application=None,
-    small_args=None,
+    small_args=None, min_size=32,
 ):
     """Decorator registering a builder under its function name (see :class:`ModelFacts`)."""
     if variant not in VARIANTS:
@@ -76,7 +79,7 @@ def register_model(
             raise ValueError(f"register_model: {name!r} is already registered")
         facts = ModelFacts(
             name, family, variant, default_size, preprocessing, description, keras_application,
-            dict(small_args or {}),
+            dict(small_args or {}), min_size,
         )
         _REGISTRY[name] = (builder, facts)
         builder.facts = facts

@@ -150,7 +150,7 @@ def build_resnet(
     owner = facts.name
     input_shape = common.check_common_args(
         owner, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, facts.default_size,
+        classifier_activation, facts.default_size, facts.min_size,
     )
     img_input = common.image_input(input_tensor, input_shape)
     axis = common.channel_axis()
@@ -269,6 +269,7 @@ def _resnet(title, variant, config, family="resnet", keras_application=None):
             family=family, variant=variant, default_size=size, preprocessing=preprocessing,
             description=f"{title}{what}",
             keras_application=keras_application if variant == "vanilla" else None,
+            min_size=8 if config.stem == "cifar" else 32,
         )(builder)
 
     return decorate

@@ -73,7 +73,7 @@ class TrainConfig:
         help="option of the --data source (e.g. label_offset=-1)", group=MODEL_AND_DATA, flag="--data-arg",
         repeat=True, factory=dict,
     )
-    image_size: int = _setting(64, "input side in pixels, >= 32", MODEL_AND_DATA)
+    image_size: int = _setting(64, "input side in pixels, >= 32 (>= 8 for the CIFAR ResNets)", MODEL_AND_DATA)
     # optimization
     epochs: int = _setting(15, group=OPTIMIZATION)
     steps_per_epoch: int = _setting(
@@ -141,7 +141,7 @@ class TrainConfig:
         o = "xbn-train"
         from xbn.data.pipeline import check_crop_scale, check_eval_crop
         from xbn.data.sources import check_data_args, parse_spec
-        from xbn.models import list_models
+        from xbn.models import list_models, model_facts
 
         if self.model not in list_models():
             raise ValueError(
@@ -165,7 +165,8 @@ class TrainConfig:
         check_data_args(self.data, self.data_args)
         self.val_split = _checks.check_float(o, "val_split", self.val_split, minimum=0.0, maximum=0.9)
         self.skip_bad_images = _checks.check_bool(o, "skip_bad_images", self.skip_bad_images)
-        self.image_size = _checks.check_int(o, "image_size", self.image_size, minimum=32)
+        self.image_size = _checks.check_int(o, "image_size", self.image_size,
+                                            minimum=model_facts(self.model).min_size)
         self.epochs = _checks.check_int(o, "epochs", self.epochs, minimum=1)
         self.batch_size = _checks.check_int(o, "batch_size", self.batch_size, minimum=1)
         if self.steps_per_epoch is not None:

@@ -20,6 +20,7 @@ and :func:`changed_settings` (export, estimation shift, the study).
 """
 
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -34,6 +35,19 @@ METRICS_FILE = "metrics.json"
 CHECKPOINTS = "checkpoints"
 EXPORT = "export"
 WORKER_PREFIX = ".worker-"
+
+
+def holder():
+    """Who trains, in the words a folder-in-use error shows: ``XBN_LOCK_HOLDER``
+    where a program sets it (the study's workers), else this process's
+    command line (``xbn-train --epochs 3 ...``)."""
+    named = os.environ.get("XBN_LOCK_HOLDER")
+    if named:
+        return named
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program in ("xbn-train", "train.py"):
+        program = "xbn-train"
+    return " ".join([program, *map(shlex.quote, sys.argv[1:])])
 
 
 def is_run(root):
@@ -125,8 +139,7 @@ class RunFolder:
             self.own.mkdir(parents=True, exist_ok=True)
             return read_metrics(self.root)
         self._created = not self.root.exists()
-        command = " ".join(["xbn-train", *map(shlex.quote, sys.argv[1:])]) if sys.argv else "xbn-train"
-        self._lock = _files.FolderLock(self.root, command).acquire()
+        self._lock = _files.FolderLock(self.root, holder()).acquire()
         try:
             return self._check()
         except BaseException:
