@@ -44,6 +44,64 @@ def test_digits_split_is_fixed_stratified_and_disjoint():
     np.testing.assert_array_equal(_all(again.split("test"))[1], _all(source.split("test"))[1])
 
 
+# -- digits_m --------------------------------------------------------------------
+def test_digits_m_blends_each_split_s_own_scans_into_photographs_deterministically():
+    """MNIST-M's recipe from embedded data: the digits' own scan split (no scan
+    in two splits), renders per scan, balanced classes, >= 2,000 test images,
+    the same images on every open (and other images with another seed)."""
+    from sklearn.datasets import load_digits
+
+    from xbn.data.sources import digits_m, stratified_split
+
+    source = load_source("digits_m")
+    assert source.class_names == [str(d) for d in range(10)]
+    assert source.defaults["flip"] is False  # digits are not mirror-symmetric
+    plain = load_source("digits")
+    scans = stratified_split(load_digits().target, DIGITS_FRACTIONS)
+    renders = dict(zip(("train", "val", "test"), (2, 4, 6)))
+    kept = {}
+    for (name, count), ids in zip(renders.items(), scans):
+        images, labels = _all(source.split(name))
+        assert source.split(name).size == len(ids) * count == len(labels)
+        assert images[0].shape == (32, 32, 3) and images[0].dtype == np.uint8
+        # The renders of a scan sit together and carry its label, the plain split's.
+        np.testing.assert_array_equal(labels, np.repeat(_all(plain.split(name))[1], count))
+        # As balanced as the scans are (sklearn's classes hold 174 to 183 of them).
+        counts = np.bincount(labels, minlength=10)
+        assert counts.max() / counts.min() < 1.15, counts
+        kept[name] = np.stack(images)
+    assert len(kept["test"]) >= 2000
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not set(map(bytes, kept[a])) & set(map(bytes, kept[b]))
+    # Real photographs behind the strokes: colour, and varied from image to image.
+    test = kept["test"].astype(np.float64)
+    assert np.abs(test[..., 0] - test[..., 2]).mean() > 5
+    assert test.reshape(len(test), -1).std(axis=1).min() > 5
+    digits_m._rendered.cache_clear()
+    again = load_source("digits_m")
+    np.testing.assert_array_equal(np.stack(_all(again.split("test"))[0]), kept["test"])
+    other = load_source("digits_m", data_args={"seed": 7, "renders": (1, 1, 1), "size": 16})
+    first = np.stack(_all(other.split("test"))[0])
+    assert first.shape == (len(scans[2]), 16, 16, 3)
+    assert not np.array_equal(first, np.stack([_resized(i, 16) for i in kept["test"][::6]]))
+
+
+def _resized(image, size):
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size)))
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"renders": (1, 2)}, "renders must be three counts"),
+    ({"renders": (1, 0, 1)}, "renders"),
+    ({"size": 4}, "size"),
+])
+def test_digits_m_options_are_checked(args, message):
+    with pytest.raises(ValueError, match=message):
+        load_source("digits_m", data_args=args)
+
+
 # -- folders ----------------------------------------------------------------------
 def test_folder_reads_every_format_back(tmp_path):
     written = datasets.write_folder(tmp_path / "data", per_class=8)
@@ -286,7 +344,7 @@ def test_data_help_lists_every_registered_source():
     from xbn.data.sources import data_help, source_kinds
 
     text = data_help()
-    assert set(source_kinds()) >= {"digits", "folder", "tfrecord", "tfds", "synthetic", "numpy"}
+    assert set(source_kinds()) >= {"digits", "digits_m", "folder", "tfrecord", "tfds", "synthetic", "numpy"}
     for usage in ("digits:", "folder:PATH:", "tfrecord:GLOB:", "numpy:PATH.npz:", "label_offset"):
         assert usage in text
 

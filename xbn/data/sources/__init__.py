@@ -145,6 +145,7 @@ _SOURCES = {}
 # The modules that register the built-in sources (one line per source).
 SOURCE_MODULES = (
     "xbn.data.sources.digits",
+    "xbn.data.sources.digits_m",
     "xbn.data.sources.folder",
     "xbn.data.sources.tfrecord",
     "xbn.data.sources.tfds",
