@@ -37,9 +37,12 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
         (model, batch, seed) for seed in (0, 1) for batch in (16, 4) for model in FORMS
     ]
     for r in rows:
-        assert {"model", "batch_size", "seed", "epochs", "steps", "lr", "top1_ema", "top1_precise_bn",
-                "mean_shift", "var_shift", "layer_shifts", "corruption", "train_seconds"} <= set(r)
+        assert {"model", "batch_size", "seed", "purpose", "epochs", "steps", "lr", "lr_scale", "top1_ema",
+                "val_top1", "top1_precise_bn", "precise_bn_changed", "mean_shift", "var_shift", "train_mean_shift",
+                "noise_mean_shift", "layer_shifts", "corruption", "shift_top1", "train_seconds"} <= set(r)
+        assert r["purpose"] == "study" and r["lr_scale"] == 1.0  # the quick plan tunes nothing
         assert r["epochs"] == 1 and r["steps"] == 3 and r["lr"] == pytest.approx(0.1 * r["batch_size"] / 64)
+        assert 0 <= r["shift_top1"] <= 1 and 0 <= r["precise_bn_changed"] <= document["plan"]["test_images"]
         run = root / "s" / r["run"]
         settings = json.loads((run / "run.json").read_text())["settings"]
         assert (settings["batch_size"], settings["seed"], settings["recalibrate_bn"]) == (r["batch_size"], r["seed"], 0)
@@ -47,11 +50,14 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
         assert r["top1_ema"] == metrics["test"]["top1"] and r["train_seconds"] == metrics["train_seconds"]
         if r["norm"] == "gnws":  # batch-free: nothing shifts, nothing to recalibrate
             assert r["layer_shifts"] == [] and r["mean_shift"] is None
-            assert r["top1_precise_bn"] == r["top1_ema"]
+            assert r["top1_precise_bn"] == r["top1_ema"] and r["precise_bn_changed"] == 0
         else:
             depths = [layer["depth"] for layer in r["layer_shifts"]]
             assert depths == sorted(depths) and 0 < depths[0] and depths[-1] < 1
-            assert r["mean_shift"] == pytest.approx(np.mean([la["mean_shift"] for la in r["layer_shifts"]]))
+            for key in ("mean_shift", "train_mean_shift", "noise_mean_shift"):
+                assert r[key] == pytest.approx(np.mean([la[key] for la in r["layer_shifts"]]))
+        if r["model"] == "resnet20_brn":  # Ioffe's ramp, sized to the run's 3 steps
+            assert r["model_args"]["bn_options"]["renorm_ramp"] == {"rmax": [0, 1], "dmax": [0, 1]}
         # Corruptions at the normal batch, for the three forms H4 compares.
         scored = r["batch_size"] == 16 and r["norm"] != "brn"
         assert bool(r["corruption"]) == scored
@@ -59,24 +65,30 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
             assert r["corruption"] == {"gaussian_noise": {"1": pytest.approx(r["corruption"]["gaussian_noise"]["1"]),
                                                           "5": pytest.approx(r["corruption"]["gaussian_noise"]["5"])},
                                        "contrast": {"3": pytest.approx(r["corruption"]["contrast"]["3"])}}
-    # The shift in a row is the model's own, measured afresh on the test split.
+    # The shift in a row is the model's own, measured afresh on the test split
+    # and on the unaugmented training split.
     row = rows[1]  # resnet20_xbn at batch 16, seed 0
     model = keras.saving.load_model(root / "s" / row["run"] / "model.keras")
-    test = Pipeline(load_source("digits"), 32, "torch", 64, augment=Augment(eval_crop=1.0)).evaluation("test")
-    assert estimation_shift(model, test).mean_shift == pytest.approx(row["mean_shift"], rel=1e-5)
+    quick_data = load_source("digits_m", data_args=dict(study_plan(quick=True).data_args))
+    pipeline = Pipeline(quick_data, 16, "torch", 64, augment=Augment(eval_crop=1.0))
+    assert estimation_shift(model, pipeline.evaluation("test")).mean_shift == pytest.approx(row["mean_shift"], rel=1e-4)
+    assert estimation_shift(model, pipeline.evaluation("train")).mean_shift == pytest.approx(
+        row["train_mean_shift"], rel=1e-4)
 
 
 def test_quick_mode_publishes_tables_figures_and_the_readme_section_from_the_rows(quick):
     root, _ = quick
     rows = json.loads((root / "s" / "results.json").read_text())["rows"]
     table = (root / "s" / "study.md").read_text()
-    assert "Command: `python scripts/study_batch_size.py --quick --jobs 2" in table
+    assert "Command: `xbn-study --quick --jobs 2" in table
     assert "**Epochs are held equal** (1 per run" in table and "3 steps at batch 4, 3 steps at batch 16" in table
+    assert "(359 test images: one image is 0.279 points)" in table
     for h in ("**H1**", "**H2**", "**H3**", "**H4**"):
         assert h in table
     # A table cell is the mean and sd over seeds of the rows.
     values = [100 * r["top1_ema"] for r in rows if r["model"] == "resnet20_xbn" and r["batch_size"] == 4]
-    cell = f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+    half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))
+    cell = f"{np.mean(values):.1f} ± {half:.1f}"  # mean and the 95% CI's half-width
     line = next(li for li in table.splitlines() if li.startswith("| `resnet20_xbn` |"))
     assert line.split(" | ")[1] == cell
     for name in ("results.json", "study.md", *report.PLOTS.values()):
@@ -110,29 +122,86 @@ def test_from_results_regenerates_without_training(quick, tmp_path, capsys):
     readme = tmp_path / "R.md"
     readme.write_text("<!-- begin:study -->\n<!-- end:study -->\n")
     assert study_cli.main(["--from-results", str(root / "pub" / "results.json"), "--readme", str(readme)]) == 0
-    assert "Command: `python scripts/study_batch_size.py --quick --jobs 2" in readme.read_text()
+    assert "Command: `xbn-study --quick --jobs 2" in readme.read_text()
     assert study_cli.main(["--from-results", str(tmp_path / "none.json")]) == 2
     assert "no such file; run the study first" in capsys.readouterr().err
 
 
 def test_the_published_plan():
+    from xbn.study.plan import LR_SCALES, TUNING_SEED
+
     plan = study_plan()
-    cells = plan.cells()
-    assert plan.batch_sizes == (2, 4, 8, 16, 32, 64) and plan.seeds == (0, 1, 2) and plan.epochs == 8
-    assert {c.form.label for c in cells} == {*FORMS, "resnet56", "resnet56_xbn"}
-    brn = sorted({c.batch_size for c in cells if c.form.norm == "brn"})
-    assert brn == [2, 4, 8, 16]  # batch renormalization stops at 16 (plan.BRN_MAX_BATCH)
-    assert len(cells) == 3 * (3 * 6 + 4 + 2 * 2)
-    scored = [c for c in cells if c.corruption]
+    assert plan.batch_sizes == (2, 4, 8, 16, 64) and len(plan.seeds) >= 5 and plan.data == "digits_m"
+    assert plan.image_size == 16 and plan.normal_batch == 64 and plan.shift_data == "digits"
+    tuning = plan.tuning_cells()
+    assert {c.seed for c in tuning} == {TUNING_SEED} and TUNING_SEED not in plan.seeds
+    assert {c.batch_size for c in tuning} == {2, 64}
+    assert len(tuning) == len(plan.sweep) * 2 * len(LR_SCALES)
+    scales = {(c.form.label, c.batch_size): 2.0 for c in tuning}
+    cells = plan.cells(scales)
+    study = [c for c in cells if c.purpose == "study"]
+    assert {c.form.label for c in study} == {*FORMS, "resnet56", "resnet56_xbn"}
+    assert all(c.lr_scale == 2.0 for c in study)  # the depth forms take their sweep form's scale
+    # Between tuned batches, log-log interpolation rounded to a tried scale.
+    form = plan.sweep[0]
+    scales = {(form.label, 2): 0.5, (form.label, 64): 2.0}
+    assert [plan.scale(scales, form, b) for b in (2, 4, 8, 16, 64)] == [0.5, 0.5, 1.0, 1.0, 2.0]
+    brn = sorted({c.batch_size for c in study if c.form.norm == "brn"})
+    assert brn == [2, 4, 8, 16, 64]  # the ramp trains batch renormalization at every batch
+    depth = len(plan.depth) * len(plan.depth_batch_sizes)
+    assert len(study) == len(plan.seeds) * (4 * 5 + depth)
+    converge = [c for c in cells if c.purpose == "convergence"]
+    assert {(c.batch_size, c.epochs) for c in converge} == {(64, 2 * plan.epochs)}
+    assert len(converge) == len(plan.seeds) * 4 and len({c.name for c in cells}) == len(cells)
+    scored = [c for c in study if c.corruption]
     assert {(c.form.label, c.batch_size) for c in scored} == {(m, 64) for m in FORMS[:3]}
     assert len(scored[0].corruption) == 14 * 5
-    assert plan.lr(2) == pytest.approx(0.003125)
+    assert plan.lr(2) == pytest.approx(0.003125) and plan.lr(2, 2.0) == pytest.approx(0.00625)
     with pytest.raises(ValueError, match="at least 2 seeds"):
         study_plan(seeds=(0,))
+    with pytest.raises(ValueError, match="seed 100 is held out"):
+        study_plan(seeds=(0, 100))
+
+
+def test_a_smaller_plan_says_what_it_leaves_out():
+    """The options that shrink the plan (issue 21 allows a subset of batch
+    sizes with the reason): the cells follow, seed by seed with each seed's
+    convergence runs, and the report names everything left out."""
+    plan = study_plan(batch_sizes=(64, 2), tune=False, brn=False, depth=None, epochs=10,
+                      convergence_seeds=(0, 1))
+    assert plan.batch_sizes == (2, 64) and plan.normal_batch == 64 and not plan.depth
+    assert plan.tuning_cells() == [] and [f.norm for f in plan.sweep] == ["bn", "xbn", "gnws"]
+    cells = plan.cells()
+    assert [(c.seed, c.batch_size, c.purpose) for c in cells[:9]] == (
+        [(0, 64, "study")] * 3 + [(0, 2, "study")] * 3 + [(0, 64, "convergence")] * 3)
+    assert {c.seed for c in cells if c.purpose == "convergence"} == {0, 1}
+    assert len(cells) == 5 * 6 + 2 * 3
+    rows = [{"model": f.label, "norm": f.norm, "batch_size": b, "seed": 0, "steps": 1, "purpose": "study",
+             "top1_ema": 0.5, "top1_precise_bn": 0.5} for f in plan.sweep for b in plan.batch_sizes]
+    text = report.to_markdown({"plan": plan.describe(), "rows": rows}, "xbn-study ...")
+    scope = next(line for line in text.splitlines() if line.startswith("**Scope**"))
+    for left_out in ("batch sizes 4, 8, 16", "`resnet20_brn`", "`resnet56`", "learning-rate tuning",
+                     "beyond seed(s) 0, 1", "10 of the full plan's 20 epochs"):
+        assert left_out in scope
+    with pytest.raises(ValueError, match="convergence_seeds"):
+        study_plan(convergence_seeds=(7,))
+
+
+def test_learning_rates_are_chosen_on_the_validation_split():
+    from xbn.study.runner import chosen_scales
+
+    rows = [{"purpose": "tuning", "model": "a", "batch_size": 2, "lr_scale": s, "val_top1": v}
+            for s, v in ((0.5, 0.80), (1.0, 0.85), (2.0, 0.84))]
+    rows += [{"purpose": "tuning", "model": "a", "batch_size": 64, "lr_scale": s, "val_top1": v}
+             for s, v in ((0.5, 0.90), (1.0, None), (2.0, 0.90))]
+    rows[4]["diverged"] = "loss became NaN"
+    rows.append({"purpose": "study", "model": "a", "batch_size": 2, "lr_scale": 0.5, "val_top1": 0.99})
+    # The best validation top-1; a tie goes to the scale nearest 1 (0.5 and 2 are as near: the first).
+    assert chosen_scales(rows) == {("a", 2): 1.0, ("a", 64): 0.5}
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--jobs", "0"], "jobs must be an integer >= 1; got 0"),
+    (["--jobs", "0"], "argument --jobs must be an integer >= 1. Received: jobs=0"),
     (["--seeds", "3"], "at least 2 seeds per cell"),
     (["--model", "vgg"], "unknown models vgg, vgg_xbn, vgg_gnws; the study needs a registered network"),
 ])
@@ -144,17 +213,52 @@ def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
 def test_estimates_and_verdicts_by_hand():
     e = Estimate.of([1.0, 2.0, 3.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)  # 4.303 x sd 1 / sqrt 3
-    assert (e.mean, e.sd, e.n) == (2.0, 1.0, 3) and e.low == pytest.approx(2 - half) and half == pytest.approx(2.484, abs=1e-3)
+    assert (e.mean, e.sd, e.n) == (2.0, 1.0, 3) and e.low == pytest.approx(2 - half)
+    assert half == pytest.approx(2.484, abs=1e-3)
     assert e.verdict(0.0) == analysis.INCONCLUSIVE  # -0.48 .. 4.48 straddles 0
+    assert Estimate.of([1.0, 2.0, 3.0], confidence=0.90).low == pytest.approx(2 - stats.t.ppf(0.95, 2) / math.sqrt(3))
     assert Estimate.of([1.0, 1.1, 0.9]).verdict(0.0) == analysis.REPLICATES
     assert Estimate.of([-1.0, -1.1, -0.9]).verdict(0.0) == analysis.FAILS
     assert Estimate.of([-1.0, -1.1, -0.9]).verdict(0.0, above=False) == analysis.REPLICATES
     assert Estimate.of([None, 2.0]).n == 1 and Estimate.of([2.0]).verdict(0.0) == analysis.INCONCLUSIVE
-    row = {"layer_shifts": [{"depth": d / 6, "mean_shift": s, "var_shift": 1.0}
-                            for d, s in enumerate([1, 1, 2, 2, 4, 4], 1)]}
-    assert analysis.accumulation_factor(row) == pytest.approx(4.0)  # last third 4 over first third 1
-    assert analysis.accumulation_factor(row, "var_shift") == pytest.approx(1.0)
-    assert analysis.accumulation_factor({"layer_shifts": row["layer_shifts"][:2]}) is None
+    # The slope of log shift against depth, on the named layers only.
+    layers = [{"name": f"l{i}", "depth": d, "mean_shift": math.exp(2 * d)} for i, d in enumerate((0.1, 0.4, 0.7, 0.9))]
+    row = {"layer_shifts": layers + [{"name": "stem", "depth": 0.0, "mean_shift": 50.0}]}
+    assert analysis.depth_slope(row, ["l0", "l1", "l2", "l3"]) == pytest.approx(2.0)
+    assert analysis.depth_slope(row, ["l0", "l1"]) is None  # too few layers for a slope
+    assert analysis.matched_average(row, ["l0", "l3"]) == pytest.approx((math.exp(0.2) + math.exp(1.8)) / 2)
+    shared = analysis.matched_layers([{"model": "b", "layer_shifts": row["layer_shifts"]},
+                                      {"model": "b_xbn", "layer_shifts": layers[1:]}], "b", "b_xbn")
+    assert shared == ["l1", "l2", "l3"]
+
+
+def _rows(values):
+    """Study rows ``{(model, batch): [top-1 per seed]}``."""
+    return [{"model": m, "norm": "bn" if m == "r" else m.split("_")[1], "batch_size": b, "seed": s,
+             "top1_ema": v, "top1_precise_bn": v, "layer_shifts": []}
+            for (m, b), seeds in values.items() for s, v in enumerate(seeds)]
+
+
+def test_h2_is_a_fall_with_its_interval_and_flatness_by_two_one_sided_tests():
+    rows = _rows({("r", 64): [0.90, 0.91, 0.89, 0.90, 0.92], ("r", 2): [0.80, 0.82, 0.79, 0.81, 0.80],
+                  ("r_gnws", 64): [0.85, 0.86, 0.85, 0.84, 0.86], ("r_gnws", 2): [0.85, 0.85, 0.86, 0.84, 0.85]})
+    lines, verdicts = analysis._h2(rows, analysis.by_cell(rows), 64)
+    assert verdicts == [analysis.REPLICATES, analysis.REPLICATES]  # BN falls 9.8 points; GN+WS within +-1
+    falls = [0.02, -0.02, 0.03, -0.01, 0.0]  # GN+WS moving up to 3 points: not shown flat
+    rows = _rows({("r", 64): [0.9] * 5, ("r", 2): [0.9] * 5,
+                  ("r_gnws", 64): [0.85 + f for f in falls], ("r_gnws", 2): [0.85] * 5})
+    _, verdicts = analysis._h2(rows, analysis.by_cell(rows), 64)
+    assert verdicts[1] == analysis.INCONCLUSIVE
+
+
+def test_h3_s_margin_is_relative_to_bn_s_error():
+    # BN at 20% error: XBN 1.5 points worse is within 10% of it (2 points).
+    rows = _rows({("r", 64): [0.80, 0.81, 0.79, 0.80, 0.80], ("r_xbn", 64): [0.785, 0.795, 0.775, 0.785, 0.785]})
+    lines, verdicts = analysis._h3(rows, analysis.by_cell(rows), 64)
+    assert verdicts == [analysis.REPLICATES] and "the margin (10% of BN's error) is 2.0 points" in lines[0]
+    # BN at 5% error: the same 1.5 points is more than 0.5.
+    rows = _rows({("r", 64): [0.95] * 3, ("r_xbn", 64): [0.935, 0.934, 0.936]})
+    assert analysis._h3(rows, analysis.by_cell(rows), 64)[1] == [analysis.FAILS]
 
 
 def test_paired_differences_use_the_seeds_both_cells_have():
@@ -166,15 +270,71 @@ def test_paired_differences_use_the_seeds_both_cells_have():
 
 
 def test_the_published_section_is_generated_from_the_committed_results():
-    """Every number of models/README.md's study section comes from models/study/results.json."""
+    """Every number of models/README.md's study section comes from
+    models/study/results.json, which holds the study issue 21 asks for."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "models"
     document = json.loads((root / "study" / "results.json").read_text())
     text = (root / "README.md").read_text()
-    section = text[text.index("<!-- begin:study -->\n") + len("<!-- begin:study -->\n"):text.index("<!-- end:study -->")]
+    begin = "<!-- begin:study -->\n"
+    section = text[text.index(begin) + len(begin):text.index("<!-- end:study -->")]
     assert section.strip() == report.to_markdown(document, document["command"], "study/").strip()
-    rows = document["rows"]
-    assert len({(r["model"], r["batch_size"]) for r in rows}) * 3 == len(rows)  # 3 seeds per cell
+    rows = analysis.study_rows(document["rows"])
+    assert document["plan"]["data"] == "digits_m"
+    per_cell = {}
+    for r in rows:
+        per_cell.setdefault((r["model"], r["batch_size"]), set()).add(r["seed"])
+    assert min(len(seeds) for seeds in per_cell.values()) >= 5
+    # The difficulty asked for: a converged vanilla network at batch 64 between 80% and 92%.
     vanilla = [r["top1_ema"] for r in rows if r["model"] == "resnet20" and r["batch_size"] == 64]
-    assert np.mean(vanilla) >= 0.97  # the schedule trains the vanilla network at a normal batch
+    assert 0.80 <= np.mean(vanilla) <= 0.92
+    # Every form of the sweep has its convergence check.
+    assert set(analysis.convergence(document["rows"], 64)) == set(document["plan"]["sweep"])
+
+
+def test_a_worker_dies_with_the_study_that_started_it(tmp_path):
+    """kill -9 of the study left its two workers training as orphans (1.1 GB
+    each), holding their run folders' locks; now they watch their parent."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent("""
+        import os, subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import os, time; from xbn.study.runner import _worker_init; _worker_init(1, os.getppid()); "
+            "print(os.environ['XBN_LOCK_HOLDER'], flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+        print(child.pid, child.stdout.readline().strip(), flush=True)
+        time.sleep(120)
+    """))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pid, holder = parent.stdout.readline().split(" ", 1)
+    assert holder.strip() == f"xbn-study (a worker of process {parent.pid})"
+    parent.kill()  # as kill -9
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(int(pid), 9)
+        pytest.fail("the worker outlived its study by 10 s")
+
+
+def test_the_lock_names_the_program_that_holds_it(monkeypatch):
+    from xbn.training import run_folder
+
+    monkeypatch.setattr("sys.argv", ["/usr/bin/xbn-train", "--epochs", "3"])
+    monkeypatch.delenv("XBN_LOCK_HOLDER", raising=False)
+    assert run_folder.holder() == "xbn-train --epochs 3"
+    monkeypatch.setattr("sys.argv", ["/home/u/experiment.py", "--fast"])
+    assert run_folder.holder() == "experiment.py --fast"
+    monkeypatch.setenv("XBN_LOCK_HOLDER", "xbn-study (a worker of process 7)")
+    assert run_folder.holder() == "xbn-study (a worker of process 7)"

@@ -1,20 +1,24 @@
 """``xbn-study``: do the papers' claims about BatchNorm hold here?
 
-Trains the CIFAR-style ResNets in vanilla, XBN, GN+WS and batch-renormalized
-form on the embedded digits at batch sizes 2 to 64 with 3 seeds each (epochs
-held equal), and a deeper pair (ResNet-56, vanilla and XBN) at a small and a
-normal batch for the depth figure; measures every run's test top-1 with the
-moving statistics as trained and after precise BN, the estimation shift of
-every BatchNorm, and the corruption benchmark at the normal batch; then
-tests H1-H4 with 95% confidence intervals of paired differences over seeds.
-Writes OUT/results.json (one row per run), study.md and the figures;
+Trains the CIFAR-style ResNet-20 in vanilla, XBN, GN+WS and batch-renormalized
+form on digits_m (scikit-learn's digits blended into photographs, MNIST-M's
+recipe) at 16x16 and batch sizes 2 to 64 with 5 seeds each (epochs held
+equal, the learning rate tuned per form and batch on a held-out seed), and
+ResNet-56 (vanilla and XBN) for the depth figure; checks that the batch-64
+references have converged (twice the epochs); measures every run's test
+top-1 with the moving statistics as trained and after precise BN, the
+estimation shift of every BatchNorm (test split, unaugmented training
+split, and a noise floor), the corruption benchmark and the plain digits (a
+domain shift) at the normal batch; then tests H1-H4 with 95% confidence
+intervals of paired differences over seeds.  Writes OUT/results.json (one
+row per run, written as each run finishes), study.md and the figures;
 --publish copies them to a folder, --readme replaces the generated "study"
 section of a Markdown file.  Finished runs are reused, interrupted ones
 resume, and runs trained with other settings are refused.
 
 Examples::
 
-    python scripts/study_batch_size.py --jobs 2 --publish models/study --readme models/README.md
+    xbn-study --jobs 2 --publish models/study --readme models/README.md
     xbn-study --quick --out runs/study-quick
     xbn-study --from-results models/study/results.json --readme models/README.md
 """
@@ -37,8 +41,18 @@ def build_parser():
                    help="network of the batch-size sweep: its vanilla, _xbn, _gnws and batch-renorm forms "
                    "(default resnet20)")
     p.add_argument("--depth-model", default="resnet56",
-                   help="deeper network for the depth figure, vanilla and _xbn (default resnet56)")
-    p.add_argument("--seeds", type=int, nargs="+", metavar="S", help="seeds of every cell (default 0 1 2; quick 0 1)")
+                   help="deeper network for the depth figure, vanilla and _xbn (default resnet56; none: no "
+                   "deeper network)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="seeds of every cell (default 0 1 2 3 4; quick 0 1); 100 is held out for tuning")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default 20; quick 1)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
+                   help="batch sizes of the sweep (default 2 4 8 16 64); the largest is the normal batch")
+    p.add_argument("--no-tune", dest="tune", action="store_false",
+                   help="train with the linear rule's learning rate instead of tuning it on seed 100")
+    p.add_argument("--no-brn", dest="brn", action="store_false", help="leave out the batch-renormalized form")
+    p.add_argument("--convergence-seeds", type=int, nargs="+", metavar="S",
+                   help="seeds whose normal-batch runs are trained again at twice the epochs (default: all)")
     p.add_argument("--jobs", type=int, default=2,
                    help="runs trained at once, each in a single-threaded process (default 2; 1: in this process)")
     p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
@@ -54,7 +68,12 @@ def _body(argv):
     from xbn import _files
     from xbn.study import report, runner, study_plan
 
-    command = " ".join(["python scripts/study_batch_size.py", *map(shlex.quote, argv or sys.argv[1:])])
+    program = Path(sys.argv[0]).name if argv is None else "xbn-study"
+    if program.endswith(".py"):
+        program = f"python scripts/{program}"
+    elif program != "xbn-study":
+        program = "xbn-study"
+    command = " ".join([program, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     if args.from_results:
         if not args.from_results.is_file():
             raise FileNotFoundError(f"--from-results {args.from_results}: no such file; run the study first.")
@@ -62,10 +81,14 @@ def _body(argv):
         command = document.get("command", command)
         out = args.publish or args.from_results.parent
     else:
-        plan = study_plan(args.quick, args.model, args.depth_model, args.seeds)
-        rows = runner.run_study(plan, args.out, args.jobs, command=command)
+        if args.epochs is not None and args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
+        depth = None if args.depth_model.lower() == "none" else args.depth_model
+        plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
+                          args.tune, args.brn, args.convergence_seeds)
+        runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
-        document = {"command": command, "plan": plan.describe(), "rows": rows}
+        document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())
     out.mkdir(parents=True, exist_ok=True)
     table = report.to_markdown(document, command)
     _files.atomic_write_text(out / "study.md", table)

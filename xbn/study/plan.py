@@ -1,4 +1,4 @@
-"""What the study trains: forms, batch sizes, seeds and the schedule.
+"""What the study trains: forms, batch sizes, seeds, learning rates and the schedule.
 
 A :class:`Form` is one normalization design of one network (a registered
 model plus builder arguments: ``resnet20`` with ``bn_kind="brn"`` is the
@@ -7,33 +7,57 @@ sizes and seeds, and names the runs whose shift is drawn against depth and
 those scored on corrupted images.  :func:`study_plan` gives the published
 plan, or with ``quick=True`` the small one the tests run (``xbn-study --quick``).
 
+Three kinds of run (:attr:`Cell.purpose`):
+
+- ``tuning``: on a held-out seed (:data:`TUNING_SEED`), every form at the
+  smallest and the normal batch (:attr:`Plan.tune_batches`) with the
+  learning rate at each of :data:`LR_SCALES` times the linear rule, scored
+  on the **validation** split; the best scale of each (form, batch) is the
+  one the study runs with, and the batches between take the scale
+  interpolated in log(batch) and log(scale), rounded to the nearest tried
+  (the depth network takes the scale of the sweep's form with the same
+  norm).  Tuning every batch size would have cost as much as three more
+  seeds of the whole study;
+- ``study``: the cells the hypotheses are tested on;
+- ``convergence``: the normal-batch cells again with twice the epochs: the
+  reference is converged when doubling the epochs changes test top-1 by
+  less than :data:`CONVERGED_POINTS`.
+
 The schedule holds **epochs** equal across batch sizes (Wu & He, 2018, do
 the same): every run sees every training image ``epochs`` times, so a run
-at batch 2 takes 32 times the steps of one at batch 64, with the learning
-rate scaled linearly, ``lr_at_64 * batch / 64`` (Goyal et al., 2017), and
-one epoch of linear warm-up.  Every result row records both its epochs and
-its steps.
+at batch 2 takes 32 times the steps of one at batch 64.  Equal steps would
+give the small batches a thirty-second of the data, a second difference
+besides the statistics; equal epochs give them more updates, so the small
+batches are never the less trained.  One epoch of linear warm-up, then
+cosine decay; every result row records both its epochs and its steps.
 """
 
 import dataclasses
 
 # The CIFAR-style ResNets' learning rate at batch 64, scaled linearly with
-# the batch; 8 epochs of it take resnet20 to 97.8%-98.3% on the digits' test
-# split at batch 64 (pilot runs, seed 0).
+# the batch (Goyal et al., 2017) and then by the tuned scale.
 LR_AT_64 = 0.1
-
+# The scales of the linear rule tried per form and batch (issue 21), and
+# the held-out seed they are tried on.
+LR_SCALES = (0.5, 1.0, 2.0)
+TUNING_SEED = 100
+# A reference is converged when doubling its epochs moves test top-1 by less.
+CONVERGED_POINTS = 0.3
 
 # Batch renormalization (Ioffe, 2017) with the paper's final clipping (r in
-# [1/3, 3], |d| <= 5) from the first step, and moving averages as fast as BN's
-# (momentum 0.9).  Ioffe relaxes the clipping from plain BN over the first
-# thousands of steps; xbn's BatchNorm clips with constants, and without the
-# ramp the study's short schedule does not train at its larger learning rates
-# (pilot, resnet20, 3 epochs: 30% test top-1 at batch 32, lr 0.05; 16% after
-# 8 epochs at batch 64; 91% at batch 16).  So the row stops at batch 16, the
-# small-batch regime batch renormalization is for.
+# [1/3, 3], |d| <= 5), relaxed from plain BN over training as Ioffe does
+# (his rmax ramp ends at 31% of his steps, dmax's at 19%: here after 40% and
+# 25%, starting after the warm-up epoch; :func:`brn_ramp`), and moving
+# averages as fast as BN's (momentum 0.9).  Without the ramp the constant
+# clipping did not train at batch 32-64 in the first study (16% top-1).
 BRN_ARGS = (("bn_kind", "brn"), ("bn_options", {"renorm_clipping": {"rmax": 3.0, "rmin": 1 / 3, "dmax": 5.0},
                                                 "renorm_momentum": 0.9}))
-BRN_MAX_BATCH = 16
+
+
+def brn_ramp(steps, warmup_steps):
+    """Ioffe's schedule for a run of ``steps`` steps: ``renorm_ramp``."""
+    return {"rmax": (warmup_steps, max(warmup_steps, round(0.4 * steps))),
+            "dmax": (warmup_steps, max(warmup_steps, round(0.25 * steps)))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +89,37 @@ def forms_of(base, brn=True):
     forms = [Form(base, base, "bn"), Form(f"{base}_xbn", f"{base}_xbn", "xbn"),
              Form(f"{base}_gnws", f"{base}_gnws", "gnws")]
     if brn:
-        forms.append(Form(f"{base}_brn", base, "brn", BRN_ARGS, max_batch=BRN_MAX_BATCH))
+        forms.append(Form(f"{base}_brn", base, "brn", BRN_ARGS))
     return tuple(forms)
 
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One run: a form at a batch size with a seed, and what to measure on it."""
+    """One run: a form at a batch size with a seed, and what to measure on it.
+
+    Attributes:
+        lr_scale: the multiple of the linear rule's learning rate.
+        epochs: this run's epochs where they are not the plan's
+            (the convergence runs).
+        purpose: ``"study"``, ``"tuning"`` or ``"convergence"`` (module docstring).
+    """
 
     form: Form
     batch_size: int
     seed: int
     corruption: tuple = ()  # (name, severity) pairs scored on the trained model
+    lr_scale: float = 1.0
+    epochs: int = None
+    purpose: str = "study"
 
     @property
     def name(self):
-        return f"{self.form.label}-bs{self.batch_size}-s{self.seed}"
+        name = f"{self.form.label}-bs{self.batch_size}-s{self.seed}"
+        if self.purpose == "tuning":
+            name += f"-lr{self.lr_scale:g}"
+        if self.purpose == "convergence":
+            name += f"-e{self.epochs}"
+        return name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,21 +129,31 @@ class Plan:
     Attributes:
         sweep: forms trained at every batch size of ``batch_sizes``.
         batch_sizes: the batch sizes of the sweep (each >= 2).
-        depth: deeper forms trained at ``depth_batch_sizes`` only, for the
-            depth figure (H1).
-        depth_batch_sizes: a small batch and a normal one (for ResNet-56
-            16, not 64: at batch 64 its 152 steps at lr 0.1 do not train the
-            vanilla network, 28% test top-1 in a first attempt, and the
-            comparison is meant between trained networks).
-        seeds: the seeds of every cell.
+        depth: deeper forms (vanilla and XBN) trained at ``depth_batch_sizes``,
+            for the depth figure (H1).
+        depth_batch_sizes: their batch sizes (the published plan: 8 and 64;
+            ResNet-56 at batch 2 would cost 2.8 times ResNet-20's most
+            expensive cells, more than the budget left).
+        seeds: the seeds of every study cell.
         epochs: epochs of every run (held equal across batch sizes).
-        normal_batch: the batch at which XBN is compared with BN (H3) and
-            the corruption benchmark runs (H4).
+        normal_batch: the batch at which XBN is compared with BN (H3), the
+            corruption benchmark runs (H4) and convergence is checked.
         corruptions: ``(name, severity)`` pairs scored at ``normal_batch``.
+        tune: whether the learning rate is tuned (``tuning`` runs) or
+            the linear rule used as it is.
+        tune_batches: the batch sizes tuned (default the smallest and the
+            normal one); the others interpolate (:meth:`scale`).
         steps_per_epoch: a cap on the steps of an epoch (``None``: all);
             only the quick plan uses one.
         image_size, data: the input side and the data.
+        shift_data: the other data the trained models are scored on (the
+            plain digits: a distribution shift, H4), or ``None``.
         precise_bn_batches: batches of the training split precise BN pools.
+        convergence_seeds: the seeds whose normal-batch cells are trained
+            again at twice the epochs (``None``: every seed).
+        data_args: options of the data source as ``(key, value)`` pairs
+            (the quick plan renders each digit once: a sixth of the test
+            images to score).
     """
 
     sweep: tuple
@@ -115,11 +164,16 @@ class Plan:
     epochs: int
     normal_batch: int
     corruptions: tuple
+    tune: bool = True
+    tune_batches: tuple = None
     steps_per_epoch: int = None
-    image_size: int = 32
-    data: str = "digits"
+    image_size: int = 16
+    data: str = "digits_m"
+    shift_data: str = "digits"
     precise_bn_batches: int = 20
     lr_at_64: float = LR_AT_64
+    convergence_seeds: tuple = None
+    data_args: tuple = ()
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -127,10 +181,14 @@ class Plan:
             raise ValueError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {sizes}.")
         if len(set(self.seeds)) < 2:
             raise ValueError(f"a study needs at least 2 seeds per cell for a spread; got {self.seeds}.")
+        if TUNING_SEED in self.seeds:
+            raise ValueError(f"seed {TUNING_SEED} is held out for tuning the learning rate; choose other seeds.")
         if self.normal_batch not in self.batch_sizes:
             raise ValueError(f"the normal batch {self.normal_batch} is not among the batch sizes {self.batch_sizes}.")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {self.epochs}.")
+        if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
+            raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
         from xbn.models import list_models
 
         known = set(list_models())
@@ -141,23 +199,75 @@ class Plan:
                 "_gnws forms, e.g. resnet20 (xbn.models.list_models())."
             )
 
-    def lr(self, batch_size):
-        """The peak learning rate at ``batch_size`` (linear scaling)."""
-        return self.lr_at_64 * batch_size / 64
+    def lr(self, batch_size, scale=1.0):
+        """The peak learning rate at ``batch_size``: the linear rule times ``scale``."""
+        return self.lr_at_64 * batch_size / 64 * scale
 
-    def cells(self):
-        """Every run, the cheapest first within each seed (early rows sooner)."""
+    @property
+    def tuned_batches(self):
+        return tuple(self.tune_batches or sorted({min(self.batch_sizes), self.normal_batch}))
+
+    def tuning_cells(self):
+        """The held-out-seed runs that pick each (form, batch)'s learning rate."""
+        if not self.tune:
+            return []
+        return [Cell(form, batch, TUNING_SEED, lr_scale=scale, purpose="tuning")
+                for batch in sorted(self.tuned_batches, reverse=True) for form in self.sweep
+                for scale in LR_SCALES]
+
+    def scale(self, scales, form, batch):
+        """The learning-rate scale of ``form`` at ``batch``: the tuned one,
+        or between tuned batches the log-log interpolation rounded to the
+        nearest of :data:`LR_SCALES` (1 where nothing was tuned)."""
+        import math
+
+        label = self.tuned_form(form).label
+        if (label, batch) in scales:
+            return scales[label, batch]
+        known = sorted(b for (m, b) in scales if m == label)
+        if not known:
+            return 1.0
+        below = max((b for b in known if b < batch), default=known[0])
+        above = min((b for b in known if b > batch), default=known[-1])
+        t = 0.0 if above == below else math.log(batch / below) / math.log(above / below)
+        value = (1 - t) * math.log(scales[label, below]) + t * math.log(scales[label, above])
+        return min(LR_SCALES, key=lambda s: abs(math.log(s) - value))
+
+    def tuned_form(self, form):
+        """The sweep form whose tuned learning rate ``form`` takes (itself,
+        or for a depth form the sweep's form of the same norm)."""
+        if form in self.sweep:
+            return form
+        return next(f for f in self.sweep if f.norm == form.norm)
+
+    def cells(self, scales=None):
+        """Every study and convergence run, seed by seed, the cheapest first
+        within each seed (early rows sooner).
+
+        Args:
+            scales: ``{(sweep label, batch): lr scale}`` from the tuning runs
+                (:func:`xbn.study.runner.chosen_scales`); missing pairs take 1.
+        """
+        scales = scales or {}
+
+        def scale(form, batch):
+            return self.scale(scales, form, batch)
+
+        converged = self.seeds if self.convergence_seeds is None else self.convergence_seeds
         cells = []
         for seed in self.seeds:
             for batch in sorted(self.batch_sizes, reverse=True):
                 for form in self.sweep:
-                    if form.max_batch is not None and batch > form.max_batch:
-                        continue
                     scored = self.corruptions if batch == self.normal_batch and form.norm != "brn" else ()
-                    cells.append(Cell(form, batch, seed, scored))
+                    cells.append(Cell(form, batch, seed, scored, scale(form, batch)))
             for batch in sorted(self.depth_batch_sizes, reverse=True):
                 for form in self.depth:
-                    cells.append(Cell(form, batch, seed))
+                    cells.append(Cell(form, batch, seed, lr_scale=scale(form, batch)))
+            # A seed's convergence runs follow its study runs, so that an
+            # interrupted study has whole seeds, each with its check.
+            if seed in converged and not self.steps_per_epoch:  # a capped (quick) plan has nothing to converge
+                cells += [Cell(form, self.normal_batch, seed, lr_scale=scale(form, self.normal_batch),
+                               epochs=2 * self.epochs, purpose="convergence") for form in self.sweep]
         return cells
 
     def describe(self):
@@ -166,10 +276,14 @@ class Plan:
             "sweep": [f.label for f in self.sweep], "batch_sizes": list(self.batch_sizes),
             "depth": [f.label for f in self.depth], "depth_batch_sizes": list(self.depth_batch_sizes),
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
-            "lr": f"{self.lr_at_64:g} x batch / 64", "warmup_epochs": 1, "image_size": self.image_size,
-            "data": self.data, "steps_per_epoch": self.steps_per_epoch,
-            "precise_bn_batches": self.precise_bn_batches,
+            "lr": f"{self.lr_at_64:g} x batch / 64 x tuned scale", "lr_scales": list(LR_SCALES),
+            "tuned_batches": list(self.tuned_batches) if self.tune else [],
+            "tuning_seed": TUNING_SEED if self.tune else None, "converged_points": CONVERGED_POINTS,
+            "warmup_epochs": 1, "image_size": self.image_size, "data": self.data, "shift_data": self.shift_data,
+            "steps_per_epoch": self.steps_per_epoch, "precise_bn_batches": self.precise_bn_batches,
             "corruptions": sorted({name for name, _ in self.corruptions}),
+            "convergence_seeds": list(self.seeds if self.convergence_seeds is None else self.convergence_seeds),
+            "data_args": dict(self.data_args),
         }
 
 
@@ -179,17 +293,40 @@ def _all_corruptions():
     return tuple((name, severity) for name in CORRUPTIONS for severity in range(1, 6))
 
 
-def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None):
-    """The published plan, or with ``quick`` the small one the tests run."""
+# The published plan's size: sized to about 6 hours of a 2-core machine
+# with two runs at a time (see models/README.md for the measured time).
+SEEDS = (0, 1, 2, 3, 4)
+EPOCHS = 20
+
+
+def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
+               tune=True, brn=True, convergence_seeds=None):
+    """The published plan, or with ``quick`` the small one the tests run.
+
+    Args:
+        quick: the tests' plan (2 batch sizes, 3 steps per epoch).
+        sweep: the network of the batch-size sweep (its forms: :func:`forms_of`).
+        depth: the deeper network of the depth figure, or ``None`` for none.
+        seeds, epochs: the plan's (default :data:`SEEDS`, :data:`EPOCHS`).
+        batch_sizes: the sweep's batch sizes (default 2, 4, 8, 16 and 64;
+            the largest is the normal batch).
+        tune: tune the learning rate on the held-out seed (else the linear rule).
+        brn: include the batch-renormalized form.
+        convergence_seeds: the seeds whose normal-batch cells are checked
+            for convergence (default every seed).
+    """
     if quick:
         return Plan(
-            sweep=forms_of(sweep), batch_sizes=(4, 16), depth=(), depth_batch_sizes=(),
-            seeds=tuple(seeds or (0, 1)), epochs=1, normal_batch=16, steps_per_epoch=3,
+            sweep=forms_of(sweep, brn), batch_sizes=(4, 16), depth=(), depth_batch_sizes=(),
+            seeds=tuple(seeds or (0, 1)), epochs=epochs or 1, normal_batch=16, steps_per_epoch=3,
             corruptions=(("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 3)),
-            precise_bn_batches=2,
+            precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),),
         )
+    batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     return Plan(
-        sweep=forms_of(sweep), batch_sizes=(2, 4, 8, 16, 32, 64),
-        depth=forms_of(depth, brn=False)[:2], depth_batch_sizes=(4, 16),
-        seeds=tuple(seeds or (0, 1, 2)), epochs=8, normal_batch=64, corruptions=_all_corruptions(),
+        sweep=forms_of(sweep, brn), batch_sizes=batch_sizes,
+        depth=forms_of(depth, brn=False)[:2] if depth else (), depth_batch_sizes=(8, 64) if depth else (),
+        seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
+        corruptions=_all_corruptions(), tune=tune,
+        convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None,
     )

@@ -4,12 +4,22 @@ import math
 
 import numpy as np
 
-from xbn.study.analysis import Estimate, accumulation_factor, by_cell, hypotheses
+from xbn.study.analysis import (
+    GLOBAL_INTENSITY,
+    Estimate,
+    by_cell,
+    convergence,
+    depth_slope,
+    hypotheses,
+    matched_layers,
+    study_rows,
+)
 
 PLOTS = {
     "accuracy": "study_accuracy.png",
     "shift": "study_shift.png",
     "depth": "study_depth.png",
+    "depth_variance": "study_depth_variance.png",
     "corruption": "study_corruption.png",
 }
 
@@ -23,12 +33,13 @@ def _trained(rows):
 
 
 def _cell(values, scale=100.0, digits=1):
+    """``mean ± half-width of the 95% CI`` over seeds."""
     e = Estimate.of(values)
     if e.n == 0:
         return "-"
     if e.n == 1:
         return f"{e.mean * scale:.{digits}f}"
-    return f"{e.mean * scale:.{digits}f} ± {e.sd * scale:.{digits}f}"
+    return f"{e.mean * scale:.{digits}f} ± {(e.high - e.mean) * scale:.{digits}f}"
 
 
 def _grid(rows, value, scale=100.0, digits=1, models=None):
@@ -47,46 +58,150 @@ def _grid(rows, value, scale=100.0, digits=1, models=None):
     return "\n".join(lines)
 
 
+def _tuning_table(document):
+    """The learning-rate scales tried and chosen, with the validation top-1 of each."""
+    rows = [r for r in document["rows"] if r.get("purpose") == "tuning"]
+    if not rows:
+        return ""
+    chosen = {(c["model"], c["batch_size"]): c["scale"] for c in document.get("lr_scales", [])}
+    scales = sorted({r["lr_scale"] for r in rows})
+    seed = rows[0]["seed"]
+    lines = [f"### Learning rate: validation top-1 (%) of each scale of the linear rule (seed {seed}, held out), "
+             "**chosen** in bold", "",
+             "| model | batch | " + " | ".join(f"x{s:g}" for s in scales) + " |",
+             "| --- | ---: |" + " ---: |" * len(scales)]
+    for model, batch in sorted({(r["model"], r["batch_size"]) for r in rows}):
+        by_scale = {r["lr_scale"]: r for r in rows if r["model"] == model and r["batch_size"] == batch}
+        entries = []
+        for s in scales:
+            r = by_scale.get(s)
+            text = "-" if r is None else "diverged" if r.get("diverged") else f"{100 * r['val_top1']:.1f}"
+            entries.append(f"**{text}**" if chosen.get((model, batch)) == s else text)
+        lines.append(f"| `{model}` | {batch} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def _convergence_lines(document):
+    normal = document["plan"]["normal_batch"]
+    found = convergence(document["rows"], normal)
+    if not found:
+        return []
+    limit = document["plan"].get("converged_points", 0.3)
+    epochs = document["plan"]["epochs"]
+    lines = [f"**Converged references**: the batch-{normal} runs trained again for {2 * epochs} epochs; test "
+             f"top-1 with {2 * epochs} minus with {epochs} epochs (converged when the mean moves by less than "
+             f"{limit} points):", ""]
+    for model, e in found.items():
+        verdict = "converged" if abs(100 * e.mean) < limit else "**not converged**"
+        lines.append(f"- `{model}`: {e.text()}: {verdict}")
+    return lines + [""]
+
+
+def _scope_lines(plan):
+    """What this run of the study leaves out of the full plan
+    (:func:`xbn.study.plan.study_plan`), said before any result."""
+    from xbn.study.plan import study_plan
+
+    if plan.get("steps_per_epoch"):
+        return ["**Scope**: the quick plan (a few steps per run): it checks the machinery and shows nothing.", ""]
+    full = study_plan().describe()
+    left = []
+    missing = sorted(set(full["batch_sizes"]) - set(plan["batch_sizes"]))
+    if missing:
+        left.append(f"batch sizes {', '.join(map(str, missing))} (the sweep runs "
+                    f"{', '.join(map(str, plan['batch_sizes']))}: the two ends H2 compares, and between)")
+    forms = [f for f in full["sweep"] if f not in plan["sweep"]]
+    if forms:
+        left.append(f"the {', '.join(f'`{f}`' for f in forms)} form")
+    if full["depth"] and not plan["depth"]:
+        left.append(f"the deeper network ({', '.join(f'`{f}`' for f in full['depth'])}): H1 rests on "
+                    f"`{plan['sweep'][0]}`'s layers alone")
+    if not plan.get("tuned_batches"):
+        left.append("the learning-rate tuning: every run takes the linear rule's rate (scale 1)")
+    converged = plan.get("convergence_seeds")
+    if converged is not None and len(converged) < len(plan["seeds"]):
+        left.append(f"convergence checks beyond seed(s) {', '.join(map(str, converged))}")
+    if plan["epochs"] < full["epochs"]:
+        left.append(f"{full['epochs'] - plan['epochs']} of the full plan's {full['epochs']} epochs per run")
+    if not left:
+        return []
+    return ["**Scope**: this run of the study is smaller than the full plan (`xbn-study` without options, about "
+            "6 hours of this 2-core machine); it leaves out " + "; ".join(left) + ". Rerunning with the full "
+            "plan's options into the same `--out` reuses every finished run that has the same settings.", ""]
+
+
 def to_markdown(document, command, picture_prefix=""):
     """The study's section: how it was run, the hypotheses, the tables, the figures."""
-    plan, rows = document["plan"], document["rows"]
+    plan, all_rows = document["plan"], document["rows"]
+    rows = study_rows(all_rows)
     normal = plan["normal_batch"]
     seeds = sorted({r["seed"] for r in rows})
     steps = {r["batch_size"]: r["steps"] for r in rows if r["model"] == plan["sweep"][0]}
-    seconds = sum(r["train_seconds"] or 0 for r in rows)
+    seconds = sum(r.get("train_seconds") or 0 for r in all_rows)
+    test_size = plan.get("test_images")
     lines = [
         f"Command: `{command}`", "",
-        f"{len(rows)} runs: {', '.join(f'`{m}`' for m in _models(rows))}; seeds {', '.join(map(str, seeds))}; "
-        f"{plan['data']} at {plan['image_size']}x{plan['image_size']}. **Epochs are held equal** ({plan['epochs']} "
-        f"per run, one of linear warm-up, cosine decay), so the steps differ: "
-        + ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
-        + f". Learning rate {plan['lr']}. Test top-1 on the {plan['data']} test split; "
-        f"{seconds / 60:.0f} minutes of training in all (the sum over runs).", "",
+        f"{len(rows)} study runs of {', '.join(f'`{m}`' for m in _models(rows))}; seeds "
+        f"{', '.join(map(str, seeds))}; `{plan['data']}` at {plan['image_size']}x{plan['image_size']}"
+        + (f" ({test_size} test images: one image is {100 / test_size:.3f} points)" if test_size else "")
+        + f". **Epochs are held equal** ({plan['epochs']} per run, one of linear warm-up, cosine decay), so the "
+        "steps differ: " + ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
+        + ": equal steps would give the small batches a fraction of the data, a second difference besides the "
+        f"statistics. Learning rate {plan['lr']}"
+        + (f", the scale tuned per form and batch among {plan.get('lr_scales')} on a held-out seed's validation "
+           "split (table below)" if plan.get("tuning_seed") is not None else "")
+        + f". {seconds / 3600:.1f} hours of training in all (the sum over runs, two at a time). Intervals are "
+        "95% Student-t confidence intervals over seeds; table cells are mean ± the interval's half-width.", "",
         "## What the evidence shows", "",
     ]
-    for h in hypotheses(_trained(rows), normal):
+    lines += _scope_lines(plan)
+    lines += _convergence_lines(document)
+    for h in hypotheses(rows, normal):
         lines += [f"**{h['id']}** ({h['claim']}): **{h['verdict']}**.", "", *h["lines"], ""]
     lines += [
-        "### Test top-1 (%), moving statistics as trained (mean ± sd over seeds)", "",
+        "### Test top-1 (%), moving statistics as trained", "",
         _grid(rows, lambda r: r["top1_ema"]), "",
         f"### Test top-1 (%) after precise BN (population statistics of {plan['precise_bn_batches']} training "
         "batches)", "",
         _grid(rows, lambda r: r["top1_precise_bn"]), "",
-        "### Mean estimation shift, averaged over the BatchNorm layers (GN+WS: none)", "",
-        _grid([r for r in rows if r["layer_shifts"]], lambda r: r["mean_shift"], 1.0, 3), "",
-        "### Accumulation factor: mean shift of the last third of BN layers over the first third", "",
-        _grid([r for r in rows if r["layer_shifts"]], accumulation_factor, 1.0, 2), "",
     ]
+    if any("shift_top1" in r for r in rows):
+        lines += [f"### Top-1 (%) on `{plan.get('shift_data')}` (the same test scans, not blended: another "
+                  "domain)", "", _grid(rows, lambda r: r.get("shift_top1")), ""]
+    shifted = [r for r in rows if r.get("layer_shifts")]
+    lines += [
+        "### Mean estimation shift, averaged over the BatchNorm layers (GN+WS: none); noise floor beside it", "",
+        _grid(shifted, lambda r: r["mean_shift"], 1.0, 3), "",
+        _grid(shifted, lambda r: r.get("noise_mean_shift"), 1.0, 3), "",
+    ]
+    slopes = []
+    for bn in [m for m in _models(shifted) if not m.endswith(("_xbn", "_gnws", "_brn"))]:
+        names = matched_layers(shifted, bn, bn + "_xbn")
+        if names:
+            slopes.append((bn, names))
+    if slopes:
+        models = [m for bn, _ in slopes for m in (bn, bn + "_xbn")]
+        lookup = dict(slopes)
+
+        def slope(row):
+            base = row["model"].removesuffix("_xbn")
+            return depth_slope(row, lookup[base]) if base in lookup else None
+
+        lines += ["### Slope of log(mean shift) against relative depth, on the BatchNorm layers both forms share",
+                  "", _grid([r for r in shifted if r["model"] in models], slope, 1.0, 2, models), ""]
     corruption = corruption_markdown(rows, normal)
     if corruption:
         lines += [corruption, ""]
+    tuning = _tuning_table(document)
+    if tuning:
+        lines += [tuning, ""]
     lines += [f"![{name}]({picture_prefix}{file})" for name, file in PLOTS.items()
               if name != "corruption" or corruption]
     return "\n".join(lines) + "\n"
 
 
 def corruption_markdown(rows, normal):
-    """Mean top-1 per corruption (over severities and seeds) of each form at the normal batch."""
+    """Mean top-1 per corruption (over severities) of each form at the normal batch, and the mCE."""
     from xbn.diagnostics.corruptions import corruption_errors
 
     scored = [r for r in _trained(rows) if r.get("corruption") and r["batch_size"] == normal]
@@ -94,30 +209,39 @@ def corruption_markdown(rows, normal):
         return ""
     models = _models(scored)
     names = list(dict.fromkeys(n for r in scored for n in r["corruption"]))
-    lines = [f"### Corruptions at batch {normal}: top-1 (%) averaged over severities 1-5, mean ± sd over seeds", "",
-             "| corruption | " + " | ".join(f"`{m}`" for m in models) + " |", "| --- |" + " ---: |" * len(models)]
+    lines = [f"### Corruptions at batch {normal}: top-1 (%) averaged over severities 1-5, mean ± 95% CI over seeds",
+             "", "| corruption | " + " | ".join(f"`{m}`" for m in models) + " |",
+             "| --- |" + " ---: |" * len(models)]
     for name in names:
         cells = [_cell([np.mean(list(r["corruption"][name].values())) for r in scored if r["model"] == m])
                  for m in models]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     base = {r["seed"]: r for r in scored if r["norm"] == "bn"}
-    mce = []
-    for m in models:
-        values = [corruption_errors(r["corruption"], r["top1_ema"],
-                                    (base[r["seed"]]["corruption"], base[r["seed"]]["top1_ema"]))["mce"]
-                  for r in scored if r["model"] == m and r["seed"] in base]
-        mce.append(_cell(values))
-    lines.append("| **mCE (%)**, vanilla of the same seed = 100 | " + " | ".join(mce) + " |")
+    for label, subset in (("", names), (" without " + "/".join(GLOBAL_INTENSITY),
+                                        [n for n in names if n not in GLOBAL_INTENSITY])):
+        mce = []
+        for m in models:
+            values = [corruption_errors({n: r["corruption"][n] for n in subset}, r["top1_ema"],
+                                        ({n: base[r["seed"]]["corruption"][n] for n in subset},
+                                         base[r["seed"]]["top1_ema"]))["mce"]
+                      for r in scored if r["model"] == m and r["seed"] in base]
+            mce.append(_cell(values))
+        lines.append(f"| **mCE (%)**{label}, vanilla of the same seed = 100 | " + " | ".join(mce) + " |")
     return "\n".join(lines)
 
 
 def _band(ax, x, values, label, style="o-"):
+    """The mean over seeds with its 95% confidence band."""
+    from scipy import stats
+
     values = np.asarray(values, np.float64)
     mean = np.nanmean(values, axis=0)
     line, = ax.plot(x, mean, style, markersize=3, label=label)
-    if values.shape[0] > 1:
-        sd = np.nanstd(values, axis=0, ddof=1)
-        ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+    n = np.sum(~np.isnan(values), axis=0)
+    if values.shape[0] > 1 and np.all(n > 1):
+        half = stats.t.ppf(0.975, n - 1) * np.nanstd(values, axis=0, ddof=1) / np.sqrt(n)
+        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
 
 
 def _per_batch(rows, model, value):
@@ -143,7 +267,8 @@ def plot_all(document, folder):
     from xbn import _plotting
 
     plt = _plotting.pyplot()
-    rows, plan = document["rows"], document["plan"]
+    plan = document["plan"]
+    rows = study_rows(document["rows"])
     folder = Path(folder)
     sweep = [m for m in _models(rows) if m in plan["sweep"]]
     all_batches = sorted({r["batch_size"] for r in rows if r["model"] in sweep})
@@ -157,8 +282,11 @@ def plot_all(document, folder):
             _band(ax, batches, grid, model)
         ax.set(xlabel="batch size", title=title)
         _log2_axis(ax, all_batches, plt)
-    axes[0].set_ylabel("test top-1 (%), mean ± sd over seeds")
-    fig.suptitle("H2/H3: accuracy against batch size (epochs held equal)")
+    axes[0].set_ylabel("test top-1 (%), mean and 95% CI over seeds")
+    if plan.get("test_images"):
+        axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
+                         xycoords="axes fraction", fontsize=7)
+    fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, epochs held equal)")
     fig.tight_layout()
     paths.append(_plotting.save_png(fig, folder / PLOTS["accuracy"]))
 
@@ -169,24 +297,26 @@ def plot_all(document, folder):
                 batches, grid = _per_batch(rows, model, lambda r, k=key: r[k])
                 _band(ax, batches, grid, model)
         ax.set(xlabel="batch size", ylabel=key.replace("_", " ") + " (average over BN layers)")
-        ax.set_ylim(bottom=0)
         _log2_axis(ax, all_batches, plt)
-    fig.suptitle("Estimation shift of BN's moving statistics against batch size")
+    fig.suptitle("Estimation shift of BN's moving statistics against batch size (mean and 95% CI)")
     fig.tight_layout()
     paths.append(_plotting.save_png(fig, folder / PLOTS["shift"]))
 
-    paths.append(plot_depth(rows, plan, folder / PLOTS["depth"]))
+    paths.append(plot_depth(rows, plan, folder / PLOTS["depth"], "mean_shift"))
+    paths.append(plot_depth(rows, plan, folder / PLOTS["depth_variance"], "var_shift"))
     scored = [r for r in _trained(rows) if r.get("corruption")]
     if scored:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        severities = []
         for model in _models(scored):
             runs = [r for r in scored if r["model"] == model]
             severities = sorted({int(s) for r in runs for n in r["corruption"] for s in r["corruption"][n]})
             grid = [[100 * np.mean([scores[str(s)] for scores in r["corruption"].values() if str(s) in scores])
                      for s in severities] for r in runs]
             _band(ax, severities, grid, model)
+        ax.set_xticks(severities, [str(s) for s in severities])
         ax.set(xlabel="severity", ylabel="test top-1 (%), mean over corruptions",
-               title=f"H4: accuracy under corruption (batch {plan['normal_batch']})")
+               title=f"H4: accuracy under corruption (batch {plan['normal_batch']}, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -194,33 +324,49 @@ def plot_all(document, folder):
     return paths
 
 
-def plot_depth(rows, plan, path):
-    """H1: per-layer shift against relative depth, BN and XBN, small and normal batch, bands over seeds."""
+def plot_depth(rows, plan, path, key="mean_shift"):
+    """H1: per-layer shift against relative depth, BN and XBN, one panel per
+    network and batch size, with the noise floor, bands over seeds."""
     from xbn import _plotting
 
     plt = _plotting.pyplot()
     rows = [r for r in _trained(rows) if r["layer_shifts"] and r["norm"] in ("bn", "xbn")]
-    deep = [*plan["depth"], *plan["sweep"][:2]]  # the deep pair (solid) and the sweep's BN and XBN (dashed)
-    batches = plan["depth_batch_sizes"] or [min(plan["batch_sizes"]), plan["normal_batch"]]
-    fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 7.5), squeeze=False)
-    for column, batch in enumerate(batches):
-        for model in deep:
-            runs = [r for r in rows if r["model"] == model and r["batch_size"] == batch]
-            if not runs:
-                continue
-            depth = [layer["depth"] for layer in runs[0]["layer_shifts"]]
-            for row_index, key in enumerate(("mean_shift", "var_shift")):
+    networks = [m for m in (*plan["sweep"][:1], *plan["depth"][:1]) if any(r["model"] == m for r in rows)]
+    batches = sorted({r["batch_size"] for r in rows})
+    if not networks or not batches:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "no BatchNorm runs", ha="center")
+        return _plotting.save_png(fig, path)
+    fig, axes = plt.subplots(len(networks), len(batches), figsize=(3.3 * len(batches), 3.2 * len(networks)),
+                             squeeze=False, sharey="row")
+    what = "mean shift" if key == "mean_shift" else "variance shift"
+    for i, bn in enumerate(networks):
+        names = matched_layers(rows, bn, bn + "_xbn")
+        for j, batch in enumerate(batches):
+            ax = axes[i, j]
+            for model, style in ((bn, "o-"), (bn + "_xbn", "s-")):
+                runs = [r for r in rows if r["model"] == model and r["batch_size"] == batch]
+                if not runs:
+                    continue
+                depth = [layer["depth"] for layer in runs[0]["layer_shifts"]]
                 grid = [[layer[key] for layer in r["layer_shifts"]] for r in runs]
-                style = "o-" if model in plan["depth"] else "s--"
-                _band(axes[row_index, column], depth, grid, f"{model} ({len(runs)} seeds)", style)
-        axes[0, column].set_title(f"batch {batch}")
-        for row_index, key in enumerate(("mean shift", "variance shift")):
-            ax = axes[row_index, column]
-            ax.set(xlabel="relative depth of the BatchNorm layer", ylabel=key)
-            ax.set_xlim(0, 1)
-            ax.set_ylim(bottom=0)
+                line = _band(ax, depth, grid, f"{model} ({len(runs)} seeds)", style)
+                if model == bn:
+                    floor = [[layer.get("noise_" + key, math.nan) for layer in r["layer_shifts"]] for r in runs]
+                    ax.plot(depth, np.nanmean(np.asarray(floor, np.float64), axis=0), ":", color=line.get_color(),
+                            linewidth=1, label="noise floor (halves of the test split)")
+                    shared = [d for d, layer in zip(depth, runs[0]["layer_shifts"]) if layer["name"] in names]
+                    ax.plot(shared, [ax.get_ylim()[0]] * len(shared), "|", color="black", markersize=6)
+            ax.set_title(f"{bn}, batch {batch}", fontsize=9)
+            ax.set_yscale("log")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.suptitle("H1: estimation shift per BatchNorm layer against depth (mean ± sd over seeds)")
+            ax.set_xlim(0, 1)
+            if i == len(networks) - 1:
+                ax.set_xlabel("relative depth of the BatchNorm layer")
+            if j == 0:
+                ax.set_ylabel(what + " (log scale)")
+        axes[i, 0].legend(fontsize=6)
+    fig.suptitle(f"H1: {what} per BatchNorm layer against depth (mean and 95% CI over seeds; ticks: layers both "
+                 "forms share)")
     fig.tight_layout()
     return _plotting.save_png(fig, path)

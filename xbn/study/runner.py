@@ -1,48 +1,100 @@
 """Train and measure the study's runs, in parallel, resumably.
 
 Every :class:`~xbn.study.plan.Cell` is an ``xbn-train`` run in
-``OUT/runs/<form>-bs<batch>-s<seed>`` trained with its moving statistics
-left as trained (no precise BN), then measured:
+``OUT/runs/<name>`` trained with its moving statistics left as trained (no
+precise BN), then measured according to its purpose:
 
-- ``top1_ema``: test top-1 in inference mode with BatchNorm's moving
-  averages (exponential moving averages, momentum 0.9) as trained;
-- ``mean_shift``, ``var_shift`` and ``layer_shifts``: the estimation shift
-  of every BatchNorm on the test split (:func:`xbn.diagnostics.estimation_shift`);
-- ``corruption``: test top-1 per corruption and severity, moving statistics
-  as trained (:mod:`xbn.data.corruptions`), where the plan asks;
-- ``top1_precise_bn``: test top-1 after precise BN
-  (:func:`xbn.diagnostics.recalibrate_bn` on the training split).
+- ``tuning`` runs: ``val_top1``, validation top-1 with the moving statistics;
+- ``convergence`` runs: ``top1_ema`` (test top-1);
+- ``study`` runs:
+
+  - ``top1_ema``: test top-1 in inference mode with BatchNorm's moving
+    averages (momentum 0.9) as trained, and ``top1_precise_bn`` after
+    precise BN (:func:`xbn.diagnostics.recalibrate_bn` on the training
+    split), with ``precise_bn_changed``, the test images whose prediction
+    precise BN changed;
+  - ``layer_shifts``: every BatchNorm's estimation shift on the test split,
+    on the unaugmented training split (``train_mean_shift`` ...), and the
+    noise floor of the measure: the same shift between the population
+    statistics of the two halves of the test split (``noise_mean_shift`` ...);
+  - ``corruption``: test top-1 per corruption and severity, where the plan
+    asks (:mod:`xbn.data.corruptions`);
+  - ``shift_top1``: top-1 on the plan's ``shift_data`` (the plain digits'
+    test split: the same scans, not blended), a distribution shift.
 
 The row goes to ``study_row.json`` in the run folder, and every finished
 row to ``OUT/results.json``.  A run whose row exists is reused (a missing
 corruption score is added), an interrupted run resumes from its last epoch,
-and a run folder trained with other settings is refused.
+and a run folder trained with other settings is refused.  The tuning runs
+come first: the study runs take the learning rate they chose
+(:func:`chosen_scales`).
 
 Small-batch steps cost mostly per-operation overhead, which one thread
 runs as fast as two: with ``jobs=2`` two single-threaded worker processes
 train two runs at once, about twice the throughput of one two-threaded
-process on two cores.
+process on two cores.  A worker dies with the study (it watches its
+parent), so a killed study leaves no worker holding a run folder.
 """
 
 import concurrent.futures
 import functools
 import json
+import math
 import multiprocessing
 import os
 import time
 from pathlib import Path
 
+import numpy as np
+
+from xbn import _checks
+
 ROW_FILE = "study_row.json"
 RESULTS_FILE = "results.json"
+
+
+@functools.lru_cache(maxsize=8)
+def _split_size(data, split, data_args=()):
+    from xbn.data import load_source
+
+    return load_source(data, data_args=dict(data_args)).split(split).size
+
+
+def _train_size(plan):
+    return _split_size(plan.data, "train", plan.data_args)
+
+
+def _steps(cell, plan):
+    """``(steps per epoch, epochs)`` of a run."""
+    per_epoch = _train_size(plan) // cell.batch_size
+    if plan.steps_per_epoch:
+        per_epoch = min(per_epoch, plan.steps_per_epoch)
+    return per_epoch, cell.epochs or plan.epochs
+
+
+def _model_args(cell, plan):
+    """The form's builder arguments, with batch renormalization's ramp sized
+    to this run's steps."""
+    args = cell.form.args
+    if cell.form.norm == "brn":
+        from xbn.study.plan import brn_ramp
+
+        per_epoch, epochs = _steps(cell, plan)
+        warmup = per_epoch if epochs > 1 else 0
+        args = {**args, "bn_options": {**args.get("bn_options", {}),
+                                       "renorm_ramp": brn_ramp(per_epoch * epochs, warmup)}}
+    return args
 
 
 def _config(cell, plan, out):
     from xbn.training import TrainConfig
 
+    epochs = cell.epochs or plan.epochs
     return TrainConfig(
-        model=cell.form.model, model_args=cell.form.args, data=plan.data, batch_size=cell.batch_size,
-        epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch, lr=plan.lr(cell.batch_size),
-        warmup_epochs=1.0 if plan.epochs > 1 else 0.0, image_size=plan.image_size, recalibrate_bn=0,
+        model=cell.form.model, model_args=_model_args(cell, plan), data=plan.data, data_args=dict(plan.data_args),
+        batch_size=cell.batch_size,
+        epochs=epochs, steps_per_epoch=plan.steps_per_epoch, lr=plan.lr(cell.batch_size, cell.lr_scale),
+        warmup_epochs=1.0 if epochs > 1 else 0.0, image_size=plan.image_size, recalibrate_bn=0,
         export=False, verbose=False, seed=cell.seed, out=str(Path(out) / "runs" / cell.name),
     )
 
@@ -59,20 +111,56 @@ def _refuse_other_settings(config):
         )
 
 
-def _identity(cell, plan, train_size=None):
+def _identity(cell, plan):
     """The row's description of the run: what was trained, how long."""
-    if train_size is None:
-        from xbn.data import load_source
-
-        train_size = load_source(plan.data).split("train").size
-    steps_per_epoch = train_size // cell.batch_size
-    if plan.steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, plan.steps_per_epoch)
+    per_epoch, epochs = _steps(cell, plan)
     return {
-        "model": cell.form.label, "registered": cell.form.model, "model_args": cell.form.args,
-        "norm": cell.form.norm, "batch_size": cell.batch_size, "seed": cell.seed, "epochs": plan.epochs,
-        "steps": plan.epochs * steps_per_epoch, "lr": plan.lr(cell.batch_size),
+        "model": cell.form.label, "registered": cell.form.model, "model_args": _model_args(cell, plan),
+        "norm": cell.form.norm, "batch_size": cell.batch_size, "seed": cell.seed, "purpose": cell.purpose,
+        "epochs": epochs, "steps": epochs * per_epoch, "lr_scale": cell.lr_scale,
+        "lr": plan.lr(cell.batch_size, cell.lr_scale), "run": str(Path("runs") / cell.name),
     }
+
+
+def _layer_rows(model, pipeline, collector):
+    """Per BatchNorm in depth order: the shift on the test split, on the
+    unaugmented training split, and between the test split's halves."""
+    from xbn.diagnostics.estimation_shift import shift_metrics
+
+    test = pipeline.evaluation("test")
+    batches = math.ceil(pipeline.source.split("test").size / pipeline.batch_size)
+    first, _ = collector.collect(test.take(batches // 2))
+    second, _ = collector.collect(test.skip(batches // 2))
+    train, _ = collector.collect(pipeline.evaluation("train"))
+    positions = {layer.name: i for i, layer in enumerate(model.layers)}
+    last = max(len(model.layers) - 1, 1)
+    rows = []
+    for layer in collector.layers:
+        moving = (np.asarray(layer.moving_mean), np.asarray(layer.moving_variance))
+        whole = _merge(first[layer.name], second[layer.name])
+        row = {"name": layer.name, "depth": positions[layer.name] / last}
+        for prefix, (mean, var, _) in (("", whole), ("train_", train[layer.name])):
+            row[prefix + "mean_shift"], row[prefix + "var_shift"] = shift_metrics(*moving, mean, var, layer.epsilon)
+        a, b = first[layer.name], second[layer.name]
+        row["noise_mean_shift"], row["noise_var_shift"] = shift_metrics(a[0], a[1], b[0], b[1], layer.epsilon)
+        rows.append(row)
+    return rows
+
+
+def _merge(a, b):
+    """Pooled ``(mean, variance, count)`` of two ``(mean, variance, count)``
+    (Chan et al.'s parallel formula, float64)."""
+    mean_a, var_a, n_a = (np.asarray(v, np.float64) for v in a)
+    mean_b, var_b, n_b = (np.asarray(v, np.float64) for v in b)
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * n_b / n
+    var = (var_a * n_a + var_b * n_b + delta**2 * n_a * n_b / n) / n
+    return mean, var, n
+
+
+def _average(layers, key):
+    return float(np.mean([layer[key] for layer in layers])) if layers else None
 
 
 def measure_cell(cell, plan, out, row=None):
@@ -80,8 +168,8 @@ def measure_cell(cell, plan, out, row=None):
     import keras
 
     from xbn.data import Augment, Pipeline
-    from xbn.data.sources import data_record, open_recorded
-    from xbn.diagnostics import estimation_shift, recalibrate_bn
+    from xbn.data.sources import data_record, load_source, open_recorded
+    from xbn.diagnostics import StatisticsCollector, recalibrate_bn
     from xbn.training import NonFiniteLossError, train
     from xbn.training.steps import accuracy_function
     from xbn.training.trained import load_run
@@ -89,35 +177,36 @@ def measure_cell(cell, plan, out, row=None):
     config = _config(cell, plan, out)
     _refuse_other_settings(config)
     keras.backend.clear_session()
-    run_dir = config.out_dir
     if row is None:
         try:
             metrics = train(config, log=lambda message: None)
         except NonFiniteLossError as error:  # a result of the design, not a crash: recorded
             return {**_identity(cell, plan), "diverged": str(error), "top1_ema": None, "top1_precise_bn": None,
-                    "mean_shift": None, "var_shift": None, "layer_shifts": [], "corruption": {},
-                    "train_seconds": None, "run": str(Path("runs") / cell.name)}
-    loaded = load_run(run_dir)
+                    "val_top1": None, "mean_shift": None, "var_shift": None, "layer_shifts": [],
+                    "corruption": {}, "train_seconds": None}
+        row = {**_identity(cell, plan), "top1_ema": metrics["test"]["top1"], "val_top1": metrics["val"]["top1"],
+               "train_seconds": metrics["train_seconds"], "corruption": {}, "top1_precise_bn": None}
+        if cell.purpose != "study":
+            return row
+    loaded = load_run(config.out_dir)
     model = loaded.model
     source, _ = open_recorded(data_record(loaded.settings))
-    pipeline = Pipeline(source, loaded.image_size, loaded.preprocessing, 64,
+
+    def pipeline_of(data_source):
+        return Pipeline(data_source, loaded.image_size, loaded.preprocessing, 64,
                         augment=Augment(eval_crop=loaded.eval_crop))
+
+    pipeline = pipeline_of(source)
     top1 = accuracy_function(model, 1)
-    if row is None:
-        shift = estimation_shift(model, pipeline.evaluation("test"))
-        row = {
-            **_identity(cell, plan, source.split("train").size),
-            "top1_ema": metrics["test"]["top1"], "top1_precise_bn": None,
-            "mean_shift": shift.mean_shift if shift.layers else None,
-            "var_shift": shift.var_shift if shift.layers else None,
-            "layer_shifts": [
-                {"name": layer.name, "depth": layer.depth, "mean_shift": layer.mean_shift,
-                 "var_shift": layer.var_shift} for layer in shift.layers
-            ],
-            "corruption": {},
-            "train_seconds": metrics["train_seconds"],
-            "run": str(Path("runs") / cell.name),
-        }
+    if "layer_shifts" not in row:
+        collector = StatisticsCollector(model)
+        layers = _layer_rows(model, pipeline, collector) if collector.layers else []
+        row["layer_shifts"] = layers
+        for prefix in ("", "train_", "noise_"):
+            row[prefix + "mean_shift"] = _average(layers, prefix + "mean_shift")
+            row[prefix + "var_shift"] = _average(layers, prefix + "var_shift")
+    if plan.shift_data and "shift_top1" not in row:
+        row["shift_top1"] = top1(pipeline_of(load_source(plan.shift_data)).evaluation("test"))["top1"]
     # Corruptions are scored with the moving statistics as trained, before precise BN.
     for name, severity in cell.corruption:
         scores = row["corruption"].setdefault(name, {})
@@ -125,18 +214,51 @@ def measure_cell(cell, plan, out, row=None):
             scores[str(severity)] = top1(pipeline.evaluation("test", corruption=(name, severity)))["top1"]
     if row["top1_precise_bn"] is None:
         if row["layer_shifts"]:
+            before = _predictions(model, pipeline.evaluation("test"))
             recalibrate_bn(model, pipeline.evaluation("train"), plan.precise_bn_batches)
+            after = _predictions(model, pipeline.evaluation("test"))
             row["top1_precise_bn"] = top1(pipeline.evaluation("test"))["top1"]
+            row["precise_bn_changed"] = int(np.sum(before != after))
         else:  # nothing to recalibrate
-            row["top1_precise_bn"] = row["top1_ema"]
+            row["top1_precise_bn"], row["precise_bn_changed"] = row["top1_ema"], 0
     return row
 
 
-def _worker_init(threads):
-    # Before TensorFlow loads in this (spawned) process.
+def _predictions(model, dataset):
+    """Top-1 class of every example, in order (inference mode)."""
+    import keras
+
+    return np.concatenate([np.argmax(keras.ops.convert_to_numpy(model(images, training=False)), -1)
+                           for images, _ in dataset])
+
+
+def _worker_init(threads, parent):
+    """A worker process's set-up: threads before TensorFlow loads, and a
+    watch on the study that started it, so that a killed study (kill -9
+    included) takes its workers with it instead of leaving them training
+    and holding their run folders' locks."""
     for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ[variable] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["XBN_LOCK_HOLDER"] = f"xbn-study (a worker of process {parent})"
+    _quiet_retracing()
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent:  # re-parented: the study is gone
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="xbn-study-parent-watch", daemon=True).start()
+
+
+def _quiet_retracing():
+    """Every run traces its own functions: TensorFlow's "retracing" warnings
+    say nothing here and flooded the study's output."""
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def _work(cell, plan, out, row):
@@ -156,12 +278,14 @@ def _stored_row(cell, plan, out):
     return json.loads(path.read_text())
 
 
-def _complete(row, cell):
-    if row is not None and row.get("diverged"):
+def _complete(row, cell, plan):
+    if row is None:
+        return False
+    if row.get("diverged") or cell.purpose != "study":
         return True
-    return row is not None and row["top1_precise_bn"] is not None and all(
-        str(s) in row["corruption"].get(n, {}) for n, s in cell.corruption
-    )
+    return (row["top1_precise_bn"] is not None and "layer_shifts" in row
+            and ("shift_top1" in row or not plan.shift_data)
+            and all(str(s) in row["corruption"].get(n, {}) for n, s in cell.corruption))
 
 
 def _outcomes(todo, plan, out, stored, jobs):
@@ -171,22 +295,45 @@ def _outcomes(todo, plan, out, stored, jobs):
             yield cell, functools.partial(_work, cell, plan, out, stored[cell.name])
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, context, _worker_init, (1,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(jobs, context, _worker_init, (1, os.getpid())) as pool:
         futures = {pool.submit(_work, cell, plan, out, stored[cell.name]): cell for cell in todo}
         for future in concurrent.futures.as_completed(futures):
             yield futures[future], future.result
 
 
-def write_results(out, plan, rows, command=None):
-    """``OUT/results.json``: the command, the plan and every finished row, in plan order."""
+def write_results(out, plan, rows, command=None, scales=None):
+    """``OUT/results.json``: the command, the plan, the chosen learning-rate
+    scales and every finished row, in plan order."""
     from xbn import _files
 
-    document = {"command": command, "plan": plan.describe(), "rows": rows}
+    test_images = _split_size(plan.data, "test", plan.data_args)
+    document = {"command": command, "plan": {**plan.describe(), "test_images": test_images},
+                "rows": rows,
+                "lr_scales": [{"model": m, "batch_size": b, "scale": s}
+                              for (m, b), s in sorted((scales or {}).items())]}
     return _files.atomic_write_text(Path(out) / RESULTS_FILE, json.dumps(document, indent=1) + "\n")
+
+
+def chosen_scales(rows):
+    """``{(form, batch): scale}``: per form and batch, the tuning run's scale
+    with the best validation top-1 (a tie goes to the scale nearest 1)."""
+    best = {}
+    for row in rows:
+        if row.get("purpose") != "tuning":
+            continue
+        key = (row["model"], row["batch_size"])
+        score = -1.0 if row.get("diverged") or row["val_top1"] is None else row["val_top1"]
+        rank = (score, -abs(math.log(row["lr_scale"])))
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, row["lr_scale"])
+    return {key: scale for key, (_, scale) in best.items()}
 
 
 def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
     """Run every cell of ``plan`` (reusing finished ones); returns the rows.
+
+    The tuning runs first, then the study and convergence runs with the
+    learning rates they chose.
 
     Args:
         plan: a :class:`~xbn.study.plan.Plan`.
@@ -196,47 +343,53 @@ def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
         log: a ``log(message)`` callback.
         command: the command line recorded in ``results.json``.
     """
+    _checks.check_int("run_study", "jobs", jobs, minimum=1, type_error=ValueError)
+    _quiet_retracing()
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)  # an unwritable folder is refused here, once
+    rows = {}
+    tuning = plan.tuning_cells()
+    if tuning:
+        _run_cells(tuning, plan, out, jobs, log, command, rows, "tuning runs", lambda: {})
+    scales = chosen_scales(rows.values())
+    cells = plan.cells(scales)
+    _run_cells(cells, plan, out, jobs, log, command, rows, "study runs", lambda: scales, tuning)
+    ordered = [rows[c.name] for c in (*tuning, *cells)]
+    write_results(out, plan, ordered, command, scales)
+    return ordered
+
+
+def _run_cells(cells, plan, out, jobs, log, command, rows, what, scales, before=()):
+    """Run ``cells`` (reusing finished ones) into ``rows``; results.json is
+    rewritten as each finishes."""
     from xbn._progress import Progress
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ValueError(f"jobs must be an integer >= 1; got {jobs!r}.")
-    out = Path(out)
-    cells = plan.cells()
     stored = {cell.name: _stored_row(cell, plan, out) for cell in cells}  # refuses other settings first
-    rows = {name: row for name, row in stored.items() if row is not None}
-    todo = [cell for cell in cells if not _complete(stored[cell.name], cell)]
-    log(f"[study] {len(cells)} runs: {len(cells) - len(todo)} finished and reused, {len(todo)} to train or "
+    rows.update({name: row for name, row in stored.items() if row is not None})
+    todo = [cell for cell in cells if not _complete(stored[cell.name], cell, plan)]
+    log(f"[study] {len(cells)} {what}: {len(cells) - len(todo)} finished and reused, {len(todo)} to train or "
         f"complete, {jobs} at a time; folder {out}")
-    bar = Progress(len(todo), "study runs")
+    bar = Progress(len(todo), what)
     done = 0
-
     failures = []
-
-    def failed(cell, error):
-        failures.append(f"{cell.name}: {type(error).__name__}: {error}")
-        log(f"[study] {cell.name} failed ({type(error).__name__}: {error}); the other runs go on")
-
-    def finished(cell, row, seconds):
-        nonlocal done
-        done += 1
-        rows[cell.name] = row
-        write_results(out, plan, [rows[c.name] for c in cells if c.name in rows], command)
-        bar.update(done, run=cell.name, top1="diverged" if row.get("diverged") else f"{row['top1_ema']:.3f}",
-                   seconds=f"{seconds:.0f}")
+    order = [*before, *cells]
 
     for cell, outcome in _outcomes(todo, plan, out, stored, jobs):
         try:
             row, seconds = outcome()
         except Exception as error:  # noqa: BLE001 - reported with the others below
-            failed(cell, error)
-        else:
-            finished(cell, row, seconds)
+            failures.append(f"{cell.name}: {type(error).__name__}: {error}")
+            log(f"[study] {cell.name} failed ({type(error).__name__}: {error}); the other runs go on")
+            continue
+        done += 1
+        rows[cell.name] = row
+        write_results(out, plan, [rows[c.name] for c in order if c.name in rows], command, scales())
+        score = row.get("val_top1") if cell.purpose == "tuning" else row["top1_ema"]
+        bar.update(done, run=cell.name, top1="diverged" if row.get("diverged") else f"{score:.3f}",
+                   seconds=f"{seconds:.0f}")
     bar.finish()
     if failures:
         raise RuntimeError(
-            f"{len(failures)} of {len(todo)} study runs failed; the finished ones are saved in "
+            f"{len(failures)} of {len(todo)} {what} failed; the finished ones are saved in "
             f"{out / RESULTS_FILE}, and the same command retries the others.\n  " + "\n  ".join(failures)
         )
-    ordered = [rows[c.name] for c in cells]
-    write_results(out, plan, ordered, command)
-    return ordered
