@@ -71,8 +71,15 @@ def test_a_checkpoint_of_another_form_or_layout_is_refused_with_its_cause(tmp_pa
 
 
 def test_models_of_other_families_and_bad_files_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="mobilenetv2 model; PyTorch names are mapped"):
-        load_torch_weights(get_model("mobilenetv2", alpha=0.35, input_shape=(32, 32, 3), classes=10), {})
+    # Every family of the zoo is mapped; one registered from outside is not.
+    import dataclasses
+
+    from xbn.models import model_facts
+
+    other = get_model("mobilenetv2", alpha=0.35, input_shape=(32, 32, 3), classes=10)
+    other.xbn_facts = dataclasses.replace(model_facts(other), name="densenet121", family="densenet")
+    with pytest.raises(ValueError, match="densenet121 is a densenet model; PyTorch names are mapped"):
+        load_torch_weights(other, {})
     with pytest.raises(FileNotFoundError, match="missing.pth: no such file"):
         read_torch_state(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")

@@ -29,7 +29,7 @@ from xbn.models.registry import (
     model_facts,
     register_model,
 )
-from xbn.models.torch_weights import TorchLoadReport, load_torch_weights
+from xbn.models.torch_weights import TorchLoadReport, load_torch_weights, model_from_torch
 from xbn.models.weights import TransferReport, load_weights, read_weights, transfer_weights
 
 # The modules that register the zoo's families (one line per family).
@@ -48,6 +48,7 @@ __all__ = sorted(
         "TransferReport",
         "get_model",
         "list_models",
+        "model_from_torch",
         "load_model",
         "load_torch_weights",
         "load_weights",

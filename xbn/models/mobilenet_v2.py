@@ -10,6 +10,13 @@
   convolution a ``WSConv2D``; the depthwise convolutions (9 weights per
   filter) are left unstandardized.
 
+Two layouts (``layout=``): ``"keras"`` (the default) is
+keras.applications'; ``"torchvision"`` is torchvision's ``mobilenet_v2``, whose
+checkpoints :func:`xbn.models.model_from_torch` loads: symmetric padding of
+one pixel before every stride-2 convolution (keras pads only the bottom and
+right of an even input), BatchNorm epsilon 1e-5 and momentum 0.9 (torch's
+0.1), and dropout 0.2 before the classifier.
+
 Channel counts follow keras' ``_make_divisible(v, 8)``, so a requested group
 count need not divide them; the largest divisor of the channels not above
 the request is used (see :mod:`xbn.layers.factory`).  Every positive
@@ -24,6 +31,9 @@ from xbn.models import common, variants
 from xbn.models.registry import register_model
 
 BN = NormSpec("bn", epsilon=1e-3, momentum=0.999)
+# The BatchNorm of each layout (see the module docstring).
+LAYOUT_BN = {"keras": BN, "torchvision": NormSpec("bn", epsilon=1e-5, momentum=0.9)}
+LAYOUTS = tuple(LAYOUT_BN)
 XBN_GROUPS = 16
 # The width for small inputs (the digits job, the study, quick benchmarks).
 SMALL_ARGS = {"alpha": 0.35}
@@ -64,7 +74,14 @@ def correct_pad(inputs, kernel_size=3):
     return ((correct[0] - adjust[0], correct[0]), (correct[1] - adjust[1], correct[1]))
 
 
-def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, norms):
+def _stride_2_pad(x, layout, name):
+    """The padding before a stride-2 3x3 conv: keras.applications' (bottom
+    and right of an even input) or torchvision's (one pixel all round)."""
+    padding = 1 if layout == "torchvision" else correct_pad(x, 3)
+    return keras.layers.ZeroPadding2D(padding, name=name)(x)
+
+
+def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, norms, layout="keras"):
     axis = common.channel_axis()
     in_channels = inputs.shape[axis]
     pointwise_filters = make_divisible(int(filters * alpha), 8)
@@ -79,7 +96,7 @@ def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, nor
         prefix = "expanded_conv_"
         channels = in_channels
     if stride == 2:
-        x = keras.layers.ZeroPadding2D(correct_pad(x, 3), name=f"{prefix}pad")(x)
+        x = _stride_2_pad(x, layout, f"{prefix}pad")
     x = keras.layers.DepthwiseConv2D(
         3, strides=stride, use_bias=False, padding="same" if stride == 1 else "valid",
         name=f"{prefix}depthwise",
@@ -95,6 +112,11 @@ def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, nor
     return x
 
 
+def _bn(layout, owner):
+    """The BatchNorm spec of ``layout`` (checked: one of :data:`LAYOUTS`)."""
+    return LAYOUT_BN[_checks.check_choice(owner, "layout", layout, LAYOUTS)]
+
+
 def build_mobilenetv2(
     norms,
     facts,
@@ -107,6 +129,7 @@ def build_mobilenetv2(
     classes=1000,
     classifier_activation="softmax",
     name=None,
+    layout="keras",
 ):
     """Build a MobileNetV2 from its norm configuration (see module docstring)."""
     owner = facts.name
@@ -119,19 +142,22 @@ def build_mobilenetv2(
     axis = common.channel_axis()
 
     first_filters = make_divisible(32 * alpha, 8)
-    x = norms.conv_layer(
-        first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False
-    )(img_input)
+    if layout == "torchvision":
+        x = _stride_2_pad(img_input, layout, "Conv1_pad")
+        x = norms.conv_layer(first_filters, 3, name="Conv1", strides=2, padding="valid", use_bias=False)(x)
+    else:
+        x = norms.conv_layer(first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False)(img_input)
     x = norms.norm("stem", first_filters, "bn_Conv1", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
     for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
-        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, norms)
+        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, norms, layout)
     # As in the paper, alpha does not shrink the last conv (it does widen it).
     last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = norms.conv_layer(last_filters, 1, name="Conv_1", use_bias=False)(x)
     x = norms.norm("last", last_filters, "Conv_1_bn", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
-    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
+    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation,
+                              dropout=0.2 if layout == "torchvision" else 0.0)
     return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
 
 
@@ -144,7 +170,10 @@ _DOC = """MobileNetV2{what}.
             weights exist for 0.35, 0.5, 0.75, 1.0, 1.3 and 1.4).
         include_top, weights, input_tensor, pooling, classes,
         classifier_activation, name: as for :func:`xbn.models.resnet50`
-            (``weights`` is ``None`` or a path on disk).{extra}
+            (``weights`` is ``None`` or a path on disk).
+        layout: ``"keras"`` (keras.applications') or ``"torchvision"``
+            (torchvision's padding, BatchNorm and dropout; see
+            :mod:`xbn.models.mobilenet_v2`).{extra}
 
     Returns:
         A ``keras.Model`` with ``model.xbn_facts`` attached.
@@ -157,13 +186,13 @@ _DOC = """MobileNetV2{what}.
 )
 def mobilenetv2(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, bn_kind="bn",
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras", bn_kind="bn",
     bn_options=None,
 ):
-    norms = variants.vanilla(BN, bn_kind, bn_options, owner="mobilenetv2")
+    norms = variants.vanilla(_bn(layout, "mobilenetv2"), bn_kind, bn_options, owner="mobilenetv2")
     return build_mobilenetv2(
         norms, mobilenetv2.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name,
+        input_tensor, pooling, classes, classifier_activation, name, layout,
     )
 
 
@@ -173,13 +202,14 @@ def mobilenetv2(
 )
 def mobilenetv2_xbn(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
     xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None,
 ):
-    norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="mobilenetv2_xbn")
+    norms = variants.xbn(_bn(layout, "mobilenetv2_xbn"), XBN_ROLES, xbn_groups, bn_kind, bn_options,
+                         owner="mobilenetv2_xbn")
     return build_mobilenetv2(
         norms, mobilenetv2_xbn.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name,
+        input_tensor, pooling, classes, classifier_activation, name, layout,
     )
 
 
@@ -189,13 +219,14 @@ def mobilenetv2_xbn(
 )
 def mobilenetv2_gnws(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
     gn_groups=GNWS_GROUPS,
 ):
+    _bn(layout, "mobilenetv2_gnws")
     norms = variants.gnws(gn_groups, owner="mobilenetv2_gnws")
     return build_mobilenetv2(
         norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name,
+        input_tensor, pooling, classes, classifier_activation, name, layout,
     )
 
 

@@ -1,4 +1,4 @@
-"""ShuffleNetV2: vanilla, XBN and GN+WS, in the official XBNBlock code's layout.
+"""ShuffleNetV2: vanilla, XBN and GN+WS, in the official XBNBlock code's layout or torchvision's.
 
 ShuffleNetV2 (Ma et al., ECCV 2018, arXiv:1807.11164) as the official
 XBNBlock code ships it (``models/shuffleV2.py``, Megvii's layout): a
@@ -10,6 +10,16 @@ even half through and sends the odd half through 1x1 -> depthwise 3x3 ->
 1x1; a unit with stride 2 sends the whole input through that branch and a
 second one (depthwise 3x3/2 -> 1x1), and concatenates.  No ReLU follows a
 depthwise conv.
+
+``layout="torchvision"`` is torchvision's ``shufflenet_v2_x*``, whose
+checkpoints :func:`xbn.models.model_from_torch` loads: a stride-1 unit
+passes the first half of its channels and sends the second half through the
+branch, every unit ends with the channel shuffle (groups of 2), both
+branches of a stride-2 unit give half the output channels (the official
+code's shortcut branch keeps its input's), and the classifier has a bias.
+The two layouts have the same parameter shapes but for the first unit of
+stage 2 and the bias, and route channels differently, so one's weights do
+not fit the other.
 
 Widths per ``alpha`` (stage outputs; last conv): 0.5: 48, 96, 192; 1024.
 1.0: 116, 232, 464; 1024.  1.5: 176, 352, 704; 1024.  2.0: 244, 488, 976;
@@ -41,6 +51,7 @@ STEM = 24
 # The norm roles; the XBN rule makes the depthwise ones GroupNorms.
 ROLES = ("stem", "pointwise", "depthwise", "last")
 XBN_ROLES = ("depthwise",)
+LAYOUTS = ("official", "torchvision")
 
 
 def _conv_norm_relu(x, norms, channels, role, name, relu=True):
@@ -84,33 +95,98 @@ class ChannelSplit(keras.layers.Layer):
         return {**super().get_config(), "parity": self.parity}
 
 
+@keras.saving.register_keras_serializable(package="xbn")
+class ChannelHalf(keras.layers.Layer):
+    """The first (``half=0``) or the second (``half=1``) half of the
+    channels of a tensor: torchvision's ``x.chunk(2, dim=1)``."""
+
+    def __init__(self, half, **kwargs):
+        super().__init__(**kwargs)
+        self.half = _checks.check_int("ChannelHalf", "half", half, minimum=0, maximum=1)
+
+    def _bounds(self, channels):
+        middle = channels // 2
+        return (0, middle) if self.half == 0 else (middle, channels)
+
+    def call(self, x):
+        first = keras.config.image_data_format() == "channels_first"
+        start, stop = self._bounds(x.shape[1 if first else -1])
+        return x[:, start:stop] if first else x[..., start:stop]
+
+    def compute_output_shape(self, shape):
+        axis = 1 if keras.config.image_data_format() == "channels_first" else len(shape) - 1
+        start, stop = self._bounds(shape[axis])
+        shape = list(shape)
+        shape[axis] = stop - start
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "half": self.half}
+
+
+@keras.saving.register_keras_serializable(package="xbn")
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet's channel shuffle: the channels, seen as ``groups`` rows,
+    read column by column (torchvision's ``channel_shuffle``)."""
+
+    def __init__(self, groups=2, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = _checks.check_int("ChannelShuffle", "groups", groups, minimum=1)
+
+    def call(self, x):
+        first = keras.config.image_data_format() == "channels_first"
+        if first:
+            x = keras.ops.transpose(x, (0, 2, 3, 1))
+        channels = x.shape[-1]
+        order = [g * (channels // self.groups) + i for i in range(channels // self.groups)
+                 for g in range(self.groups)]
+        x = keras.ops.take(x, order, axis=-1)
+        return keras.ops.transpose(x, (0, 3, 1, 2)) if first else x
+
+    def compute_output_shape(self, shape):
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
 def _split(x, name):
     """The even and the odd channels (the official code's channel shuffle)."""
     return ChannelSplit(0, name=f"{name}_even")(x), ChannelSplit(1, name=f"{name}_odd")(x)
 
 
-def _unit(x, out_channels, stride, name, norms):
+def _unit(x, out_channels, stride, name, norms, layout="official"):
     axis = common.channel_axis()
     in_channels = x.shape[axis]
+    torchvision = layout == "torchvision"
     if stride == 1:
-        passed, x = _split(x, name)
+        if torchvision:
+            passed, x = ChannelHalf(0, name=f"{name}_first")(x), ChannelHalf(1, name=f"{name}_second")(x)
+        else:
+            passed, x = _split(x, name)
         in_channels //= 2
     mid = out_channels // 2
+    # The shortcut branch of a stride-2 unit keeps its input's channels in
+    # the official code, half the output's in torchvision's.
+    proj = mid if torchvision else in_channels
     branch = _conv_norm_relu(x, norms, mid, "pointwise", f"{name}_main_1")
     branch = _depthwise(branch, norms, stride, f"{name}_main_dw")
-    branch = _conv_norm_relu(branch, norms, out_channels - in_channels, "pointwise", f"{name}_main_2")
+    main = out_channels - (in_channels if stride == 1 else proj)
+    branch = _conv_norm_relu(branch, norms, main, "pointwise", f"{name}_main_2")
     if stride == 2:
         passed = _depthwise(x, norms, stride, f"{name}_proj_dw")
-        passed = _conv_norm_relu(passed, norms, in_channels, "pointwise", f"{name}_proj_1")
-    return keras.layers.Concatenate(axis=axis, name=f"{name}_concat")([passed, branch])
+        passed = _conv_norm_relu(passed, norms, proj, "pointwise", f"{name}_proj_1")
+    x = keras.layers.Concatenate(axis=axis, name=f"{name}_concat")([passed, branch])
+    return ChannelShuffle(2, name=f"{name}_shuffle")(x) if torchvision else x
 
 
 def build_shufflenetv2(
     norms, facts, alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="official",
 ):
     """Build a ShuffleNetV2 from its norms (see the module docstring)."""
     owner = facts.name
+    _checks.check_choice(owner, "layout", layout, LAYOUTS)
     alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
     if alpha not in ALPHAS:
         raise ValueError(
@@ -132,20 +208,22 @@ def build_shufflenetv2(
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool")(x)
     for stage, (repeats, width) in enumerate(zip(REPEATS, widths[:3])):
         for index in range(repeats):
-            x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms)
+            x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms, layout)
     x = _conv_norm_relu(x, norms, widths[3], "last", "last")
-    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation, use_bias=False,
-                              dropout=0.2 if alpha == 2.0 else 0.0)
+    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation,
+                              use_bias=layout == "torchvision", dropout=0.2 if alpha == 2.0 else 0.0)
     return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
 
 
-_DOC = """ShuffleNetV2{what} (the official XBNBlock code's layout).
+_DOC = """ShuffleNetV2{what} (the official XBNBlock code's layout, or torchvision's).
 
     Args:
         alpha: width, one of 0.5, 1.0, 1.5, 2.0.
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name: as for :func:`xbn.models.resnet50`
-            (``weights`` is ``None`` or a path on disk; sides of at least 32).{extra}
+            (``weights`` is ``None`` or a path on disk; sides of at least 32).
+        layout: ``"official"`` (the XBNBlock code's, Megvii's) or
+            ``"torchvision"`` (see :mod:`xbn.models.shufflenet_v2`).{extra}
 
     Returns:
         A ``keras.Model`` with ``model.xbn_facts`` attached.
@@ -168,11 +246,11 @@ def _register(variant, what, extra):
 
 @_register("vanilla", "", _BN_ARGS)
 def shufflenetv2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-                 pooling=None, classes=1000, classifier_activation="softmax", name=None, bn_kind="bn",
-                 bn_options=None):
+                 pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="official",
+                 bn_kind="bn", bn_options=None):
     norms = variants.vanilla(BN, bn_kind, bn_options, owner="shufflenetv2")
     return build_shufflenetv2(norms, shufflenetv2.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name)
+                              input_shape, pooling, classes, classifier_activation, name, layout)
 
 
 @_register("xbn", " with XBN: a GroupNorm after every depthwise conv", """
@@ -180,10 +258,10 @@ def shufflenetv2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
             official 1.0x script's), reduced to a divisor of the channels.""" + _BN_ARGS)
 def shufflenetv2_xbn(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
                      pooling=None, classes=1000, classifier_activation="softmax", name=None,
-                     xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None):
+                     layout="official", xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None):
     norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="shufflenetv2_xbn")
     return build_shufflenetv2(norms, shufflenetv2_xbn.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name)
+                              input_shape, pooling, classes, classifier_activation, name, layout)
 
 
 @_register("gnws", " with GroupNorm + weight standardization", """
@@ -191,7 +269,7 @@ def shufflenetv2_xbn(alpha=1.0, include_top=True, weights=None, input_tensor=Non
             reduced to a divisor of each layer's channels.""")
 def shufflenetv2_gnws(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
                       pooling=None, classes=1000, classifier_activation="softmax", name=None,
-                      gn_groups=GNWS_GROUPS):
+                      layout="official", gn_groups=GNWS_GROUPS):
     norms = variants.gnws(gn_groups, owner="shufflenetv2_gnws")
     return build_shufflenetv2(norms, shufflenetv2_gnws.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name)
+                              input_shape, pooling, classes, classifier_activation, name, layout)

@@ -1,4 +1,4 @@
-"""PyTorch checkpoints into xbn models: the official XBNBlock code's and torchvision's.
+"""PyTorch checkpoints into xbn models: the official XBNBlock code's, torchvision's and timm's.
 
 The official XBNBlock code (github.com/huangleiBuaa/XBNBlock) publishes the
 only trained XBN weights there are, as PyTorch checkpoints of its ResNet and
@@ -14,10 +14,17 @@ Names map module by module::
     layer{S}.{B}.downsample.0 / .1     conv{S+1}_block{B+1}_0_conv / _0_bn
     fc (linear in CIFAR ResNet code)   predictions
 
-and the official ShuffleNetV2's (Megvii's layout) ``first_conv``,
+the official ShuffleNetV2's (Megvii's layout) ``first_conv``,
 ``features.{I}.branch_main/branch_proj.{J}``, ``conv_last`` and
 ``classifier`` to ``stem_*``, ``stage{S}_unit{U}_main_*/proj_*``, ``last_*``
-and ``predictions``; tensors by kind: convolution kernels from PyTorch's ``(out, in/groups,
+and ``predictions``; torchvision's ShuffleNetV2 (``layout="torchvision"``)
+``conv1``, ``stage{S}.{I}.branch2/branch1.{J}``, ``conv5`` and ``fc`` to the
+same; torchvision's MobileNetV2 (``layout="torchvision"``) ``features.0``,
+``features.{N}.conv.{J}``, ``features.18`` and ``classifier.1`` to
+keras.applications' names (``Conv1``, ``block_{N-1}_expand/depthwise/project``,
+``Conv_1``, ``predictions``).  A BatchNorm's name is its keras.applications
+name; in XBN and GN+WS forms the GroupNorm at that place takes it (``_gn``,
+``_GN``, ``gn_``).  Tensors by kind: convolution kernels from PyTorch's ``(out, in/groups,
 h, w)`` to keras' ``(h, w, in/groups, out)`` (depthwise ones to ``(h, w,
 channels, 1)``), the classifier's transposed,
 BatchNorm's ``weight, bias, running_mean, running_var`` to ``gamma, beta,
@@ -36,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 # The families whose PyTorch names this module maps (see _LAYER_NAMES below).
-FAMILIES = ("resnet", "resnext", "resnet_cifar", "shufflenetv2")
+FAMILIES = ("resnet", "resnext", "resnet_cifar", "shufflenetv2", "mobilenetv2")
 _KERAS_NAMES = {
     "weight": ("kernel", "gamma"),
     "bias": ("bias", "beta"),
@@ -174,41 +181,50 @@ def read_torch_state(checkpoint):
 
 
 def _resnet_layer(module):
-    """The keras layer name of a PyTorch ResNet module (``_norm``: ``_bn`` or ``_gn``)."""
+    """The keras layer name of a PyTorch ResNet module (a norm by its BatchNorm name)."""
     if module in ("conv1", "bn1"):
-        return "conv1_conv" if module == "conv1" else "conv1_norm"
+        return "conv1_conv" if module == "conv1" else "conv1_bn"
     if module in ("fc", "linear"):  # torchvision / CIFAR ResNet code
         return "predictions"
     match = re.fullmatch(r"layer(\d+)\.(\d+)\.(conv|bn)(\d+)", module)
     if match:
         stage, block, kind, index = match.groups()
-        return f"conv{int(stage) + 1}_block{int(block) + 1}_{index}_{'conv' if kind == 'conv' else 'norm'}"
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_{index}_{'conv' if kind == 'conv' else 'bn'}"
     match = re.fullmatch(r"layer(\d+)\.(\d+)\.downsample\.([01])", module)
     if match:
         stage, block, index = match.groups()
-        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{'conv' if index == '0' else 'norm'}"
+        return f"conv{int(stage) + 1}_block{int(block) + 1}_0_{'conv' if index == '0' else 'bn'}"
     return None
 
 
 # ShuffleNetV2 (Megvii's layout, the official code's): the modules of a
 # unit's branches by their index in the nn.Sequential.
+# torchvision's branch2 and branch1 hold the same modules at the same indices.
 _SHUFFLE_BRANCHES = {
-    ("branch_main", "0"): "main_1_conv", ("branch_main", "1"): "main_1_norm",
-    ("branch_main", "3"): "main_dw_conv", ("branch_main", "4"): "main_dw_norm",
-    ("branch_main", "5"): "main_2_conv", ("branch_main", "6"): "main_2_norm",
-    ("branch_proj", "0"): "proj_dw_conv", ("branch_proj", "1"): "proj_dw_norm",
-    ("branch_proj", "2"): "proj_1_conv", ("branch_proj", "3"): "proj_1_norm",
+    ("branch_main", "0"): "main_1_conv", ("branch_main", "1"): "main_1_bn",
+    ("branch_main", "3"): "main_dw_conv", ("branch_main", "4"): "main_dw_bn",
+    ("branch_main", "5"): "main_2_conv", ("branch_main", "6"): "main_2_bn",
+    ("branch_proj", "0"): "proj_dw_conv", ("branch_proj", "1"): "proj_dw_bn",
+    ("branch_proj", "2"): "proj_1_conv", ("branch_proj", "3"): "proj_1_bn",
 }
+_TORCHVISION_BRANCHES = {"branch2": "branch_main", "branch1": "branch_proj"}
 
 
 def _shufflenet_layer(module):
-    """The keras layer name of a module of the official ShuffleNetV2."""
+    """The keras layer name of a module of the official ShuffleNetV2 or torchvision's."""
     from xbn.models.shufflenet_v2 import REPEATS
 
-    fixed = {"first_conv.0": "stem_conv", "first_conv.1": "stem_norm", "conv_last.0": "last_conv",
-             "conv_last.1": "last_norm", "classifier.0": "predictions"}
+    fixed = {"first_conv.0": "stem_conv", "first_conv.1": "stem_bn", "conv_last.0": "last_conv",
+             "conv_last.1": "last_bn", "classifier.0": "predictions",
+             "conv1.0": "stem_conv", "conv1.1": "stem_bn", "conv5.0": "last_conv", "conv5.1": "last_bn",
+             "fc": "predictions"}
     if module in fixed:
         return fixed[module]
+    match = re.fullmatch(r"stage(\d)\.(\d+)\.(branch[12])\.(\d+)", module)
+    if match:
+        stage, unit, branch, index = match.groups()
+        part = _SHUFFLE_BRANCHES.get((_TORCHVISION_BRANCHES[branch], index))
+        return part and f"stage{stage}_unit{int(unit) + 1}_{part}"
     match = re.fullmatch(r"features\.(\d+)\.(branch_main|branch_proj)\.(\d+)", module)
     if not match or (match.group(2), match.group(3)) not in _SHUFFLE_BRANCHES:
         return None
@@ -220,8 +236,33 @@ def _shufflenet_layer(module):
     return None
 
 
+# torchvision's MobileNetV2 blocks: (index in features.N.conv) -> keras suffix;
+# block 0 (features.1) has no expansion.
+_MOBILENET_FIRST = {"0.0": "depthwise", "0.1": "depthwise_BN", "1": "project", "2": "project_BN"}
+_MOBILENET_BLOCK = {"0.0": "expand", "0.1": "expand_BN", "1.0": "depthwise", "1.1": "depthwise_BN",
+                    "2": "project", "3": "project_BN"}
+
+
+def _mobilenet_layer(module):
+    """The keras layer name of a module of torchvision's MobileNetV2."""
+    from xbn.models.mobilenet_v2 import BLOCKS
+
+    last = len(BLOCKS) + 1
+    fixed = {"features.0.0": "Conv1", "features.0.1": "bn_Conv1", f"features.{last}.0": "Conv_1",
+             f"features.{last}.1": "Conv_1_bn", "classifier.1": "predictions"}
+    if module in fixed:
+        return fixed[module]
+    match = re.fullmatch(r"features\.(\d+)\.conv\.(\d(?:\.\d)?)", module)
+    if not match or not 1 <= int(match.group(1)) <= len(BLOCKS):
+        return None
+    block, part = int(match.group(1)) - 1, match.group(2)
+    if block == 0:
+        return f"expanded_conv_{_MOBILENET_FIRST[part]}" if part in _MOBILENET_FIRST else None
+    return f"block_{block}_{_MOBILENET_BLOCK[part]}" if part in _MOBILENET_BLOCK else None
+
+
 _LAYER_NAMES = {"resnet": _resnet_layer, "resnext": _resnet_layer, "resnet_cifar": _resnet_layer,
-                "shufflenetv2": _shufflenet_layer}
+                "shufflenetv2": _shufflenet_layer, "mobilenetv2": _mobilenet_layer}
 
 
 def _to_keras(array, keras_name, layer):
@@ -241,9 +282,10 @@ def load_torch_weights(model, checkpoint, strict=True):
     """Load a PyTorch checkpoint of the official XBNBlock code or torchvision into ``model``.
 
     Args:
-        model: an xbn ResNet, ResNeXt, CIFAR ResNet or ShuffleNetV2
-            (vanilla, XBN or GN+WS), ResNets built with
-            ``layout="torchvision"``, with the checkpoint's
+        model: an xbn ResNet, ResNeXt, CIFAR ResNet, ShuffleNetV2 or
+            MobileNetV2 (vanilla, XBN or GN+WS), ResNets and MobileNetV2
+            built with ``layout="torchvision"``, ShuffleNetV2 in the
+            checkpoint's layout, with the checkpoint's
             number of classes (or ``include_top=False``, which leaves ``fc``
             unused).
         checkpoint: a ``.pth``/``.pt`` file or a state dict (see
@@ -254,6 +296,7 @@ def load_torch_weights(model, checkpoint, strict=True):
     Returns:
         A :class:`TorchLoadReport`.
     """
+    from xbn.layers.norms import gn_name
     from xbn.models.registry import model_facts
 
     facts = model_facts(model)
@@ -269,9 +312,8 @@ def load_torch_weights(model, checkpoint, strict=True):
     for name, array in state.items():
         module, _, param = name.rpartition(".")
         layer_name = _LAYER_NAMES[facts.family](module)
-        if layer_name and layer_name.endswith("_norm"):
-            stem = layer_name[: -len("_norm")]
-            layer_name = next((f"{stem}_{s}" for s in ("bn", "gn", "brn") if f"{stem}_{s}" in layers), None)
+        if layer_name and layer_name not in layers:  # a GroupNorm at a BatchNorm's place
+            layer_name = gn_name(layer_name)
         layer = layers.get(layer_name)
         variable = None
         if layer is not None:
@@ -313,12 +355,27 @@ def _likely_cause(report, model):
     return "Check that the model and its XBN/GN+WS form are the checkpoint's."
 
 
+# The classifier's weight in each layout's checkpoints (torchvision, the
+# CIFAR ResNet code, the official ShuffleNetV2, torchvision's MobileNetV2).
+CLASSIFIERS = ("fc.weight", "linear.weight", "classifier.0.weight", "classifier.1.weight")
+
+
+def _layout_of(state, family):
+    """The layout a checkpoint's names are in: the official ShuffleNetV2's
+    (``first_conv``, ``features.N.branch_main``) or torchvision's."""
+    if family == "shufflenetv2" and any(k.startswith(("first_conv.", "conv_last.")) for k in state):
+        return "official"
+    return "torchvision"
+
+
 def model_from_torch(name, checkpoint, image_size=None, model_args=None, strict=True):
     """The registered model ``name`` built to fit a PyTorch checkpoint, with its weights.
 
     The number of classes comes from the checkpoint's classifier (``fc``,
-    ``linear`` or ``classifier.0``), the layout is ``"torchvision"`` unless ``model_args`` says
-    otherwise, the input side is ``image_size`` or the model's default.
+    ``linear``, ``classifier.0`` or ``classifier.1``), the layout is the
+    checkpoint's (``"torchvision"``, or ``"official"`` for the official
+    ShuffleNetV2's names) unless ``model_args`` says otherwise, the input
+    side is ``image_size`` or the model's default.
 
     Returns:
         ``(model, report)``: the keras model (softmax top, as keras.applications'
@@ -331,11 +388,10 @@ def model_from_torch(name, checkpoint, image_size=None, model_args=None, strict=
     facts = model_facts(name)
     model_args = dict(model_args or {})
     check_arguments(name, model_args, exclude=("input_shape", "classes", "weights"), flag="--model-arg")
-    if "layout" in inspect.signature(get_builder(name)).parameters:
-        model_args.setdefault("layout", "torchvision")
     state = read_torch_state(checkpoint)
-    classifier = next((state[k] for k in ("fc.weight", "linear.weight", "classifier.0.weight") if k in state),
-                      None)
+    if "layout" in inspect.signature(get_builder(name)).parameters:
+        model_args.setdefault("layout", _layout_of(state, facts.family))
+    classifier = next((state[k] for k in CLASSIFIERS if k in state), None)
     if classifier is None and model_args.get("include_top", True):
         raise ValueError(
             f"model_from_torch: the checkpoint has no classifier (fc.weight); pass include_top=False "
