@@ -61,3 +61,62 @@ def test_other_os_errors_are_not_dressed_up():
 
     with pytest.raises(OSError, match="I/O error"):
         _common.run_main("xbn-x", body, [])
+
+
+def test_the_readme_gives_every_commands_exit_statuses():
+    """The README's exit-status table has one row per console script of
+    setup.cfg, and every script runs under run_main (status 2 for refused
+    input, 130 when interrupted), which the table's columns promise."""
+    import configparser
+    import importlib
+    import inspect
+
+    root = Path(__file__).resolve().parents[1]
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    scripts = dict(
+        line.split(" = ") for line in config["options.entry_points"]["console_scripts"].strip().splitlines()
+    )
+    readme = (root / "README.md").read_text()
+    table = readme.split("<!-- exit-codes:")[1].split("\n\n")[0]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
+    assert rows == set(scripts)
+    for target in scripts.values():
+        module, function = target.split(":")
+        source = inspect.getsource(importlib.import_module(module))
+        assert "run_main(" in source or "console_main(" in source, module
+
+
+def test_the_library_speaks_in_argument_names_and_the_commands_in_flags(capsys):
+    """A Python caller never typed a flag: the library names its arguments
+    (`` `data` ``, `` `batch_size` ``); a console script turns each name it has
+    a flag for into that flag, and leaves the others as they are."""
+    from xbn.data import load_source
+
+    with pytest.raises(ValueError) as info:
+        load_source("nope")
+    assert str(info.value).startswith("`data` 'nope': unknown source 'nope'") and "--" not in str(info.value)
+    assert train_cli.main(["--data", "nope", "--out", "unused"]) == 2
+    assert capsys.readouterr().err.startswith("xbn-train: error: --data 'nope': unknown source 'nope'")
+    message = "`batch_size` 64 is larger than the 10 training examples of `data` x; `fmt` and `seed`"
+    assert _common.in_flags(message, "xbn-train") == (
+        "--batch-size 64 is larger than the 10 training examples of --data x; `fmt` and --seed")
+    assert _common.in_flags("`fmt` must be one of", "xbn-export") == "--format must be one of"
+    assert _common.in_flags("`model_args` alpha", "xbn-train") == "--model-arg alpha"
+    assert _common.in_flags("`batch_size`", "xbn-nothing") == "`batch_size`"
+
+
+def test_a_batch_larger_than_the_data_in_both_wordings(tmp_path, capsys):
+    from xbn.training import TrainConfig, train
+
+    config = TrainConfig(model="resnet20", model_args={}, data="synthetic", data_args={"sizes": (8, 4, 4)},
+                         batch_size=16,
+                         image_size=8, epochs=1, out=str(tmp_path / "a"), export=False, verbose=False)
+    with pytest.raises(ValueError, match=r"^`batch_size` 16 is larger than the 8 training examples of `data` "
+                                         r"synthetic; use `batch_size` 8 or less\.$"):
+        train(config, log=lambda line: None)
+    argv = ["--model", "resnet20", "--data", "synthetic", "--data-arg", "sizes=(8,4,4)", "--batch-size", "16",
+            "--image-size", "8", "--epochs", "1", "--out", str(tmp_path / "b"), "--no-export", "--quiet"]
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--batch-size 16 is larger than the 8 training examples of --data synthetic; use --batch-size 8 or less.")

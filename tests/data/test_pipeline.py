@@ -50,7 +50,7 @@ def test_evaluation_covers_the_split_in_order(digits):
     pipe = Pipeline(digits, 32, "torch", 100)
     batches = _batches(pipe.evaluation("test"))
     labels = np.concatenate([y for _, y in batches])
-    expected = np.asarray([int(l) for _, l in digits.split("test").make()])
+    expected = np.asarray([int(label) for _, label in digits.split("test").make()])
     np.testing.assert_array_equal(labels, expected)
     assert len(batches) == pipe.steps("test", training=False) == 4
 
@@ -128,5 +128,5 @@ def test_a_separate_validation_source_is_named_by_its_own_flag(tmp_path):
 
     datasets.write_folder(tmp_path / "a", classes=(0, 1), per_class=2)
     source = load_source(f"folder:{tmp_path / 'a'}", val_data=f"folder:{tmp_path / 'a'}", val_split=0.0)
-    assert source.split("train").describe() == f"the 'train' split of --data folder:{tmp_path / 'a'}"
-    assert source.split("val").describe() == f"the 'val' split of --val-data folder:{tmp_path / 'a'}"
+    assert source.split("train").describe() == f"the 'train' split of `data` folder:{tmp_path / 'a'}"
+    assert source.split("val").describe() == f"the 'val' split of `val_data` folder:{tmp_path / 'a'}"

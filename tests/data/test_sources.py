@@ -1,9 +1,9 @@
 """The --data sources read real images back exactly, and refuse bad input clearly."""
 
+import datasets
 import numpy as np
 import pytest
 
-import datasets
 from xbn.data import BadImageError, load_source, parse_spec
 from xbn.data.sources.digits import DIGITS_FRACTIONS
 
@@ -179,7 +179,7 @@ def test_damaged_images_are_found_before_training_and_named(tmp_path):
     with pytest.raises(BadImageError) as info:
         load_source(f"folder:{tmp_path / 'data'}")
     message = str(info.value)
-    assert "3 unreadable image file(s)" in message and "--skip-bad-images" in message
+    assert "3 unreadable image file(s)" in message and "`skip_bad_images`" in message
     for path in bad:
         assert str(path) in message
     assert "damaged or truncated JPEG data" in message and "damaged or truncated PNG data" in message
@@ -205,7 +205,8 @@ def test_image_checks_are_remembered_between_runs(tmp_path, monkeypatch):
     datasets.write_folder(root, per_class=3)
     decoded = []
     real = images._decode_shapes
-    monkeypatch.setattr(images, "_decode_shapes", lambda ds, count, *a, **k: decoded.append(count) or real(ds, count, *a, **k))
+    monkeypatch.setattr(images, "_decode_shapes",
+                        lambda ds, count, *a, **k: decoded.append(count) or real(ds, count, *a, **k))
     first = load_source(f"folder:{root}", val_split=0.0)
     again = load_source(f"folder:{root}", val_split=0.0)
     assert decoded == [9]  # the second time nothing is decoded
@@ -238,7 +239,7 @@ def test_tfrecords_in_the_imagenet_layout(tmp_path):
     for name in ("train", "val"):
         for image, label in zip(*_all(source.split(name))):
             got[image.tobytes()] = label
-    assert got == {img.tobytes(): int(l) for img, l in zip(images, labels)}
+    assert got == {img.tobytes(): int(label) for img, label in zip(images, labels)}
 
 
 def test_truncated_images_in_tfrecords_are_named_by_file_and_record(tmp_path):
@@ -270,7 +271,7 @@ def test_one_based_labels_are_detected_and_the_fix_named(tmp_path):
     with pytest.raises(ValueError) as info:
         load_source(f"tfrecord:{pattern}")
     assert "labels run from 1 to 3 and no record has label 0" in str(info.value)
-    assert "--data-arg label_offset=-1" in str(info.value)
+    assert "`data_args` label_offset=-1" in str(info.value)
     assert load_source(f"tfrecord:{pattern}", data_args={"label_offset": -1}).class_names == ["0", "1", "2"]
     # A class 0 that really has no example: say how many classes there are.
     assert load_source(f"tfrecord:{pattern}", data_args={"num_classes": 4}).class_names == ["0", "1", "2", "3"]
@@ -282,7 +283,7 @@ def test_tfrecord_label_offset_and_errors(tmp_path):
     source = load_source(f"tfrecord:{pattern}", data_args={"label_offset": -1}, val_split=0.0)
     assert source.class_names == ["0", "1"]
     assert sorted(_all(source.split("train"))[1].tolist()) == [0, 0, 1, 1]
-    with pytest.raises(ValueError, match="labels must be >= 0 after --data-arg label_offset=-5"):
+    with pytest.raises(ValueError, match="labels must be >= 0 after `data_args` label_offset=-5"):
         load_source(f"tfrecord:{pattern}", data_args={"label_offset": -5})
     with pytest.raises(FileNotFoundError, match="no file matches"):
         load_source(f"tfrecord:{tmp_path / 'none-*'}")
@@ -329,7 +330,7 @@ def test_bad_specs(spec, message):
 def test_other_split_sources_must_have_the_same_classes(tmp_path):
     datasets.write_folder(tmp_path / "a", classes=(0, 1))
     datasets.write_folder(tmp_path / "b", classes=(0, 2))
-    with pytest.raises(ValueError, match="--val-data .* its classes"):
+    with pytest.raises(ValueError, match="`val_data` .* its classes"):
         load_source(f"folder:{tmp_path / 'a'}", val_data=f"folder:{tmp_path / 'b'}")
 
 

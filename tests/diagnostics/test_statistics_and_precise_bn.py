@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from bn_nets import data, net, randomize_moving, reference
 from conftest import LOGICAL_CPUS
+
 from xbn.diagnostics import collect_statistics, estimation_shift, recalibrate_bn
 from xbn.layers import BatchNorm
 from xbn.training import mirrored_strategy
@@ -141,13 +141,13 @@ def test_recalibration_raises_the_accuracy_of_a_briefly_trained_bn_model():
 def test_arguments_are_checked():
     model = net()
     data = tf.data.Dataset.from_tensor_slices(np.zeros((4, 8, 8, 3), np.float32)).batch(2)
-    with pytest.raises(ValueError, match="steps must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"argument `steps` must be an integer >= 1. Received: steps=0"):
         recalibrate_bn(model, data, steps=0)
-    with pytest.raises(ValueError, match="max_passes must be None or an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"argument `max_passes` must be an integer >= 1. Received: max_passes=0"):
         recalibrate_bn(model, data, steps=1, max_passes=0)
     with pytest.raises(ValueError, match="tolerance must be a number > 0; got 0"):
         recalibrate_bn(model, data, steps=1, tolerance=0)
-    with pytest.raises(ValueError, match="steps must be None or an integer >= 1; got 2.5"):
+    with pytest.raises(ValueError, match=r"argument `steps` must be an integer >= 1. Received: steps=2.5"):
         estimation_shift(model, data, steps=2.5)
     with pytest.raises(ValueError, match="yielded no batch"):
         collect_statistics(model, data.take(0))

@@ -42,7 +42,8 @@ def test_flags_override_the_recipe_and_model_args_merge(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("base: %s\nepochs: 3\nmodel_args: {alpha: 0.5}\n" % (MODELS / "digits_mobilenetv2_xbn.yaml"))
     config = cli.config_from_args(
-        ["--recipe", str(recipe), "--epochs", "7", "--model-arg", "xbn_groups=8", "--no-flip", "--crop-scale", "0.3", "0.9"]
+        ["--recipe", str(recipe), "--epochs", "7", "--model-arg", "xbn_groups=8", "--no-flip",
+         "--crop-scale", "0.3", "0.9"]
     )
     assert config.epochs == 7
     assert config.model_args == {"alpha": 0.5, "xbn_groups": 8}
@@ -79,10 +80,10 @@ def test_recipe_base_loops_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"model": "resnet9"}, "unknown --model 'resnet9'"),
+    [({"model": "resnet9"}, "unknown `model` 'resnet9'"),
      ({"image_size": 16}, "`image_size` must be an integer >= 32"),
-     ({"epochs": 2, "warmup_epochs": 2}, "--warmup-epochs 2.0 must be less than --epochs 2"),
-     ({"model_args": {"classes": 3}}, "--model-arg classes is set by xbn-train itself"),
+     ({"epochs": 2, "warmup_epochs": 2}, "`warmup_epochs` 2.0 must be less than `epochs` 2"),
+     ({"model_args": {"classes": 3}}, "`model_args` classes is set by the trainer itself"),
      ({"data": "imagenet"}, "unknown source 'imagenet'"),
      ({"optimizer": "adam"}, "`optimizer` must be one of 'sgd', 'adamw'"),
      ({"crop_scale": (0.5,)}, "crop_scale must be two numbers")],
@@ -95,7 +96,7 @@ def test_bad_settings(overrides, message):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--image-size", "16"], "`image_size` must be an integer >= 32"),
+    [(["--image-size", "16"], "argument --image-size must be an integer >= 32"),
      (["--model", "nope"], "unknown --model 'nope'"),
      (["--recipe", "/no/such.yaml"], "recipe /no/such.yaml does not exist"),
      (["--batch-size", "5000", "--out", "{tmp}/big"], "--batch-size 5000 is larger than the 1258 training examples"),

@@ -6,11 +6,11 @@ import json
 import os
 import re
 
-import pytest
-
 import datasets
+import pytest
 import tiny
 from tiny import tiny_zoo  # noqa: F401  (fixture)
+
 from xbn import _files
 from xbn.cli import train as cli
 from xbn.training import ExportFailedError, TrainConfig, train
@@ -126,7 +126,7 @@ def test_a_misspelt_builder_argument_is_named_and_nothing_is_created(tmp_path, c
 def test_errors_carry_one_prefix(tmp_path, capsys):
     assert cli.main(["--epochs", "0", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err == "xbn-train: error: argument `epochs` must be an integer >= 1. Received: epochs=0\n"
+    assert err == "xbn-train: error: argument --epochs must be an integer >= 1. Received: epochs=0\n"
     assert cli.main(["--epochs", "2", "--warmup-epochs", "3", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == "xbn-train: error: --warmup-epochs 3.0 must be less than --epochs 2.\n"
 

@@ -8,7 +8,9 @@ messages name the problem and the fix) into that.
 
 import ast
 import errno
+import functools
 import os
+import re
 import sys
 import tempfile
 
@@ -74,15 +76,51 @@ def parse_key_values(items, flag="--model-arg"):
     return result
 
 
+# Python argument names whose command-line flag is not the name with dashes.
+FLAG_ALIASES = {"model_args": "--model-arg", "data_args": "--data-arg", "fmt": "--format",
+                "learning_rate": "--lr"}
+
+
+@functools.lru_cache(maxsize=None)
+def program_flags(prog):
+    """The option strings of console script ``prog`` (``xbn-train`` ->
+    ``xbn.cli.train.build_parser()``); empty for a program without one."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"xbn.cli.{prog.removeprefix('xbn-')}")
+    except ImportError:
+        return frozenset()
+    build = getattr(module, "build_parser", None)
+    if build is None:
+        return frozenset()
+    return frozenset(flag for action in build()._actions for flag in action.option_strings)
+
+
+def in_flags(message, prog):
+    """``message`` in the words of ``prog``'s command line: the library names
+    arguments as Python does (`` `batch_size` ``); where ``prog`` has that
+    option, the name becomes its flag (``--batch-size``)."""
+    flags = program_flags(prog)
+
+    def flag(match):
+        name = match.group(1)
+        candidate = FLAG_ALIASES.get(name, "--" + name.replace("_", "-"))
+        return candidate if candidate in flags else match.group(0)
+
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", flag, message)
+
+
 def error_line(prog, error):
-    """``PROG: error: MESSAGE`` on one line, without a doubled ``PROG:`` prefix."""
+    """``PROG: error: MESSAGE`` on one line, without a doubled ``PROG:`` prefix,
+    argument names turned into ``prog``'s flags (:func:`in_flags`)."""
     message = str(error)
     if isinstance(error, OSError) and error.strerror and not error.filename:
         message = error.strerror  # DiskFullError(errno, message): the message alone
     prefix = f"{prog}: "
     while message.startswith(prefix):
         message = message[len(prefix):]
-    return f"{prog}: error: {message}"
+    return f"{prog}: error: {in_flags(message, prog)}"
 
 
 # errno values of "this place cannot be written": a read-only file system,

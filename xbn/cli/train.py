@@ -83,7 +83,8 @@ def _body(argv):
 
     config = config_from_args(argv)
     try:
-        train(config)
+        # The trainer's notes name arguments as Python does; here, as flags.
+        train(config, log=lambda line: print(_common.in_flags(line, "xbn-train")))
     except NonFiniteLossError as error:
         print(_common.error_line("xbn-train", error), file=sys.stderr)
         return 1

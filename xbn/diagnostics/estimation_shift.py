@@ -36,6 +36,7 @@ import math
 
 import numpy as np
 
+from xbn import _checks
 from xbn.diagnostics.statistics import StatisticsCollector
 
 
@@ -163,8 +164,8 @@ def estimation_shift(model, dataset, steps=None, strategy=None, label=None, coll
     Returns:
         A :class:`ShiftReport`.
     """
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"estimation_shift: steps must be None or an integer >= 1; got {steps!r}.")
+    if steps is not None:
+        _checks.check_int("estimation_shift", "steps", steps, minimum=1, type_error=ValueError)
     collector = collector or StatisticsCollector(model, strategy)
     if collector.model is not model:
         raise ValueError("estimation_shift: the collector belongs to another model.")

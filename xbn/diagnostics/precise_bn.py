@@ -45,9 +45,9 @@ import dataclasses
 
 import numpy as np
 
+from xbn import _checks
 from xbn.diagnostics.estimation_shift import shift_metrics
 from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers
-
 
 # Inference-mode passes run at most, by default.  A trained network settles in
 # two or three; a barely trained one can chase its tail for one pass per
@@ -134,10 +134,9 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
     Returns:
         A :class:`RecalibrationReport`.
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"recalibrate_bn: steps must be an integer >= 1; got {steps!r}.")
-    if max_passes is not None and (not isinstance(max_passes, int) or max_passes < 1):
-        raise ValueError(f"recalibrate_bn: max_passes must be None or an integer >= 1; got {max_passes!r}.")
+    _checks.check_int("recalibrate_bn", "steps", steps, minimum=1, type_error=ValueError)
+    if max_passes is not None:
+        _checks.check_int("recalibrate_bn", "max_passes", max_passes, minimum=1, type_error=ValueError)
     if not isinstance(tolerance, (int, float)) or not tolerance > 0:
         raise ValueError(f"recalibrate_bn: tolerance must be a number > 0; got {tolerance!r}.")
     layers = batch_norm_layers(model)

@@ -30,11 +30,18 @@ from pathlib import Path
 import numpy as np
 
 import xbn
-from xbn import _files
+from xbn import _checks, _files
 from xbn.export.formats import write_litert, write_onnx
 from xbn.export.signatures import MAX_PIXELS, header_size, serving_functions, verify_saved_model, write_saved_model
 from xbn.export.verify import (
-    TOLERANCE, ExportError, check_batch, compute_dtype, has_logits, image_size, reference, tolerance,
+    TOLERANCE,
+    ExportError,
+    check_batch,
+    compute_dtype,
+    has_logits,
+    image_size,
+    reference,
+    tolerance,
 )
 
 __all__ = [
@@ -79,9 +86,8 @@ def export_model(
         ``(path, info)``: the folder written and its ``xbn.json`` content.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"export: --format must be one of {', '.join(FORMATS)}; got {fmt!r}.")
-    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 1:
-        raise ValueError(f"export: --max-pixels must be a positive integer; got {max_pixels!r}.")
+        raise ValueError(f"export: `fmt` must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+    _checks.check_int("export", "max_pixels", max_pixels, minimum=1, type_error=ValueError)
     classes = int(model.output_shape[-1])
     if len(class_names) != classes:
         raise ExportError(

@@ -51,10 +51,10 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
     """
     import tensorflow as tf
 
-    from xbn.data.images import named_bad_input
-    from xbn.data.sources import open_recorded
     from xbn.data.corruptions import check_corruption, corrupt_in_graph
+    from xbn.data.images import named_bad_input
     from xbn.data.pipeline import eval_image
+    from xbn.data.sources import open_recorded
 
     if corruption is not None:
         check_corruption(*corruption)
@@ -66,7 +66,7 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
     data = source.spec
     if source.class_names != info["class_names"]:
         raise ValueError(
-            f"--data {data}: its classes {source.class_names[:8]} are not the export's "
+            f"`data` {data}: its classes {source.class_names[:8]} are not the export's "
             f"{info['class_names'][:8]} (same names in the same order are needed)."
         )
     if split is None:

@@ -145,7 +145,7 @@ class TrainConfig:
 
         if self.model not in list_models():
             raise ValueError(
-                f"{o}: unknown --model {self.model!r}; the registered models are "
+                f"{o}: unknown `model` {self.model!r}; the registered models are "
                 f"{', '.join(list_models())}."
             )
         if not isinstance(self.model_args, dict):
@@ -153,8 +153,8 @@ class TrainConfig:
         for reserved in RESERVED_MODEL_ARGS:
             if reserved in self.model_args:
                 raise ValueError(
-                    f"{o}: --model-arg {reserved} is set by xbn-train itself (from "
-                    "--image-size and the data's classes); remove it."
+                    f"{o}: `model_args` {reserved} is set by the trainer itself (from "
+                    "`image_size` and the data's classes); remove it."
                 )
         check_builder_arguments(self.model, self.model_args)
         for spec in (self.data, self.val_data, self.test_data):
@@ -180,17 +180,19 @@ class TrainConfig:
             if self.epochs <= 1:
                 self.notes.append(
                     f"warm-up shortened from 1 to {self.warmup_epochs:g} epochs for a run of "
-                    f"{self.epochs} epoch(s) (set --warmup-epochs to choose)"
+                    f"{self.epochs} epoch(s) (set `warmup_epochs` to choose)"
                 )
         self.warmup_epochs = _checks.check_float(o, "warmup_epochs", self.warmup_epochs, minimum=0.0)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
-                f"{o}: --warmup-epochs {self.warmup_epochs} must be less than --epochs {self.epochs}."
+                f"{o}: `warmup_epochs` {self.warmup_epochs} must be less than `epochs` {self.epochs}."
             )
         self.weight_decay = _checks.check_float(o, "weight_decay", self.weight_decay, minimum=0.0)
-        self.label_smoothing = _checks.check_float(o, "label_smoothing", self.label_smoothing, minimum=0.0, maximum=1.0, max_inclusive=False)
+        self.label_smoothing = _checks.check_float(o, "label_smoothing", self.label_smoothing, minimum=0.0,
+                                                   maximum=1.0, max_inclusive=False)
         if self.bn_momentum is not None:
-            self.bn_momentum = _checks.check_float(o, "bn_momentum", self.bn_momentum, minimum=0.0, maximum=1.0, max_inclusive=False)
+            self.bn_momentum = _checks.check_float(o, "bn_momentum", self.bn_momentum, minimum=0.0, maximum=1.0,
+                                                   max_inclusive=False)
         self.recalibrate_bn = _checks.check_int(o, "recalibrate_bn", self.recalibrate_bn, minimum=0)
         self.sync_bn = _checks.check_bool(o, "sync_bn", self.sync_bn)
         if self.crop_scale is not None:
@@ -252,7 +254,7 @@ def check_builder_arguments(model, model_args):
     :func:`xbn.models.registry.check_arguments`), and those xbn-train sets."""
     from xbn.models.registry import check_arguments
 
-    check_arguments(model, model_args, exclude=RESERVED_MODEL_ARGS, flag="--model-arg")
+    check_arguments(model, model_args, exclude=RESERVED_MODEL_ARGS, flag="`model_args`")
 
 
 def load_recipe(path, _seen=None):

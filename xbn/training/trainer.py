@@ -165,13 +165,13 @@ class _Run:
         c = self.config
         if c.batch_size % self.replicas:
             raise ValueError(
-                f"--batch-size {c.batch_size} must be divisible by the {self.replicas} "
+                f"`batch_size` {c.batch_size} must be divisible by the {self.replicas} "
                 "replicas of the strategy."
             )
         if c.jit_compile and self.replicas > 1:
             raise ValueError(
-                f"--jit-compile runs one replica per worker; this strategy has {self.replicas}. "
-                "Drop --jit-compile or use one device per worker."
+                f"`jit_compile` runs one replica per worker; this strategy has {self.replicas}. "
+                "Drop `jit_compile` or use one device per worker."
             )
         self.facts = model_facts(c.model)
         for note in _hardware.execution_warnings(c.mixed_precision, c.jit_compile):
@@ -187,7 +187,7 @@ class _Run:
                 self.log(f"  {path}: {reason}")
         if "val" not in self.source.splits:
             raise ValueError(
-                f"--data {c.data} has no validation split: use --val-split > 0 or --val-data."
+                f"`data` {c.data} has no validation split: use `val_split` > 0 or `val_data`."
             )
         self.resolved = c.resolve_data_defaults(self.source.defaults)
         if self.resolved:
@@ -241,8 +241,8 @@ class _Run:
         steps = self.pipeline.steps("train", training=True)
         if steps == 0:
             raise ValueError(
-                f"--batch-size {c.batch_size} is larger than the {size} training "
-                f"examples of --data {c.data}; use --batch-size {size} or less."
+                f"`batch_size` {c.batch_size} is larger than the {size} training "
+                f"examples of `data` {c.data}; use `batch_size` {size} or less."
             )
         dropped = size - steps * c.batch_size
         if c.steps_per_epoch is None and dropped > DROPPED_SHARE * size:
@@ -305,8 +305,8 @@ class _Run:
                 raise NonFiniteLossError(
                     f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
                     f"stopped. The last good checkpoint (epoch {epoch}) is kept in "
-                    f"{self.folder.checkpoints}. Lower --lr (now "
-                    f"{c.learning_rate:g}), add --warmup-epochs, or use --mixed-precision none."
+                    f"{self.folder.checkpoints}. Lower `lr` (now "
+                    f"{c.learning_rate:g}), add `warmup_epochs`, or use `mixed_precision` none."
                 )
             loss_sum += loss
             correct_sum += float(correct)
@@ -419,7 +419,8 @@ class _Run:
         # fails loses nothing, and a rerun reports them and retries it.
         if folder.chief:
             model_file = folder.root / run_folder.MODEL_FILE
-            advice = f"The last good checkpoint is {checkpoint.latest(folder.checkpoints)}; free some space and run the same command."
+            advice = (f"The last good checkpoint is {checkpoint.latest(folder.checkpoints)}; free some space "
+                      "and run the same command.")
             _files.ensure_space(folder.root, self._state_bytes(), "model.keras", advice)
             with _files.disk_full_errors(folder.root, "writing model.keras", advice=advice):
                 with _files.atomic_path(model_file) as tmp:

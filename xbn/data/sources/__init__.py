@@ -46,7 +46,7 @@ class Split:
         paths: for file-backed splits, the files in dataset order (to name
             the file behind a decode error).
         origin: the ``--data`` flag and spec the split was read from
-            (``"--val-data folder:/data/val"``), to name it in errors.
+            (``"`val_data` folder:/data/val"``), to name it in errors.
     """
 
     name: str
@@ -110,7 +110,7 @@ class DataSource:
     def split(self, name):
         if name not in self.splits:
             raise ValueError(
-                f"--data {self.spec}: there is no {name!r} split (it has "
+                f"`data` {self.spec}: there is no {name!r} split (it has "
                 f"{', '.join(self.splits)})."
             )
         return self.splits[name]
@@ -191,18 +191,18 @@ def data_help():
 def parse_spec(spec):
     """``"folder:/data/x"`` -> ``("folder", "/data/x")``; checks the kind."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"--data must be a non-empty string such as 'digits'; got {spec!r}.")
+        raise ValueError(f"`data` must be a non-empty string such as 'digits'; got {spec!r}.")
     name, _, arg = spec.partition(":")
     if name not in _SOURCES:
         usages = ", ".join(_usage(kind) for kind in _SOURCES.values())
-        raise ValueError(f"--data {spec!r}: unknown source {name!r}. Use one of: {usages}.")
+        raise ValueError(f"`data` {spec!r}: unknown source {name!r}. Use one of: {usages}.")
     kind = _SOURCES[name]
     if kind.argument and not arg:
         raise ValueError(
-            f"--data {spec!r}: {name} needs an argument, e.g. {name}:{kind.example}."
+            f"`data` {spec!r}: {name} needs an argument, e.g. {name}:{kind.example}."
         )
     if not kind.argument and arg:
-        raise ValueError(f"--data {spec!r}: {name} takes no argument; use --data {name}.")
+        raise ValueError(f"`data` {spec!r}: {name} takes no argument; use `data` {name}.")
     return name, arg
 
 
@@ -216,7 +216,7 @@ def check_data_args(spec, data_args):
         if key not in kind.options:
             known = ", ".join(kind.options) or "none"
             raise ValueError(
-                f"--data-arg {key}: the {name} source takes no option {key!r}"
+                f"`data_args` {key}: the {name} source takes no option {key!r}"
                 f"{_checks.close_match(key, kind.options)}. Its "
                 f"options: {known}."
             )
@@ -252,7 +252,7 @@ def load_source(
         A :class:`DataSource` with ``train`` and ``val`` splits, and ``test``
         where there is one.
     """
-    val_split = _checks.check_float("--val-split", "val_split", val_split, minimum=0.0, maximum=0.9)
+    val_split = _checks.check_float("load_source", "val_split", val_split, minimum=0.0, maximum=0.9)
     name, arg = parse_spec(spec)
     options = check_data_args(spec, data_args)
     source = _SOURCES[name].open(
@@ -260,7 +260,7 @@ def load_source(
         **options,
     )
     for split in source.splits.values():
-        split.origin = split.origin or f"--data {spec}"
+        split.origin = split.origin or f"`data` {spec}"
     for role, other in (("val", val_data), ("test", test_data)):
         if other:
             same_kind = parse_spec(other)[0] == name
@@ -270,15 +270,15 @@ def load_source(
             )
             if extra.class_names != source.class_names:
                 raise ValueError(
-                    f"--{role}-data {other}: its classes {extra.class_names[:10]} differ from "
-                    f"those of --data {spec}: {source.class_names[:10]}."
+                    f"`{role}_data` {other}: its classes {extra.class_names[:10]} differ from "
+                    f"those of `data` {spec}: {source.class_names[:10]}."
                 )
             split = extra.splits["train"]
-            source.splits[role] = dataclasses.replace(split, name=role, origin=f"--{role}-data {other}")
+            source.splits[role] = dataclasses.replace(split, name=role, origin=f"`{role}_data` {other}")
             source.skipped += extra.skipped
     for split_name, split in source.splits.items():
         if split.size == 0:
-            raise ValueError(f"--data {spec}: the {split_name} split is empty.")
+            raise ValueError(f"`data` {spec}: the {split_name} split is empty.")
     return source
 
 
@@ -311,7 +311,7 @@ def open_recorded(record, data=None, val_split=None, skip_bad_images=False, prog
     if data is None:
         raise ValueError(
             f"{where} does not record the data it was trained on (it was not made from an "
-            "xbn-train run folder); say which data to use with --data."
+            "xbn-train run folder); say which data to use with `data`."
         )
     own = data == record.get("spec")
     if own:
@@ -367,8 +367,8 @@ def refuse_bad(spec, bad, what="file"):
     listed = "; ".join(f"{where} ({why})" for where, why in bad[:3])
     more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
     raise images.BadImageError(
-        f"--data {spec}: {len(bad)} unreadable image {what}(s): {listed}{more}. Remove or fix "
-        "them, or pass --skip-bad-images to train without them."
+        f"`data` {spec}: {len(bad)} unreadable image {what}(s): {listed}{more}. Remove or fix "
+        "them, or pass `skip_bad_images` to train without them."
     )
 
 

@@ -53,7 +53,7 @@ def photographs():
     for name in SKIMAGE_PHOTOS:
         if not (folder / name).is_file():
             raise FileNotFoundError(
-                f"--data digits_m: scikit-image's photograph {name} is not in {folder}; install "
+                f"`data` digits_m: scikit-image's photograph {name} is not in {folder}; install "
                 "scikit-image>=0.22, whose wheel ships it."
             )
         with Image.open(folder / name) as file:
@@ -103,10 +103,10 @@ def render(scans, photos, size, renders, rng):
 )
 def open_digits_m(spec, arg, val_split, skip_bad_images, progress, renders, size, seed):
     if not (isinstance(renders, (tuple, list)) and len(renders) == 3):
-        raise ValueError(f"--data-arg renders must be three counts (train, val, test); got {renders!r}.")
-    renders = [_checks.check_int("--data-arg", "renders", count, minimum=1) for count in renders]
-    size = _checks.check_int("--data-arg", "size", size, minimum=8)
-    seed = _checks.check_int("--data-arg", "seed", seed, minimum=0)
+        raise ValueError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
+    renders = [_checks.check_int("load_source", "data_args['renders']", count, minimum=1) for count in renders]
+    size = _checks.check_int("load_source", "data_args['size']", size, minimum=8)
+    seed = _checks.check_int("load_source", "data_args['seed']", seed, minimum=0)
     rendered = _rendered(tuple(renders), size, seed)
     splits = {name: array_split(name, images, labels) for name, (images, labels) in rendered.items()}
     total = sum(images.nbytes for images, _ in rendered.values())

@@ -31,9 +31,9 @@ def file_split(name, paths, labels):
 
 def _class_folders(spec, root):
     if not root.exists():
-        raise FileNotFoundError(f"--data {spec}: the folder {root} does not exist.")
+        raise FileNotFoundError(f"`data` {spec}: the folder {root} does not exist.")
     if not root.is_dir():
-        raise NotADirectoryError(f"--data {spec}: {root} is a file, not a folder of class folders.")
+        raise NotADirectoryError(f"`data` {spec}: {root} is a file, not a folder of class folders.")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         loose = [p for p in root.iterdir() if p.is_file() and images.is_image_name(p)]
@@ -42,7 +42,7 @@ def _class_folders(spec, root):
             if loose else ""
         )
         raise ValueError(
-            f"--data {spec}: {root} has no class subfolders; expected "
+            f"`data` {spec}: {root} has no class subfolders; expected "
             f"{root}/<class name>/<image files>.{hint}"
         )
     return class_dirs
@@ -61,7 +61,7 @@ def open_folder(spec, arg, val_split, skip_bad_images, progress):
         )
         if not files:
             raise ValueError(
-                f"--data {spec}: the class folder {class_dir} has no .jpg, .jpeg, .png, "
+                f"`data` {spec}: the class folder {class_dir} has no .jpg, .jpeg, .png, "
                 ".bmp or .gif files; remove it or add images."
             )
         paths += files
@@ -74,7 +74,7 @@ def open_folder(spec, arg, val_split, skip_bad_images, progress):
     for label, class_dir in enumerate(class_dirs):
         if not np.any(labels[keep] == label):
             raise ValueError(
-                f"--data {spec}: every image of the class folder {class_dir} was skipped "
+                f"`data` {spec}: every image of the class folder {class_dir} was skipped "
                 "as unreadable."
             )
     train, val = hold_out(labels, val_split, keep)

@@ -23,7 +23,7 @@ def _images(spec, name, array):
         array = array[..., None]
     if array.ndim != 4 or array.shape[-1] not in (1, 3):
         raise ValueError(
-            f"--data {spec}: {name!r} must be shaped (N, H, W), (N, H, W, 1) or (N, H, W, 3); "
+            f"`data` {spec}: {name!r} must be shaped (N, H, W), (N, H, W, 1) or (N, H, W, 3); "
             f"it is {array.shape}."
         )
     if array.shape[-1] == 1:
@@ -35,18 +35,18 @@ def _images(spec, name, array):
     if np.issubdtype(array.dtype, np.integer) and array.min() >= 0 and array.max() <= 255:
         return array.astype(np.uint8)
     raise ValueError(
-        f"--data {spec}: {name!r} must hold uint8 or float values in 0..255; it is "
+        f"`data` {spec}: {name!r} must hold uint8 or float values in 0..255; it is "
         f"{array.dtype} from {array.min()} to {array.max()}."
     )
 
 
 def _labels(spec, name, array, count):
     if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"--data {spec}: {name!r} must be a 1-D integer array; it is {array.dtype} {array.shape}.")
+        raise ValueError(f"`data` {spec}: {name!r} must be a 1-D integer array; it is {array.dtype} {array.shape}.")
     if len(array) != count:
-        raise ValueError(f"--data {spec}: {name!r} has {len(array)} entries for {count} images.")
+        raise ValueError(f"`data` {spec}: {name!r} has {len(array)} entries for {count} images.")
     if len(array) and array.min() < 0:
-        raise ValueError(f"--data {spec}: {name!r} must count from 0; found {array.min()}.")
+        raise ValueError(f"`data` {spec}: {name!r} must count from 0; found {array.min()}.")
     return array.astype(np.int64)
 
 
@@ -58,16 +58,16 @@ def _labels(spec, name, array, count):
 def open_numpy(spec, path, val_split, skip_bad_images, progress, num_classes):
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--data {spec}: the file {path} does not exist.")
+        raise FileNotFoundError(f"`data` {spec}: the file {path} does not exist.")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ValueError(f"--data {spec}: {path} is not a NumPy .npz file ({error}).") from None
+        raise ValueError(f"`data` {spec}: {path} is not a NumPy .npz file ({error}).") from None
     with archive:
         missing = [key for key in ("images", "labels") if key not in archive.files]
         if missing:
             raise ValueError(
-                f"--data {spec}: {path} has no {' or '.join(map(repr, missing))} array (it has "
+                f"`data` {spec}: {path} has no {' or '.join(map(repr, missing))} array (it has "
                 f"{', '.join(archive.files) or 'none'}); save it with "
                 "np.savez(PATH, images=..., labels=...)."
             )
@@ -80,12 +80,12 @@ def open_numpy(spec, path, val_split, skip_bad_images, progress, num_classes):
         names = [str(n) for n in archive["class_names"]] if "class_names" in archive.files else None
     top = max(int(y.max()) for _, y in parts.values() if len(y)) + 1
     count = num_classes or (len(names) if names else top)
-    count = _checks.check_int("--data-arg", "num_classes", count, minimum=1)
+    count = _checks.check_int("load_source", "data_args['num_classes']", count, minimum=1)
     if top > count:
-        raise ValueError(f"--data {spec}: label {top - 1} >= the {count} classes; pass --data-arg num_classes=N.")
+        raise ValueError(f"`data` {spec}: label {top - 1} >= the {count} classes; pass `data_args` num_classes=N.")
     names = names or [str(i) for i in range(count)]
     if len(names) != count:
-        raise ValueError(f"--data {spec}: 'class_names' names {len(names)} classes, the labels {count}.")
+        raise ValueError(f"`data` {spec}: 'class_names' names {len(names)} classes, the labels {count}.")
     x, y = parts["train"]
     if "val" not in parts:
         train, val = hold_out(y, val_split)

@@ -21,23 +21,23 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
         import tensorflow_datasets as tfds
     except ImportError:
         raise ValueError(
-            f"--data {spec}: TensorFlow Datasets is not installed; install the extra with "
+            f"`data` {spec}: TensorFlow Datasets is not installed; install the extra with "
             "pip install 'xbn[tfds]'."
         ) from None
     data_dir = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(f"--data {spec}: unknown TFDS dataset {name!r}: {error}") from None
+        raise ValueError(f"`data` {spec}: unknown TFDS dataset {name!r}: {error}") from None
     if not builder.info.splits or not os.path.isdir(builder.data_dir):
         raise FileNotFoundError(
-            f"--data {spec}: {name!r} is not prepared under {data_dir}, and xbn never "
+            f"`data` {spec}: {name!r} is not prepared under {data_dir}, and xbn never "
             f"downloads. Prepare it on a machine with network access (tfds build {name} "
-            f"--data_dir {data_dir}) and copy the folder here, or pass --data-arg data_dir=PATH."
+            f"--data_dir {data_dir}) and copy the folder here, or pass `data_args` data_dir=PATH."
         )
     features = builder.info.features
     if "image" not in features or "label" not in features:
-        raise ValueError(f"--data {spec}: the dataset needs 'image' and 'label' features.")
+        raise ValueError(f"`data` {spec}: the dataset needs 'image' and 'label' features.")
     names = list(features["label"].names)
     available = list(builder.info.splits.keys())
 
@@ -62,7 +62,7 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
         return Split(role, int(size), make)
 
     if "train" not in available:
-        raise ValueError(f"--data {spec}: the dataset has no 'train' split ({available}).")
+        raise ValueError(f"`data` {spec}: the dataset has no 'train' split ({available}).")
     splits = {}
     held_out = next((s for s in ("validation", "val") if s in available), None)
     if held_out:
