@@ -13,7 +13,6 @@ are the bound where the promise is "no worse than keras".
 
 import keras
 import numpy as np
-
 import references
 
 ULP = np.finfo(np.float32).eps

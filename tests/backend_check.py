@@ -18,11 +18,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 if os.environ.get("KERAS_BACKEND") == "torch":
     import torch  # noqa: F401  (before anything imports TensorFlow, as keras' tests do)
 
+import accuracy  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import accuracy  # noqa: E402
 import references  # noqa: E402
+
 from xbn.layers import BatchNorm, Conv2D, GroupNorm, WSConv2D  # noqa: E402
 
 

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 from conftest import with_moving_statistics
+
 from xbn.layers import BatchNorm, Conv2D, GroupNorm
 from xbn.models import get_model
 from xbn.surgery import to_xbn, to_xbn_layers

@@ -38,7 +38,6 @@ from xbn.layers import WSConv2D
 from xbn.layers.norms import is_batch_norm
 
 
-
 @dataclasses.dataclass
 class FoldReport:
     """What :func:`fold_batchnorm` did.
@@ -177,7 +176,7 @@ def fold_batchnorm(model):
                 partner_of_conv[conv.name] = layer
                 folded.append((conv.name, layer.name))
     folded_bns = {bn for _, bn in folded}
-    standardized = [l.name for l in model.layers if isinstance(l, WSConv2D)]
+    standardized = [layer.name for layer in model.layers if isinstance(layer, WSConv2D)]
     new_weights = {}
 
     def clone(layer):
@@ -189,7 +188,8 @@ def fold_batchnorm(model):
             config.pop("eps", None)
             config["use_bias"] = True
             config["bias_initializer"] = "zeros"
-            cls = keras.layers.DepthwiseConv2D if isinstance(layer, keras.layers.DepthwiseConv2D) else keras.layers.Conv2D
+            depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+            cls = keras.layers.DepthwiseConv2D if depthwise else keras.layers.Conv2D
             new_weights[layer.name] = _folded_weights(layer, partner_of_conv.get(layer.name))
             return cls.from_config(config)
         return layer.__class__.from_config(layer.get_config())

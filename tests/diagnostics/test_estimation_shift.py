@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from bn_nets import data, net, randomize_moving, reference
 from tiny import tiny_zoo  # noqa: F401  (fixture)
+
 from xbn.cli import shift as shift_cli
 from xbn.diagnostics import ShiftReport, estimation_shift, plot_shift, shift_metrics
 from xbn.layers import GroupNorm

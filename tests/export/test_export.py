@@ -6,18 +6,17 @@ import subprocess
 import sys
 import textwrap
 
+import datasets
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import datasets
 from conftest import with_moving_statistics
-from xbn.export import ExportError, INFO_FILE, export_model
-from xbn.training.trained import export_source
-from xbn.export import savedmodel
+
+from xbn.export import INFO_FILE, ExportError, export_model, savedmodel
 from xbn.models import mobilenetv2_xbn
 from xbn.models.preprocessing import preprocess_images
+from xbn.training.trained import export_source
 
 SIZE = 32
 CLASSES = ["zero", "one", "two"]
@@ -71,7 +70,7 @@ def test_serving_default_matches_the_model_with_a_dynamic_batch(exported):
         top = np.argsort(-logits, axis=1)[:, :3]
         np.testing.assert_array_equal(out["top_k_indices"].numpy(), top)
         labels = [[CLASSES[i] for i in row] for row in top]
-        assert [[l.decode() for l in row] for row in out["top_k_labels"].numpy()] == labels
+        assert [[label.decode() for label in row] for row in out["top_k_labels"].numpy()] == labels
     assert any("matches the source model" in line for line in lines)
 
 
@@ -92,7 +91,8 @@ def test_bad_input_gets_a_clear_error_and_serving_goes_on(exported):
     serve, serve_bytes = loaded.signatures["serving_default"], loaded.signatures["serve_bytes"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         serve(images=tf.zeros((0, SIZE, SIZE, 3)))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[1\] \[of image_bytes is not a JPEG, PNG, BMP or GIF file"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"\[1\] \[of image_bytes is not a JPEG, PNG, BMP or GIF file"):
         serve_bytes(image_bytes=tf.constant([datasets.encode(_images(1)[0].astype("uint8")), b"plain text"]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         serve_bytes(image_bytes=tf.constant([], tf.string))
@@ -278,7 +278,8 @@ def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
     export_model(_tiny(), out, class_names=CLASSES, preprocessing="tf", max_pixels=1000, log=lambda m: None)
     assert json.loads((out / INFO_FILE).read_text())["max_pixels"] == 1000
     serve_bytes = tf.saved_model.load(str(out)).signatures["serve_bytes"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[16000\] \[x\] \[16000\] \[pixels, over the limit of 1000 pixels of this export"):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"\[16000\] \[x\] \[16000\] \[pixels, over the limit of 1000 pixels of this export"):
         serve_bytes(image_bytes=tf.constant([_png_header(16000, 16000)]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[32\] \[x\] \[32\] \[pixels, over the limit"):
         serve_bytes(image_bytes=tf.constant([datasets.encode(_images(1, seed=2)[0].astype("uint8"))]))  # 1024 pixels

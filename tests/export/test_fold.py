@@ -65,11 +65,11 @@ def test_zoo_models_fold_exactly(zoo):
 def test_vanilla_keeps_no_bn_and_xbn_keeps_only_its_group_norms(zoo):
     name, model, folded, report, _ = zoo
     assert report.kept == {}
-    assert not any(isinstance(l, (BatchNorm, keras.layers.BatchNormalization)) for l in folded.layers)
-    gns = [l.name for l in folded.layers if isinstance(l, GroupNorm)]
-    assert gns == [l.name for l in model.layers if isinstance(l, GroupNorm)]
+    assert not any(isinstance(layer, (BatchNorm, keras.layers.BatchNormalization)) for layer in folded.layers)
+    gns = [layer.name for layer in folded.layers if isinstance(layer, GroupNorm)]
+    assert gns == [layer.name for layer in model.layers if isinstance(layer, GroupNorm)]
     assert bool(gns) == name.endswith("_xbn")
-    bns = [l for l in model.layers if isinstance(l, BatchNorm)]
+    bns = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
     assert len(report.folded) == len(bns)
     assert all(isinstance(folded.get_layer(f"{bn.name}_folded"), FoldedBatchNorm) for bn in bns)
 
@@ -88,7 +88,7 @@ def test_gnws_becomes_plain_convs_with_standardized_kernels():
     model = get_model("resnet50_gnws", input_shape=(SIZE, SIZE, 3), classes=10)
     folded, report = fold_batchnorm(model)
     assert len(report.standardized) == 53 and not report.folded
-    assert not any(isinstance(l, WSConv2D) for l in folded.layers)
+    assert not any(isinstance(layer, WSConv2D) for layer in folded.layers)
     conv = folded.get_layer("conv2_block1_2_conv")
     np.testing.assert_allclose(
         conv.kernel.numpy(), model.get_layer("conv2_block1_2_conv").standardized_kernel(), atol=1e-7
@@ -112,7 +112,8 @@ def test_fold_formula_against_float64(rng):
     w, bias = (np.asarray(t, np.float64) for t in conv.get_weights())
     np.testing.assert_allclose(folded.get_layer("c").kernel.numpy(), w * s, rtol=1e-6)
     np.testing.assert_allclose(folded.get_layer("c").bias.numpy(), (bias - m) * s + b, rtol=1e-6, atol=1e-6)
-    g2, m2, v2 = (np.asarray(t, np.float64) for t in (bn2.gamma.numpy(), bn2.moving_mean.numpy(), bn2.moving_variance.numpy()))
+    g2, m2, v2 = (np.asarray(t, np.float64)
+                  for t in (bn2.gamma.numpy(), bn2.moving_mean.numpy(), bn2.moving_variance.numpy()))
     s2 = (g2 / np.sqrt(v2 + 1e-2)).reshape(4, 2)  # channel c*2+m
     np.testing.assert_allclose(folded.get_layer("dw").kernel.numpy(), dw.kernel.numpy() * s2, rtol=1e-6)
     x = rng.normal(0, 1, (2, 6, 6, 3)).astype("float32")

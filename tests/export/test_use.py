@@ -2,20 +2,20 @@
 
 import json
 
+import datasets
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import datasets
 import tiny
-from xbn.models import get_model
+
 from xbn.cli import evaluate as evaluate_cli
 from xbn.cli import export as export_cli
 from xbn.cli import predict as predict_cli
 from xbn.data import load_source
 from xbn.data.pipeline import eval_image
 from xbn.export import INFO_FILE
+from xbn.models import get_model
 from xbn.models.preprocessing import preprocess_images
 from xbn.training import TrainConfig, train
 
@@ -62,12 +62,13 @@ def test_evaluate_reports_the_models_accuracy(setting, export_dir, tmp_path, cap
     _, data, written, model = setting
     report = tmp_path / "eval.json"
     # All of it (--val-split 0), not only the hold-out the run kept back (the default).
-    assert evaluate_cli.main([str(export_dir), "--data", f"folder:{data}", "--val-split", "0", "--json", str(report)]) == 0
+    argv = [str(export_dir), "--data", f"folder:{data}", "--val-split", "0", "--json", str(report)]
+    assert evaluate_cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "| top-1 | top-3 |" in out
     result = json.loads(report.read_text())
     source = load_source(f"folder:{data}", val_split=0.0)
-    images, labels = zip(*[(img.numpy(), int(l)) for img, l in source.split("train").make()])
+    images, labels = zip(*[(img.numpy(), int(label)) for img, label in source.split("train").make()])
     expected = np.mean(_direct_predictions(model, images) == np.asarray(labels))
     assert result["examples"] == 30
     assert result["top1"] == pytest.approx(expected)
@@ -90,7 +91,7 @@ def test_predict_prints_labels_and_names_bad_files(setting, export_dir, tmp_path
     assert f"{bad}: error: not a JPEG, PNG, BMP or GIF file" in err
     expected = _direct_predictions(model, [written[p][1] for p in paths])
     for path, index in zip(paths, expected):
-        line = next(l for l in out.splitlines() if l.startswith(str(path)))
+        line = next(text for text in out.splitlines() if text.startswith(str(path)))
         assert line.split(": ", 1)[1].startswith(CLASSES[index] + " (")
         assert line.count("%)") == 2
     assert predict_cli.main([str(export_dir), str(paths[0])]) == 0
@@ -158,7 +159,7 @@ def test_corruption_benchmark_on_an_export_against_its_run_folder(setting, expor
     assert sorted(result["top1"]["gaussian_noise"]) == ["1", "2", "3", "4", "5"]
     # The images are corrupted by their index at the model's input size: by hand.
     source = load_source(f"folder:{data}", val_split=0.0)
-    images, labels = zip(*[(img.numpy(), int(l)) for img, l in source.split("train").make()])
+    images, labels = zip(*[(img.numpy(), int(label)) for img, label in source.split("train").make()])
     corrupted = np.stack([corruptions.corrupt(eval_image(tf.constant(img), SIZE, 0.875).numpy(), "contrast", 3, seed=i)
                           for i, img in enumerate(images)])
     predicted = np.argmax(model(preprocess_images(corrupted, "tf"), training=False), axis=-1)

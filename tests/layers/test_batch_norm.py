@@ -2,16 +2,16 @@
 
 import re
 
+import accuracy
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
-import accuracy
 import references
+import tensorflow as tf
 from accuracy import ULP
 from battery import LayerBattery
 from conftest import LOGICAL_CPUS, dtype_policy
+
 from xbn.layers import BatchNorm
 from xbn.training import mirrored_strategy
 
@@ -292,7 +292,9 @@ def _replica_run(strategy, layer, x_global, upstream_global):
         return y, gx, gg
 
     y, gx, gg = strategy.run(step, args=(xs, ups))
-    cat = lambda v: np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(v)])
+    def cat(v):
+        return np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(v)])
+
     return cat(y), cat(gx), [np.asarray(t) for t in strategy.experimental_local_results(gg)]
 
 
@@ -383,13 +385,15 @@ def test_unsynchronized_replicas_use_local_statistics(rng):
         ({"center": 1}, TypeError, "`center` must be True or False"),
         ({"synchronized": "yes"}, TypeError, "`synchronized`"),
         ({"renorm": "yes"}, TypeError, "argument `renorm` must be True or False"),
-        ({"renorm": True, "renorm_momentum": 1.0}, ValueError, "`renorm_momentum` must be a finite number in [0.0, 1.0)"),
+        ({"renorm": True, "renorm_momentum": 1.0}, ValueError,
+         "`renorm_momentum` must be a finite number in [0.0, 1.0)"),
         ({"renorm": True, "renorm_clipping": {"rmax": 0.5, "rmin": 1.0}}, ValueError,
          "renorm_clipping['rmax'] must be at least renorm_clipping['rmin']"),
         ({"renorm": True, "renorm_clipping": {"dmax": -1}}, ValueError, "renorm_clipping['dmax'] must be >= 0"),
         ({"renorm": True, "renorm_clipping": {"rmin": -0.5}}, ValueError, "renorm_clipping['rmin'] must be >= 0"),
         ({"renorm": True, "renorm_clipping": {"rmax": "3"}}, ValueError, "renorm_clipping['rmax'] must be a number"),
-        ({"renorm": True, "renorm_clipping": {"r_max": 3.0}}, ValueError, "may only hold the keys 'rmax', 'rmin' and 'dmax'"),
+        ({"renorm": True, "renorm_clipping": {"r_max": 3.0}}, ValueError,
+         "may only hold the keys 'rmax', 'rmin' and 'dmax'"),
         ({"renorm": True, "renorm_clipping": [3.0]}, TypeError, "`renorm_clipping` must be None or a dict"),
         ({"renorm": True, "fused": True}, ValueError, "fused=True cannot renormalize"),
     ],

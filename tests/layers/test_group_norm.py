@@ -2,15 +2,15 @@
 
 import warnings
 
+import accuracy
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
-import accuracy
 import references
+import tensorflow as tf
 from battery import LayerBattery
 from conftest import dtype_policy
+
 from xbn.layers import GroupNorm
 from xbn.layers import group_norm as group_norm_module
 

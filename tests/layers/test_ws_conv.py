@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
 import references
+import tensorflow as tf
 from battery import LayerBattery
 from conftest import dtype_policy
+
 from xbn.layers import WSConv2D
 
 

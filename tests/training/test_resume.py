@@ -10,7 +10,6 @@ import sys
 import time
 
 import numpy as np
-
 from tiny import TINY_TRAIN
 
 BATCH = 8  # 157 steps an epoch: the kill below lands well inside epoch 2

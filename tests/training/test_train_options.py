@@ -2,13 +2,13 @@
 
 import json
 
+import datasets
 import keras
 import numpy as np
 import pytest
-
-import datasets
 from conftest import LOGICAL_CPUS
 from tiny import tiny_zoo  # noqa: F401  (fixture)
+
 from xbn.data import Augment, Pipeline, load_source
 from xbn.training import TrainConfig, train
 

@@ -6,12 +6,12 @@ import json
 import keras
 import numpy as np
 import pytest
+import tiny
+from tiny import tiny_zoo  # noqa: F401  (fixture)
 
 from xbn.data import Augment, Pipeline, load_source
 from xbn.training import NonFiniteLossError, TrainConfig, train, weights_digest
 from xbn.training import trainer as trainer_module
-import tiny
-from tiny import tiny_zoo  # noqa: F401  (fixture)
 
 TINY = dict(model="tiny_xbn", model_args={}, image_size=32, batch_size=32, epochs=2, recalibrate_bn=2,
             export=False, verbose=False)
@@ -55,7 +55,8 @@ def test_saved_model_reproduces_the_reported_test_metrics(run):
     out, metrics, _ = run
     model = keras.saving.load_model(out / "model.keras")
     assert weights_digest(model) == metrics["weights_digest"]
-    pipe = Pipeline(load_source("digits"), 32, "tf", 32, augment=Augment(crop_scale=(0.6, 1.0), flip=False, eval_crop=1.0))
+    augment = Augment(crop_scale=(0.6, 1.0), flip=False, eval_crop=1.0)
+    pipe = Pipeline(load_source("digits"), 32, "tf", 32, augment=augment)
     correct = total = 0
     for x, y in pipe.evaluation("test"):
         correct += int(np.sum(np.argmax(model(x, training=False), -1) == y.numpy()))

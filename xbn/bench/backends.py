@@ -18,7 +18,6 @@ the host waits for the device without timing a transfer.  Inputs live on
 the backend's default device before the clock starts.
 """
 
-import os
 
 import keras
 import numpy as np
@@ -67,7 +66,6 @@ def tensor(array):
     """``array`` as a tensor on the backend's default device."""
     if backend() == "torch":
         import torch
-
         from keras.src.backend.torch.core import get_device
 
         return torch.as_tensor(np.asarray(array), device=get_device())

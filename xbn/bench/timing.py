@@ -16,7 +16,6 @@ import threading
 import time
 
 
-
 @dataclasses.dataclass
 class Timing:
     """Median seconds per call over ``repeats`` calls, and the spread."""

@@ -58,7 +58,8 @@ def build_parser():
         help="also time the ResNet-50 training steps compiled: XLA on TensorFlow, torch.compile on "
              "PyTorch (JAX always compiles)",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for results.json and results.md (default runs/bench)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"),
+                        help="folder for results.json and results.md (default runs/bench)")
     parser.add_argument("--readme", type=Path, help="also replace the generated 'bench' section of this Markdown file")
     return parser
 

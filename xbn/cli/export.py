@@ -27,7 +27,8 @@ def build_parser():
     _common.add_model_arg(p)
     p.add_argument("--class-names", help="text file with one class name per line")
     p.add_argument("--image-size", type=int, help="input side for a registered model (default: its default size)")
-    p.add_argument("--eval-crop", type=float, help="central fraction kept by serve_bytes (default 0.875; run folders use their own)")
+    p.add_argument("--eval-crop", type=float,
+                   help="central fraction kept by serve_bytes (default 0.875; run folders use their own)")
     p.add_argument("--top-k", type=int, default=5, help="labels returned per image (default 5)")
     p.add_argument("--format", choices=("saved_model", "litert", "onnx"), default="saved_model")
     p.add_argument("--max-pixels", type=int, default=None,

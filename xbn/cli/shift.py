@@ -25,8 +25,10 @@ def build_parser():
     p = _common.parser_from_doc("xbn-shift", __doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folder, .keras file, or registered model name")
     p.add_argument("--data", help=f"the data to measure on (default: the run's own data). {_common.data_help()}")
-    p.add_argument("--split", choices=("train", "val", "test"), help="split to measure on (default: test where there is one, else val)")
-    p.add_argument("--val-split", type=float, help="hold-out fraction of a source without a val split (default: the run's, else 0.1)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="split to measure on (default: test where there is one, else val)")
+    p.add_argument("--val-split", type=float,
+                   help="hold-out fraction of a source without a val split (default: the run's, else 0.1)")
     p.add_argument("--steps", type=int, help="batches to pool (default: the whole split)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--recalibrate-bn", type=int, metavar="STEPS", default=0,
@@ -35,7 +37,8 @@ def build_parser():
     _common.add_model_arg(p)
     p.add_argument("--image-size", type=int, help="input side for a registered model (default: its default size)")
     p.add_argument("--skip-bad-images", action="store_true")
-    p.add_argument("--out", default="runs/shift", help="folder for shift.png, shift.json, shift.md (default runs/shift)")
+    p.add_argument("--out", default="runs/shift",
+                   help="folder for shift.png, shift.json, shift.md (default runs/shift)")
     return p
 
 
@@ -100,7 +103,8 @@ def measure(args, log=print):
         collector = StatisticsCollector(item.model)
         bar = keras.utils.Progbar(total, verbose=1 if sys.stdout.isatty() else 0)
         log(f"xbn-shift: {label} ({item.name}) on {data}, {split} split")
-        report = estimation_shift(item.model, dataset, args.steps, label=label, collector=collector, progress=bar.update)
+        report = estimation_shift(item.model, dataset, args.steps, label=label, collector=collector,
+                                  progress=bar.update)
         reports.append(report)
         if args.recalibrate_bn and report.layers:
             recalibrate_bn(item.model, pipeline.evaluation("train"), args.recalibrate_bn, progress=log)
@@ -114,9 +118,8 @@ def _body(argv):
     args = build_parser().parse_args(argv)
     _check(args)
     from xbn import _files
-    from xbn.diagnostics import plot_shift
-
     from xbn.data.images import named_bad_input
+    from xbn.diagnostics import plot_shift
 
     with named_bad_input():
         reports = measure(args)

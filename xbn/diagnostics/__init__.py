@@ -6,7 +6,11 @@
 """
 
 from xbn.diagnostics.estimation_shift import (
-    LayerShift, ShiftReport, estimation_shift, plot_shift, shift_metrics,
+    LayerShift,
+    ShiftReport,
+    estimation_shift,
+    plot_shift,
+    shift_metrics,
 )
 from xbn.diagnostics.precise_bn import RecalibrationReport, recalibrate_bn
 from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers, collect_statistics

@@ -27,7 +27,13 @@ import math
 import numpy as np
 
 from xbn.data.corruptions import (
-    ALL_CORRUPTIONS, CORRUPTIONS, NOT_PROVIDED, SEVERITIES, check_corruption, corrupt, parse_corruptions,
+    ALL_CORRUPTIONS,
+    CORRUPTIONS,
+    NOT_PROVIDED,
+    SEVERITIES,
+    check_corruption,
+    corrupt,
+    parse_corruptions,
 )
 
 __all__ = [

@@ -5,6 +5,7 @@ import numpy as np
 
 from xbn.export.verify import ExportError, compare, has_logits, image_size, probabilities
 
+
 class _Preprocess(keras.layers.Layer):
     """The model's preprocessing as a layer (for the LiteRT/ONNX wrappers)."""
 

@@ -8,10 +8,7 @@ file is only about its own statistics.
 """
 
 import keras
-from keras import constraints
-from keras import initializers
-from keras import ops
-from keras import regularizers
+from keras import constraints, initializers, ops, regularizers
 
 from xbn import _checks
 

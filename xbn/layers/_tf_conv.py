@@ -6,6 +6,7 @@ Imported only when keras' backend is TensorFlow; see
 
 import tensorflow as tf
 
+
 def can_use_fast_conv_gradient(kernel_size, strides, padding, dilation_rate, data_format, groups):
     """Whether :func:`conv2d` computes the input gradient as a forward conv.
 

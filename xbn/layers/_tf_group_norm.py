@@ -12,6 +12,7 @@ Imported only when keras' backend is TensorFlow.
 
 import tensorflow as tf
 
+
 def group_norm(x, gamma, beta, groups, epsilon):
     """Group normalization of a channel-last tensor with an analytic gradient.
 

@@ -23,12 +23,10 @@ import math
 import numbers
 
 import keras
-from keras import initializers
-from keras import ops
+from keras import initializers, ops
 
 from xbn import _checks
-from xbn.layers import _base
-from xbn.layers import _portable
+from xbn.layers import _base, _portable
 
 RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 

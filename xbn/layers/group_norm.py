@@ -23,8 +23,7 @@ import keras
 from keras import ops
 
 from xbn import _checks
-from xbn.layers import _base
-from xbn.layers import _portable
+from xbn.layers import _base, _portable
 
 
 @keras.saving.register_keras_serializable(package="xbn")

@@ -8,7 +8,11 @@
 from xbn.training.config import TrainConfig, load_recipe, resolve
 from xbn.training.distribute import mirrored_strategy
 from xbn.training.trainer import (
-    ExportFailedError, NonFiniteLossError, changed_settings, train, weights_digest,
+    ExportFailedError,
+    NonFiniteLossError,
+    changed_settings,
+    train,
+    weights_digest,
 )
 
 __all__ = [
