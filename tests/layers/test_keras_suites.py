@@ -42,8 +42,6 @@ EXPECTED_TESTS = {"BatchNorm": 33, "GroupNorm": 12, "Conv2D": 20}
 
 # (keras test, keras' pattern, the pattern of xbn's message for the same error)
 RELAXED = [
-    ("test_renorm_invalid_clipping_keys", "Received invalid keys",
-     r"`renorm_clipping` may only hold the keys 'rmax', 'rmin' and 'dmax'"),
     ("test_renorm_invalid_clipping_keys", "rmax should be",
      r"renorm_clipping\['rmax'\] must be at least renorm_clipping\['rmin'\]"),
     ("test_renorm_invalid_clipping_keys", "dmax should be non-negative",

@@ -1,10 +1,12 @@
 """The model battery: every registered model goes through it (a model is
 covered by registering it; keras-hub's ``run_backbone_test``).
 
-Per model, built once at 64x64: training and inference forward passes, a
-``.keras`` round trip, BatchNorm folding equal to the model in inference,
-and the headless network's pooling.  Per family and variant: see
-``test_zoo_variants.py``.
+Per model, built once at 64x64: training and inference forward passes.
+Per family, variant and layout (:func:`representatives`: the smallest depth
+of each; the depths of a family are rows of one table, built by the same
+blocks and layers): a ``.keras`` round trip, BatchNorm folding equal to the
+model in inference, and the headless network's pooling.  Per family and
+variant: see ``test_zoo_variants.py``.
 """
 
 import keras
@@ -24,11 +26,39 @@ def _kwargs(name):
     return {"alpha": 0.5} if model_facts(name).family == "mobilenetv2" else {}
 
 
+def representatives():
+    """The first registered model of each family, variant and layout (told
+    apart by preprocessing: ResNet-50/101/152 default to keras' layout,
+    ResNet-18/34 to torchvision's): ``resnet18``, ``resnet50``, ``resnet20``,
+    ``resnext50_32x4d``, ``mobilenetv2``, ``shufflenetv2`` and their forms."""
+    chosen = {}
+    for name in list_models():
+        facts = model_facts(name)
+        chosen.setdefault((facts.family, facts.variant, facts.preprocessing), name)
+    return sorted(chosen.values())
+
+
+def _topped(name):
+    return name, get_model(name, input_shape=(SIZE, SIZE, 3), classes=10, **_kwargs(name))
+
+
 @pytest.fixture(scope="module", params=list_models())
 def topped(request):
     """Each registered model at 64x64 with a 10-class top, built once."""
-    kwargs = {"input_shape": (SIZE, SIZE, 3), "classes": 10, **_kwargs(request.param)}
-    return request.param, get_model(request.param, **kwargs)
+    return _topped(request.param)
+
+
+@pytest.fixture(scope="module", params=representatives())
+def representative(request):
+    """Each of :func:`representatives` at 64x64 with a 10-class top, built once."""
+    return _topped(request.param)
+
+
+def test_every_family_variant_and_layout_is_represented():
+    chosen = representatives()
+    families = {(model_facts(n).family, model_facts(n).variant) for n in list_models()}
+    assert {(model_facts(n).family, model_facts(n).variant) for n in chosen} == families
+    assert {"resnet18", "resnet50", "resnet50_xbn", "resnet20_gnws", "shufflenetv2_xbn"} <= set(chosen)
 
 
 def test_forward_in_training_and_inference_mode(topped):
@@ -54,8 +84,8 @@ def test_forward_in_training_and_inference_mode(topped):
         assert np.abs(train - infer).max() > 1e-4
 
 
-def test_keras_file_round_trip(topped, tmp_path):
-    name, model = topped
+def test_keras_file_round_trip(representative, tmp_path):
+    name, model = representative
     path = tmp_path / f"{name}.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
@@ -67,8 +97,8 @@ def test_keras_file_round_trip(topped, tmp_path):
     assert model_facts(restored) == model_facts(name)
 
 
-def test_batchnorm_folds_into_an_equal_inference_model(topped):
-    name, model = topped
+def test_batchnorm_folds_into_an_equal_inference_model(representative):
+    name, model = representative
     folded, report = fold_batchnorm(with_moving_statistics(model, seed=5))
     x = np.random.default_rng(5).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
     a = np.asarray(model(x, training=False))
@@ -81,7 +111,7 @@ FEATURES = {"resnet": 2048, "resnext": 2048, "mobilenetv2": 1280, "resnet_cifar"
 BASIC_FEATURES = 512  # ResNet-18/34: basic blocks keep the stage width
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", representatives())
 def test_headless_with_pooling(name):
     """pooling="avg" ends the headless network with the spatial mean of its
     last feature map, of the family's width, at any input size."""
