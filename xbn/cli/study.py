@@ -51,6 +51,8 @@ def build_parser():
     p.add_argument("--no-tune", dest="tune", action="store_false",
                    help="train with the linear rule's learning rate instead of tuning it on seed 100")
     p.add_argument("--no-brn", dest="brn", action="store_false", help="leave out the batch-renormalized form")
+    p.add_argument("--severities", type=int, nargs="+", metavar="S", choices=range(1, 6),
+                   help="corruption severities scored at the normal batch (default 1 2 3 4 5)")
     p.add_argument("--convergence-seeds", type=int, nargs="+", metavar="S",
                    help="seeds whose normal-batch runs are trained again at twice the epochs (default: all)")
     p.add_argument("--jobs", type=int, default=2,
@@ -85,7 +87,7 @@ def _body(argv):
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
-                          args.tune, args.brn, args.convergence_seeds)
+                          args.tune, args.brn, args.convergence_seeds, args.severities)
         runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
         document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())

@@ -282,15 +282,16 @@ class Plan:
             "warmup_epochs": 1, "image_size": self.image_size, "data": self.data, "shift_data": self.shift_data,
             "steps_per_epoch": self.steps_per_epoch, "precise_bn_batches": self.precise_bn_batches,
             "corruptions": sorted({name for name, _ in self.corruptions}),
+            "severities": sorted({severity for _, severity in self.corruptions}),
             "convergence_seeds": list(self.seeds if self.convergence_seeds is None else self.convergence_seeds),
             "data_args": dict(self.data_args),
         }
 
 
-def _all_corruptions():
+def _all_corruptions(severities=(1, 2, 3, 4, 5)):
     from xbn.data.corruptions import CORRUPTIONS
 
-    return tuple((name, severity) for name in CORRUPTIONS for severity in range(1, 6))
+    return tuple((name, severity) for name in CORRUPTIONS for severity in severities)
 
 
 # The published plan's size: sized to about 6 hours of a 2-core machine
@@ -300,7 +301,7 @@ EPOCHS = 20
 
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
-               tune=True, brn=True, convergence_seeds=None):
+               tune=True, brn=True, convergence_seeds=None, severities=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -314,6 +315,8 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         brn: include the batch-renormalized form.
         convergence_seeds: the seeds whose normal-batch cells are checked
             for convergence (default every seed).
+        severities: the corruption severities scored (default 1 to 5; every
+            corruption at each).
     """
     if quick:
         return Plan(
@@ -327,6 +330,6 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         sweep=forms_of(sweep, brn), batch_sizes=batch_sizes,
         depth=forms_of(depth, brn=False)[:2] if depth else (), depth_batch_sizes=(8, 64) if depth else (),
         seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
-        corruptions=_all_corruptions(), tune=tune,
+        corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None,
     )

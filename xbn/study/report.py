@@ -121,6 +121,10 @@ def _scope_lines(plan):
     converged = plan.get("convergence_seeds")
     if converged is not None and len(converged) < len(plan["seeds"]):
         left.append(f"convergence checks beyond seed(s) {', '.join(map(str, converged))}")
+    severities = plan.get("severities", full["severities"])
+    if severities != full["severities"]:
+        left.append(f"corruption severities other than {', '.join(map(str, severities))} (the mCE here is over "
+                    "those)")
     if plan["epochs"] < full["epochs"]:
         left.append(f"{full['epochs'] - plan['epochs']} of the full plan's {full['epochs']} epochs per run")
     if not left:
@@ -209,7 +213,10 @@ def corruption_markdown(rows, normal):
         return ""
     models = _models(scored)
     names = list(dict.fromkeys(n for r in scored for n in r["corruption"]))
-    lines = [f"### Corruptions at batch {normal}: top-1 (%) averaged over severities 1-5, mean ± 95% CI over seeds",
+    severities = sorted({int(s) for r in scored for scores in r["corruption"].values() for s in scores})
+    shown = ("severities " + ", ".join(map(str, severities)) if len(severities) > 1
+             else f"severity {severities[0]}")
+    lines = [f"### Corruptions at batch {normal}: top-1 (%) at {shown} (averaged), mean ± 95% CI over seeds",
              "", "| corruption | " + " | ".join(f"`{m}`" for m in models) + " |",
              "| --- |" + " ---: |" * len(models)]
     for name in names:
