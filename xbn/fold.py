@@ -34,6 +34,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from xbn import _graph
 from xbn.layers import WSConv2D
 from xbn.layers.norms import is_batch_norm
 
@@ -80,31 +81,20 @@ class FoldedBatchNorm(keras.layers.Layer):
         return input_shape
 
 
-def _consumers(model):
-    """``{layer name: [layers consuming its output]}`` inside ``model``."""
-    consumers = {layer.name: [] for layer in model.layers}
-    for layer in model.layers:
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                history = tensor._keras_history
-                consumers.setdefault(history.operation.name, []).append(layer)
-    return consumers
-
-
 def _fold_partner(bn, model, consumers):
     """The conv ``bn`` can fold into, or ``(None, reason)``."""
-    if len(bn._inbound_nodes) != 1:
+    if _graph.call_count(bn) != 1:
         return None, "it is called more than once"
-    source = bn._inbound_nodes[0].input_tensors[0]._keras_history.operation
+    source = _graph.input_layer(bn)
     is_conv = isinstance(source, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     if not is_conv:
         return None, f"its input comes from {source.name!r} ({type(source).__name__}), not a convolution"
-    if len(source._inbound_nodes) != 1:
+    if _graph.call_count(source) != 1:
         return None, f"the convolution {source.name!r} is shared"
     if source.activation not in (None, keras.activations.linear):
         return None, f"the convolution {source.name!r} has an activation"
     others = [layer.name for layer in consumers[source.name] if layer is not bn]
-    if others or source.name in {t._keras_history.operation.name for t in model.outputs}:
+    if others or source.name in _graph.output_layer_names(model):
         return None, f"the output of {source.name!r} also feeds {others or 'the model output'}"
     rank = len(bn.input.shape)
     channel_axis = -1 if source.data_format == "channels_last" else 1
@@ -165,7 +155,7 @@ def fold_batchnorm(model):
             f"fold_batchnorm: {model.name!r} is a subclassed model, whose layer graph "
             "cannot be rewritten; build it functionally (as every xbn model is)."
         )
-    consumers = _consumers(model)
+    consumers = _graph.consumers(model)
     partner_of_conv, folded, kept = {}, [], {}
     for layer in model.layers:
         if is_batch_norm(layer):

@@ -24,7 +24,7 @@ import inspect
 
 import keras
 
-from xbn import _checks
+from xbn import _checks, _graph
 from xbn.layers import BatchNorm, Conv2D, GroupNorm
 from xbn.layers.norms import NormSpec, make_norm
 from xbn.models.variants import GN_EPSILON
@@ -83,9 +83,9 @@ def _check_model(model, owner):
                 f"{owner}: layer {layer.name!r} is a nested model; rewrite it on its own, or build the "
                 "model from its layers."
             )
-        if len(getattr(layer, "_inbound_nodes", ())) > 1:
+        if _graph.call_count(layer) > 1:
             raise ValueError(
-                f"{owner}: layer {layer.name!r} is used {len(layer._inbound_nodes)} times (shared weights); "
+                f"{owner}: layer {layer.name!r} is used {_graph.call_count(layer)} times (shared weights); "
                 "rewriting it would have to change every use at once, which is not supported."
             )
     return model
@@ -113,14 +113,6 @@ def _functional(sequential, owner):
     for old, new in zip(sequential.layers, model.layers[1:]):
         new.set_weights(old.get_weights())
     return model
-
-
-def _input_layer(layer):
-    """The layer whose output ``layer`` takes (its first input), or None."""
-    nodes = getattr(layer, "_inbound_nodes", ())
-    if not nodes or not nodes[0].input_tensors:
-        return None
-    return nodes[0].input_tensors[0]._keras_history.operation
 
 
 def _drop_in(layer):
@@ -205,7 +197,7 @@ def to_xbn(model, groups=XBN_GROUPS, stem="gn"):
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        source = _input_layer(layer)
+        source = _graph.input_layer(layer)
         if isinstance(source, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and not _spatial_conv(source):
             kept[layer.name] = f"after the 1x1 {type(source).__name__} {source.name!r}"
         elif not _spatial_conv(source):

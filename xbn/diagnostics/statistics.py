@@ -15,6 +15,7 @@ underestimates) nor a momentum average.
 import keras
 import numpy as np
 
+from xbn import _graph
 from xbn.layers.norms import is_batch_norm
 
 
@@ -22,9 +23,9 @@ def batch_norm_layers(model):
     """The model's BatchNorm layers (xbn's and keras'), in depth order."""
     layers = [layer for layer in model.layers if is_batch_norm(layer)]
     for layer in layers:
-        if len(layer._inbound_nodes) != 1:
+        if _graph.call_count(layer) != 1:
             raise ValueError(
-                f"{layer.name!r} is called {len(layer._inbound_nodes)} times in "
+                f"{layer.name!r} is called {_graph.call_count(layer)} times in "
                 f"{model.name!r}; BN statistics need each BatchNorm used once."
             )
     return layers
