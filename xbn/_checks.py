@@ -96,3 +96,21 @@ def _describe_bounds(minimum, maximum, min_inclusive, max_inclusive):
     left = "[" if min_inclusive else "("
     right = "]" if max_inclusive else ")"
     return f" in {left}{minimum}, {maximum}{right}"
+
+
+def check_crop_scale(owner, value):
+    """``(min, max)`` with ``0 < min <= max <= 1``: a random crop's area range
+    (for training settings, recipes, flags and ``Augment`` alike)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{owner}: `crop_scale` must be two numbers (MIN, MAX); got {value!r}.")
+    low, high = (check_float(owner, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False) for v in value)
+    if low > high:
+        raise ValueError(
+            f"{owner}: `crop_scale` must be (MIN, MAX) with MIN <= MAX ({high:g}, {low:g}?); got {value!r}."
+        )
+    return (low, high)
+
+
+def check_eval_crop(owner, value):
+    """The central fraction kept at evaluation, in ``(0, 1]``."""
+    return check_float(owner, "eval_crop", value, minimum=0.0, maximum=1.0, min_inclusive=False)

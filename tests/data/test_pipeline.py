@@ -77,7 +77,7 @@ def test_train_crop_stays_inside_and_is_resized():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"crop_scale": (0.5, 0.2)}, r"crop_scale must be MIN MAX with MIN <= MAX \(--crop-scale 0.2 0.5\?\)"),
+    [({"crop_scale": (0.5, 0.2)}, r"`crop_scale` must be \(MIN, MAX\) with MIN <= MAX \(0.2, 0.5\?\)"),
      ({"crop_scale": (0.0, 1.0)}, r"Augment: argument `crop_scale` must be a finite number in \(0.0, 1.0\]"),
      ({"eval_crop": 1.5}, "eval_crop")],
 )

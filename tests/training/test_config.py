@@ -86,7 +86,7 @@ def test_recipe_base_loops_are_refused(tmp_path):
      ({"model_args": {"classes": 3}}, "`model_args` classes is set by the trainer itself"),
      ({"data": "imagenet"}, "unknown source 'imagenet'"),
      ({"optimizer": "adam"}, "`optimizer` must be one of 'sgd', 'adamw'"),
-     ({"crop_scale": (0.5,)}, "crop_scale must be two numbers")],
+     ({"crop_scale": (0.5,)}, "`crop_scale` must be two numbers")],
 )
 def test_bad_settings(overrides, message):
     with pytest.raises((ValueError, TypeError)) as info:

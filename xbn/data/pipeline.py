@@ -39,32 +39,11 @@ class Augment:
     eval_crop: float = 0.875
 
     def __post_init__(self):
-        object.__setattr__(self, "crop_scale", check_crop_scale("Augment", self.crop_scale))  # frozen
+        object.__setattr__(self, "crop_scale", _checks.check_crop_scale("Augment", self.crop_scale))  # frozen
         low, high = self.crop_ratio
         if not 0 < low <= high:
             raise ValueError(f"Augment: crop_ratio must satisfy 0 < MIN <= MAX; got {self.crop_ratio}.")
-        object.__setattr__(self, "eval_crop", check_eval_crop("Augment", self.eval_crop))
-
-
-def check_crop_scale(owner, value):
-    """``(min, max)`` with ``0 < min <= max <= 1``: the random crop's area range."""
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError(f"{owner}: crop_scale must be two numbers MIN MAX; got {value!r}.")
-    low, high = (
-        _checks.check_float(owner, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False)
-        for v in value
-    )
-    if low > high:
-        raise ValueError(
-            f"{owner}: crop_scale must be MIN MAX with MIN <= MAX (--crop-scale {high:g} {low:g}?); "
-            f"got {value!r}."
-        )
-    return (low, high)
-
-
-def check_eval_crop(owner, value):
-    """The central fraction kept at evaluation, in ``(0, 1]``."""
-    return _checks.check_float(owner, "eval_crop", value, minimum=0.0, maximum=1.0, min_inclusive=False)
+        object.__setattr__(self, "eval_crop", _checks.check_eval_crop("Augment", self.eval_crop))
 
 
 def _seed(base, epoch):

@@ -139,7 +139,6 @@ class TrainConfig:
     def validate(self):
         """Check every setting; returns self (normalised) or raises ValueError/TypeError."""
         o = "xbn-train"
-        from xbn.data.pipeline import check_crop_scale, check_eval_crop
         from xbn.data.sources import check_data_args, parse_spec
         from xbn.models import list_models, model_facts
 
@@ -196,11 +195,11 @@ class TrainConfig:
         self.recalibrate_bn = _checks.check_int(o, "recalibrate_bn", self.recalibrate_bn, minimum=0)
         self.sync_bn = _checks.check_bool(o, "sync_bn", self.sync_bn)
         if self.crop_scale is not None:
-            self.crop_scale = check_crop_scale(o, self.crop_scale)
+            self.crop_scale = _checks.check_crop_scale(o, self.crop_scale)
         if self.flip is not None:
             self.flip = _checks.check_bool(o, "flip", self.flip)
         if self.eval_crop is not None:
-            self.eval_crop = check_eval_crop(o, self.eval_crop)
+            self.eval_crop = _checks.check_eval_crop(o, self.eval_crop)
         if self.cache is not None:
             self.cache = _checks.check_bool(o, "cache", self.cache)
         self.seed = _checks.check_int(o, "seed", self.seed, minimum=0)
