@@ -45,3 +45,9 @@ def consumers(model):
 def output_layer_names(model):
     """Names of the layers whose outputs are ``model``'s outputs."""
     return {producer(tensor).name for tensor in keras.tree.flatten(model.outputs)}
+
+
+def is_functional(model):
+    """Whether ``model`` is a functional keras model (``keras.Model(inputs,
+    outputs)``, or a subclass keras built the same way, such as the zoo's)."""
+    return any(cls.__name__ == "Functional" for cls in type(model).__mro__)

@@ -70,7 +70,7 @@ class SurgeryReport:
 def _check_model(model, owner):
     """``model`` as a functional model to rewrite: itself, or a Sequential's
     functional equivalent; refuses what has no graph to rewrite."""
-    if not isinstance(model, keras.Model) or type(model).__name__ not in ("Functional", "Sequential"):
+    if not isinstance(model, keras.Model) or not (_graph.is_functional(model) or isinstance(model, keras.Sequential)):
         raise ValueError(
             f"{owner}: {getattr(model, 'name', model)!r} is a subclassed model ({type(model).__name__}); only "
             "functional and Sequential models have a graph to rewrite. Rebuild it with the functional API."

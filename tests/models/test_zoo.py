@@ -133,3 +133,15 @@ def test_max_pooling_takes_the_spatial_maximum():
     np.testing.assert_array_equal(np.asarray(model(x, training=False)), features.max(axis=(1, 2)))
 
 
+
+
+def test_facts_travel_in_the_config_under_any_name(tmp_path):
+    """The registered name is kept where keras keeps a model's configuration,
+    so a model built with ``name=`` keeps its facts through a ``.keras`` file
+    (before: an attribute the round trip dropped, and a lookup by name)."""
+    model = get_model("resnet20_xbn", input_shape=(16, 16, 3), classes=10, name="my_net")
+    assert model.get_config()["xbn_model"] == "resnet20_xbn"
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    assert restored.name == "my_net" and restored.get_config()["xbn_model"] == "resnet20_xbn"
+    assert model_facts(restored) == model_facts("resnet20_xbn")

@@ -153,15 +153,41 @@ def _warn_reduced_groups(model):
         )
 
 
+@keras.saving.register_keras_serializable(package="xbn")
+class ZooModel(keras.Model):
+    """A functional model of the zoo that keeps its registered name where
+    keras keeps a model's configuration (``get_config()``, so in a
+    ``.keras`` file), and serves the registered facts as ``xbn_facts``
+    (:func:`xbn.models.model_facts`) after any round trip and under any
+    ``name=``.  It is a functional ``keras.Model`` in every other respect
+    (keras builds it with ``inputs, outputs``; cloning and saving work as
+    for any functional model).
+
+    Args:
+        xbn_model: the registered model name (``"resnet50_xbn"``).
+        *args, **kwargs: ``keras.Model``'s functional arguments.
+    """
+
+    def __init__(self, *args, xbn_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.xbn_model = xbn_model
+        if xbn_model is not None:
+            from xbn.models.registry import model_facts
+
+            self.xbn_facts = model_facts(xbn_model)
+
+    def get_config(self):
+        return {**super().get_config(), "xbn_model": self.xbn_model}
+
+
 def finish_model(img_input, input_tensor, outputs, name, facts, weights):
-    """Make the Functional model, attach its facts, load ``weights``."""
+    """Make the functional :class:`ZooModel`, with its facts, load ``weights``."""
     from xbn.models.weights import load_weights
 
     inputs = img_input
     if input_tensor is not None:
         inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, outputs, name=name)
-    model.xbn_facts = facts
+    model = ZooModel(inputs, outputs, name=name, xbn_model=facts.name)
     _warn_reduced_groups(model)
     if weights is not None:
         model.xbn_weights_report = load_weights(model, weights)

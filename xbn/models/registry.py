@@ -163,8 +163,10 @@ def check_arguments(name, kwargs, exclude=(), flag="argument"):
             )
 
 
-def get_model(name, **kwargs):
-    """Build the registered model ``name`` with the builder's keyword arguments.
+def get_model(name, /, **kwargs):
+    """Build the registered model ``name`` with the builder's keyword arguments
+    (``name=`` among them names the keras model: ``get_model("resnet50",
+    name="backbone")``).
 
     >>> from xbn.models import get_model
     >>> model = get_model("mobilenetv2_xbn", alpha=0.35, input_shape=(32, 32, 3), classes=10)
@@ -178,8 +180,9 @@ def get_model(name, **kwargs):
 def model_facts(model_or_name):
     """The :class:`ModelFacts` of a registered name or of a model built by xbn.
 
-    A model is looked up by the facts attached when it was built, else by its
-    name (which survives a ``.keras`` round trip).
+    A model is looked up by its facts (a zoo model keeps its registered name
+    in its config, so they survive a ``.keras`` round trip and any
+    ``name=``), else by its name.
     """
     if isinstance(model_or_name, str):
         return _entry(model_or_name)[1]
