@@ -180,10 +180,32 @@ _DOC = """MobileNetV2{what}.
 """
 
 
-@register_model(
-    family="mobilenetv2", variant="vanilla", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
-    description="MobileNetV2 (keras.applications.MobileNetV2)", keras_application="MobileNetV2",
-)
+_BN_ARGS = """
+        bn_kind, bn_options: the norm kind and options at every BatchNorm
+            position, as for :func:`xbn.models.resnet50`."""
+
+
+def _mobilenet(variant, what, extra, description, keras_application=None):
+    """Register the decorated builder with its facts and the shared docstring
+    (the family's one registration idiom, as ``_resnet`` and ShuffleNetV2's
+    ``_register``)."""
+
+    def decorate(builder):
+        builder.__doc__ = _DOC.format(what=what, extra=extra)
+        return register_model(
+            family="mobilenetv2", variant=variant, default_size=224, preprocessing="tf",
+            small_args=SMALL_ARGS, description=description, keras_application=keras_application,
+        )(builder)
+
+    return decorate
+
+
+# One definition per public model: keras.applications.MobileNetV2's
+# signature, the layout, then the variant's own arguments.
+
+
+@_mobilenet("vanilla", " (keras.applications.MobileNetV2)", _BN_ARGS,
+            "MobileNetV2 (keras.applications.MobileNetV2)", keras_application="MobileNetV2")
 def mobilenetv2(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
     pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras", bn_kind="bn",
@@ -196,10 +218,10 @@ def mobilenetv2(
     )
 
 
-@register_model(
-    family="mobilenetv2", variant="xbn", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
-    description="MobileNetV2 with a GroupNorm after every depthwise conv (XBN)",
-)
+@_mobilenet("xbn", " with XBN: a GroupNorm after every depthwise conv", """
+        xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
+            004 and the XBNBlock code), reduced to a divisor of the channels.""" + _BN_ARGS,
+            "MobileNetV2 with a GroupNorm after every depthwise conv (XBN)")
 def mobilenetv2_xbn(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
     pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
@@ -213,10 +235,14 @@ def mobilenetv2_xbn(
     )
 
 
-@register_model(
-    family="mobilenetv2", variant="gnws", default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
-    description="MobileNetV2 with GroupNorm + weight-standardized convs (GN+WS)",
-)
+@_mobilenet("gnws", " with GroupNorm + weight standardization", """
+        gn_groups: groups of every GroupNorm (32, as in the GN paper),
+            reduced to a divisor of each layer's channels.  MobileNetV2's
+            layers are narrow (56 channels in block 13 at ``alpha=0.35``) and
+            at 32x32 inputs its last stage is 1x1 pixel, where 32 groups
+            leave 2 values per group; GroupNorm warns about that, and fewer
+            groups (e.g. 8) avoid it.""",
+            "MobileNetV2 with GroupNorm + weight-standardized convs (GN+WS)")
 def mobilenetv2_gnws(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
     pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
@@ -228,26 +254,3 @@ def mobilenetv2_gnws(
         norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
         input_tensor, pooling, classes, classifier_activation, name, layout,
     )
-
-
-_BN_ARGS = """
-        bn_kind, bn_options: the norm kind and options at every BatchNorm
-            position, as for :func:`xbn.models.resnet50`."""
-mobilenetv2.__doc__ = _DOC.format(what=" (keras.applications.MobileNetV2)", extra=_BN_ARGS)
-mobilenetv2_xbn.__doc__ = _DOC.format(
-    what=" with XBN: a GroupNorm after every depthwise conv",
-    extra="""
-        xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
-            004 and the XBNBlock code), reduced to a divisor of the channels."""
-    + _BN_ARGS,
-)
-mobilenetv2_gnws.__doc__ = _DOC.format(
-    what=" with GroupNorm + weight standardization",
-    extra="""
-        gn_groups: groups of every GroupNorm (32, as in the GN paper),
-            reduced to a divisor of each layer's channels.  MobileNetV2's
-            layers are narrow (56 channels in block 13 at ``alpha=0.35``) and
-            at 32x32 inputs its last stage is 1x1 pixel, where 32 groups
-            leave 2 values per group; GroupNorm warns about that, and fewer
-            groups (e.g. 8) avoid it.""",
-)
