@@ -150,6 +150,32 @@ def _export(folder, metrics, model, log):
 
 
 class _Run:
+    """One training run in an opened run folder, from set-up to results.
+
+    The steps, in the order :meth:`run` takes them:
+
+    - set-up (:meth:`_setup`): check the batch against the strategy's
+      replicas, open the data (with its separate val/test data), resolve the
+      data's image defaults, build the model (the data's classes, the image
+      size) and its tf.data pipeline, and size an epoch
+      (:meth:`_steps_per_epoch`, which says how many images a batch leaves
+      out);
+    - the per-replica train and eval steps (:meth:`_build_steps`, the same
+      ``xbn.training.steps`` functions ``xbn-bench`` times), and the
+      optimizer and its schedule;
+    - resume from the last good checkpoint, if the folder has one;
+    - per epoch (:meth:`_train_epoch`): the steps, stopping on a non-finite
+      loss with the last good checkpoint named; then validation, the
+      history row, the checkpoint, TensorBoard logs, ``history.csv`` and the
+      curves written atomically after a disk-space check (:meth:`_save_epoch`);
+    - at the end (:meth:`_finish`): precise BN if asked, test and validation
+      metrics, ``model.keras``, ``metrics.json``, and the export
+      (its failure is reported apart: the results stay).
+
+    Only the chief worker writes; other workers of a multi-worker run train
+    and evaluate alongside it.
+    """
+
     def __init__(self, config, strategy, folder, log):
         self.config, self.strategy, self.folder, self.log = config, strategy, folder, log
         self.replicas = strategy.num_replicas_in_sync
