@@ -276,7 +276,9 @@ class Plan:
             "sweep": [f.label for f in self.sweep], "batch_sizes": list(self.batch_sizes),
             "depth": [f.label for f in self.depth], "depth_batch_sizes": list(self.depth_batch_sizes),
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
-            "lr": f"{self.lr_at_64:g} x batch / 64 x tuned scale", "lr_scales": list(LR_SCALES),
+            "lr": f"{self.lr_at_64:g} x batch / 64"
+                  + (" x tuned scale" if self.tune else " (the linear rule, not tuned)"),
+            "lr_scales": list(LR_SCALES),
             "tuned_batches": list(self.tuned_batches) if self.tune else [],
             "tuning_seed": TUNING_SEED if self.tune else None, "converged_points": CONVERGED_POINTS,
             "warmup_epochs": 1, "image_size": self.image_size, "data": self.data, "shift_data": self.shift_data,

@@ -108,8 +108,10 @@ def _scope_lines(plan):
     left = []
     missing = sorted(set(full["batch_sizes"]) - set(plan["batch_sizes"]))
     if missing:
+        ends = len(plan["batch_sizes"]) == 2
         left.append(f"batch sizes {', '.join(map(str, missing))} (the sweep runs "
-                    f"{', '.join(map(str, plan['batch_sizes']))}: the two ends H2 compares, and between)")
+                    f"{', '.join(map(str, plan['batch_sizes']))}: the two ends H2 compares"
+                    + (")" if ends else ", and between)"))
     forms = [f for f in full["sweep"] if f not in plan["sweep"]]
     if forms:
         left.append(f"the {', '.join(f'`{f}`' for f in forms)} form")
