@@ -11,15 +11,16 @@ from scipy import stats
 from xbn.cli import study as study_cli
 from xbn.data import Augment, Pipeline, load_source
 from xbn.diagnostics import estimation_shift
-from xbn.study import analysis, forms_of, report, study_plan
+from xbn.study import analysis, forms_of, report, runner, study_plan
 from xbn.study.analysis import Estimate
 
 FORMS = ("resnet20", "resnet20_xbn", "resnet20_gnws", "resnet20_brn")
+QUICK_FORMS = FORMS[:3]  # the quick plan trains no batch-renormalized form
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """``xbn-study --quick`` run once: 16 runs (4 forms x batch 4, 16 x seeds 0, 1), two at a time."""
+    """``xbn-study --quick`` run once: 12 runs (3 forms x batch 4, 16 x seeds 0, 1), two at a time."""
     root = tmp_path_factory.mktemp("study")
     readme = root / "README.md"
     readme.write_text("# Zoo\n\n<!-- begin:study -->\n<!-- end:study -->\n\n## After\n")
@@ -34,7 +35,7 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
     document = json.loads((root / "s" / "results.json").read_text())
     rows = document["rows"]
     assert [(r["model"], r["batch_size"], r["seed"]) for r in rows] == [
-        (model, batch, seed) for seed in (0, 1) for batch in (16, 4) for model in FORMS
+        (model, batch, seed) for seed in (0, 1) for batch in (16, 4) for model in QUICK_FORMS
     ]
     for r in rows:
         assert {"model", "batch_size", "seed", "purpose", "epochs", "steps", "lr", "lr_scale", "top1_ema",
@@ -56,8 +57,6 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
             assert depths == sorted(depths) and 0 < depths[0] and depths[-1] < 1
             for key in ("mean_shift", "train_mean_shift", "noise_mean_shift"):
                 assert r[key] == pytest.approx(np.mean([la[key] for la in r["layer_shifts"]]))
-        if r["model"] == "resnet20_brn":  # Ioffe's ramp, sized to the run's 3 steps
-            assert r["model_args"]["bn_options"]["renorm_ramp"] == {"rmax": [0, 1], "dmax": [0, 1]}
         # Corruptions at the normal batch, for the three forms H4 compares.
         scored = r["batch_size"] == 16 and r["norm"] != "brn"
         assert bool(r["corruption"]) == scored
@@ -104,7 +103,7 @@ def test_a_second_call_reuses_every_run_and_other_settings_are_refused(quick, ca
     capsys.readouterr()
     assert study_cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "16 finished and reused, 0 to train" in out
+    assert "12 finished and reused, 0 to train" in out
     assert json.loads((root / "s" / "results.json").read_text())["rows"] == json.loads(before)["rows"]
     # A run of the folder trained with other settings: refused by name, nothing retrained.
     run = root / "s" / "runs" / "resnet20-bs4-s0" / "run.json"
@@ -161,6 +160,24 @@ def test_the_published_plan():
         study_plan(seeds=(0,))
     with pytest.raises(ValueError, match="seed 100 is held out"):
         study_plan(seeds=(0, 100))
+
+
+def test_batch_renormalization_s_ramp_is_sized_to_each_run():
+    """Ioffe's ramp, from the end of the warm-up epoch to 40% (rmax) and 25%
+    (dmax) of the run's steps: 3 steps of one epoch ramp at once; a full run
+    of the published plan over thousands of steps."""
+    from xbn.study.plan import Cell
+
+    brn = forms_of("resnet20")[3]
+    quick = study_plan(quick=True)
+    args = runner._model_args(Cell(brn, 4, 0), quick)
+    assert args["bn_kind"] == "brn" and args["bn_options"]["renorm_ramp"] == {"rmax": (0, 1), "dmax": (0, 1)}
+    plan = study_plan()
+    per_epoch, epochs = runner._steps(Cell(brn, 64, 0), plan)
+    ramp = runner._model_args(Cell(brn, 64, 0), plan)["bn_options"]["renorm_ramp"]
+    steps = per_epoch * epochs
+    assert ramp == {"rmax": (per_epoch, round(0.4 * steps)), "dmax": (per_epoch, round(0.25 * steps))}
+    assert ramp["rmax"][1] > ramp["rmax"][0] > 0
 
 
 def test_a_smaller_plan_says_what_it_leaves_out():
