@@ -315,18 +315,31 @@ def plot_all(document, folder):
     paths.append(plot_depth(rows, plan, folder / PLOTS["depth_variance"], "var_shift"))
     scored = [r for r in _trained(rows) if r.get("corruption")]
     if scored:
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        severities = []
-        for model in _models(scored):
+        # Per corruption (the unit H4 is tested on), each form's top-1
+        # averaged over the severities scored, with its 95% CI over seeds.
+        names = list(dict.fromkeys(n for r in scored for n in r["corruption"]))
+        severities = sorted({int(s) for r in scored for n in r["corruption"] for s in r["corruption"][n]})
+        models = _models(scored)
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.6 * len(names) + 2), 4.4))
+        x = np.arange(len(names), dtype=float)
+        lowest, highest = 100.0, 0.0
+        for k, model in enumerate(models):
             runs = [r for r in scored if r["model"] == model]
-            severities = sorted({int(s) for r in runs for n in r["corruption"] for s in r["corruption"][n]})
-            grid = [[100 * np.mean([scores[str(s)] for scores in r["corruption"].values() if str(s) in scores])
-                     for s in severities] for r in runs]
-            _band(ax, severities, grid, model)
-        ax.set_xticks(severities, [str(s) for s in severities])
-        ax.set(xlabel="severity", ylabel="test top-1 (%), mean over corruptions",
-               title=f"H4: accuracy under corruption (batch {plan['normal_batch']}, 95% CI)")
-        ax.grid(alpha=0.3)
+            estimates = [Estimate.of([100 * np.mean(list(r["corruption"][n].values()))
+                                      for r in runs if n in r["corruption"]]) for n in names]
+            means = np.array([e.mean for e in estimates])
+            halves = np.array([0.0 if math.isnan(e.low) else e.mean - e.low for e in estimates])
+            lowest, highest = min(lowest, float(np.nanmin(means))), max(highest, float(np.nanmax(means)))
+            ax.errorbar(x + (k - (len(models) - 1) / 2) * 0.22, means, yerr=halves, fmt="o", markersize=4,
+                        capsize=2, label=f"{model} ({len(runs)} seeds)")
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        # Sized to the means; an interval beyond 0-100% (few seeds) is cut at the possible range.
+        ax.set_ylim(max(0.0, lowest - 10.0), min(100.0, highest + 5.0))
+        shown = ", ".join(map(str, severities))
+        ax.set(ylabel="test top-1 (%)", title=f"H4: top-1 per corruption at batch {plan['normal_batch']} "
+               f"(severity {shown}; mean and 95% CI over seeds)")
+        ax.title.set_fontsize(10)
+        ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(_plotting.save_png(fig, folder / PLOTS["corruption"]))
@@ -375,7 +388,7 @@ def plot_depth(rows, plan, path, key="mean_shift"):
             if j == 0:
                 ax.set_ylabel(what + " (log scale)")
         axes[i, 0].legend(fontsize=6)
-    fig.suptitle(f"H1: {what} per BatchNorm layer against depth (mean and 95% CI over seeds; ticks: layers both "
-                 "forms share)")
+    fig.suptitle(f"H1: {what} per BatchNorm layer against depth\n(mean and 95% CI over seeds; ticks: layers both "
+                 "forms share)", fontsize=10)
     fig.tight_layout()
     return _plotting.save_png(fig, path)
