@@ -132,8 +132,9 @@ def _scope_lines(plan):
     if not left:
         return []
     return ["**Scope**: this run of the study is smaller than the full plan (`xbn-study` without options, about "
-            "6 hours of this 2-core machine); it leaves out " + "; ".join(left) + ". Rerunning with the full "
-            "plan's options into the same `--out` reuses every finished run that has the same settings.", ""]
+            "6 hours of this 2-core machine); it leaves out " + "; ".join(left) + ". A rerun reuses every "
+            "finished run whose settings it shares; runs of other settings (other epochs) are refused, so the "
+            "full plan needs its own `--out`.", ""]
 
 
 def to_markdown(document, command, picture_prefix=""):
