@@ -145,3 +145,17 @@ def test_facts_travel_in_the_config_under_any_name(tmp_path):
     restored = keras.saving.load_model(tmp_path / "m.keras")
     assert restored.name == "my_net" and restored.get_config()["xbn_model"] == "resnet20_xbn"
     assert model_facts(restored) == model_facts("resnet20_xbn")
+
+
+def test_a_file_of_a_model_no_longer_registered_still_loads(tmp_path):
+    """A model registered by an extension (here the tests' tiny network)
+    loads where that registration is absent, without facts."""
+    import tiny
+
+    with tiny.registered():
+        model = get_model("tiny_xbn", input_shape=(32, 32, 3), classes=3)
+        model.save(tmp_path / "t.keras")
+    restored = keras.saving.load_model(tmp_path / "t.keras")
+    assert restored.get_config()["xbn_model"] == "tiny_xbn" and not hasattr(restored, "xbn_facts")
+    x = np.random.default_rng(3).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(restored(x, training=False)), np.asarray(model(x, training=False)))

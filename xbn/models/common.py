@@ -172,9 +172,13 @@ class ZooModel(keras.Model):
         super().__init__(*args, **kwargs)
         self.xbn_model = xbn_model
         if xbn_model is not None:
-            from xbn.models.registry import model_facts
+            from xbn.models.registry import list_models, model_facts
 
-            self.xbn_facts = model_facts(xbn_model)
+            # A file of a model registered elsewhere (an extension, a test's
+            # model) still loads where that registration is absent: it then
+            # has no facts, as any keras model.
+            if xbn_model in list_models():
+                self.xbn_facts = model_facts(xbn_model)
 
     def get_config(self):
         return {**super().get_config(), "xbn_model": self.xbn_model}
