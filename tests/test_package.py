@@ -29,10 +29,12 @@ def test_public_layers_are_registered_with_keras():
         assert keras.saving.get_registered_object(f"xbn>{cls.__name__}") is cls
 
 
-def test_pyproject_holds_only_the_build_system():
+def test_pyproject_holds_the_build_system_and_the_linter_only():
+    """Package metadata lives in setup.cfg; pyproject.toml holds the build
+    system and the linter's configuration (issue 22), nothing else."""
     text = (ROOT / "pyproject.toml").read_text()
     tables = re.findall(r"^\[([^\]]+)\]", text, flags=re.M)
-    assert tables == ["build-system"]
+    assert tables == ["build-system", "tool.ruff", "tool.ruff.lint", "tool.ruff.lint.isort"]
 
 
 def _setup_cfg():

@@ -84,7 +84,7 @@ def test_sync_bn_reduces_the_statistics_over_both_replicas(tmp_path, sync_bn):
 
 
 def test_jit_compile_with_several_replicas_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="--jit-compile runs one replica per worker; this strategy has 2"):
+    with pytest.raises(ValueError, match="`jit_compile` runs one replica per worker; this strategy has 2"):
         train(TrainConfig(out=str(tmp_path / "x"), jit_compile=True, strategy="mirrored", **TRAINED))
     assert not (tmp_path / "x" / "checkpoints").exists()
 
