@@ -5,7 +5,6 @@ written once for every family, with errors that say what was expected.
 """
 
 import os
-
 import warnings
 
 import keras
