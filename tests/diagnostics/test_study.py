@@ -204,6 +204,36 @@ def test_a_smaller_plan_says_what_it_leaves_out():
         study_plan(convergence_seeds=(7,))
 
 
+def test_the_normal_batch_can_take_more_epochs_until_it_converges():
+    """``normal_epochs`` (issue 21: converged batch-64 references): only the
+    normal batch's runs take them, its convergence runs twice them, the runs
+    at the small batches keep their names (a study of ``epochs`` alone is
+    reused), and the report says the epochs are not held equal."""
+    plan = study_plan(batch_sizes=(2, 64), tune=False, brn=False, depth=None, epochs=10, normal_epochs=40,
+                      convergence_seeds=(0,), seeds=(0, 1))
+    cells = plan.cells()
+    study = {(c.batch_size, c.purpose): c.epochs for c in cells}
+    assert study == {(64, "study"): 40, (2, "study"): None, (64, "convergence"): 80}
+    assert {c.name for c in cells if c.batch_size == 2} == {
+        c.name for c in study_plan(batch_sizes=(2, 64), tune=False, brn=False, depth=None, epochs=10,
+                                   seeds=(0, 1)).cells() if c.batch_size == 2}
+    assert [runner._steps(c, plan)[1] for c in cells[:4]] == [40, 40, 40, 10]
+    described = plan.describe()
+    assert (described["epochs"], described["normal_epochs"]) == (10, 40)
+    assert study_plan(epochs=10).describe()["normal_epochs"] == 10
+    tuned = study_plan(batch_sizes=(2, 64), brn=False, depth=None, epochs=10, normal_epochs=40)
+    assert {(c.batch_size, c.epochs) for c in tuned.tuning_cells()} == {(64, 40), (2, None)}
+    rows = [{"model": f.label, "norm": f.norm, "batch_size": b, "seed": s, "steps": 39 * plan.epochs_at(b),
+             "purpose": "study", "top1_ema": 0.5, "top1_precise_bn": 0.5}
+            for f in plan.sweep for b in plan.batch_sizes for s in plan.seeds]
+    text = report.to_markdown({"plan": described, "rows": rows}, "xbn-study ...")
+    assert "**Epochs are held equal below the normal batch** (10 per run" in text
+    assert "the batch-64 references take 40" in text
+    assert "10 of the full plan's 20 epochs per run below batch 64" in text
+    with pytest.raises(ValueError, match="`normal_epochs` must be >= `epochs`"):
+        study_plan(epochs=10, normal_epochs=5)
+
+
 def test_learning_rates_are_chosen_on_the_validation_split():
     from xbn.study.runner import chosen_scales
 

@@ -46,6 +46,9 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="seeds of every cell (default 0 1 2 3 4; quick 0 1); 100 is held out for tuning")
     p.add_argument("--epochs", type=int, help="epochs of every run (default 20; quick 1)")
+    p.add_argument("--normal-epochs", type=int, metavar="N",
+                   help="epochs of the normal (largest) batch's runs, which take the fewest steps, until they "
+                   "converge (default: --epochs)")
     p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
                    help="batch sizes of the sweep (default 2 4 8 16 64); the largest is the normal batch")
     p.add_argument("--no-tune", dest="tune", action="store_false",
@@ -87,7 +90,7 @@ def _body(argv):
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
-                          args.tune, args.brn, args.convergence_seeds, args.severities)
+                          args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs)
         runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
         document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())

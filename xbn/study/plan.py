@@ -28,8 +28,12 @@ the same): every run sees every training image ``epochs`` times, so a run
 at batch 2 takes 32 times the steps of one at batch 64.  Equal steps would
 give the small batches a thirty-second of the data, a second difference
 besides the statistics; equal epochs give them more updates, so the small
-batches are never the less trained.  One epoch of linear warm-up, then
-cosine decay; every result row records both its epochs and its steps.
+batches are never the less trained.  The one exception is
+:attr:`Plan.normal_epochs`: the normal batch's runs, which take the fewest
+steps of all, can be given more epochs until they converge (issue 21: the
+reference must be converged, and doubling 10 epochs at batch 64 still moved
+top-1 by a point).  One epoch of linear warm-up, then cosine decay; every
+result row records both its epochs and its steps.
 """
 
 import dataclasses
@@ -135,7 +139,12 @@ class Plan:
             ResNet-56 at batch 2 would cost 2.8 times ResNet-20's most
             expensive cells, more than the budget left).
         seeds: the seeds of every study cell.
-        epochs: epochs of every run (held equal across batch sizes).
+        epochs: epochs of every run (held equal across batch sizes, but
+            see ``normal_epochs``).
+        normal_epochs: epochs of the runs at ``normal_batch`` where they
+            differ from ``epochs`` (``None``: the same): the references are
+            the runs with the fewest steps, and this trains them until
+            converged without paying for more epochs at the small batches.
         normal_batch: the batch at which XBN is compared with BN (H3), the
             corruption benchmark runs (H4) and convergence is checked.
         corruptions: ``(name, severity)`` pairs scored at ``normal_batch``.
@@ -174,6 +183,7 @@ class Plan:
     lr_at_64: float = LR_AT_64
     convergence_seeds: tuple = None
     data_args: tuple = ()
+    normal_epochs: int = None
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -187,6 +197,9 @@ class Plan:
             raise ValueError(f"the normal batch {self.normal_batch} is not among the batch sizes {self.batch_sizes}.")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {self.epochs}.")
+        if self.normal_epochs is not None and self.normal_epochs < self.epochs:
+            raise ValueError(f"`normal_epochs` must be >= `epochs` ({self.epochs}): the normal batch takes the "
+                             f"fewest steps per epoch; got {self.normal_epochs}.")
         if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
         from xbn.models import list_models
@@ -198,6 +211,17 @@ class Plan:
                 f"unknown models {', '.join(missing)}; the study needs a registered network with _xbn and "
                 "_gnws forms, e.g. resnet20 (xbn.models.list_models())."
             )
+
+    def epochs_at(self, batch_size):
+        """The epochs of a run at ``batch_size`` (``normal_epochs`` at the normal batch)."""
+        if batch_size == self.normal_batch and self.normal_epochs:
+            return self.normal_epochs
+        return self.epochs
+
+    def _own_epochs(self, batch_size):
+        """:attr:`Cell.epochs` of a study run: ``None`` where they are the plan's."""
+        epochs = self.epochs_at(batch_size)
+        return None if epochs == self.epochs else epochs
 
     def lr(self, batch_size, scale=1.0):
         """The peak learning rate at ``batch_size``: the linear rule times ``scale``."""
@@ -211,7 +235,7 @@ class Plan:
         """The held-out-seed runs that pick each (form, batch)'s learning rate."""
         if not self.tune:
             return []
-        return [Cell(form, batch, TUNING_SEED, lr_scale=scale, purpose="tuning")
+        return [Cell(form, batch, TUNING_SEED, lr_scale=scale, epochs=self._own_epochs(batch), purpose="tuning")
                 for batch in sorted(self.tuned_batches, reverse=True) for form in self.sweep
                 for scale in LR_SCALES]
 
@@ -259,15 +283,17 @@ class Plan:
             for batch in sorted(self.batch_sizes, reverse=True):
                 for form in self.sweep:
                     scored = self.corruptions if batch == self.normal_batch and form.norm != "brn" else ()
-                    cells.append(Cell(form, batch, seed, scored, scale(form, batch)))
+                    cells.append(Cell(form, batch, seed, scored, scale(form, batch), self._own_epochs(batch)))
             for batch in sorted(self.depth_batch_sizes, reverse=True):
                 for form in self.depth:
-                    cells.append(Cell(form, batch, seed, lr_scale=scale(form, batch)))
+                    cells.append(Cell(form, batch, seed, lr_scale=scale(form, batch),
+                                      epochs=self._own_epochs(batch)))
             # A seed's convergence runs follow its study runs, so that an
             # interrupted study has whole seeds, each with its check.
             if seed in converged and not self.steps_per_epoch:  # a capped (quick) plan has nothing to converge
                 cells += [Cell(form, self.normal_batch, seed, lr_scale=scale(form, self.normal_batch),
-                               epochs=2 * self.epochs, purpose="convergence") for form in self.sweep]
+                               epochs=2 * self.epochs_at(self.normal_batch), purpose="convergence")
+                          for form in self.sweep]
         return cells
 
     def describe(self):
@@ -276,6 +302,7 @@ class Plan:
             "sweep": [f.label for f in self.sweep], "batch_sizes": list(self.batch_sizes),
             "depth": [f.label for f in self.depth], "depth_batch_sizes": list(self.depth_batch_sizes),
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
+            "normal_epochs": self.epochs_at(self.normal_batch),
             "lr": f"{self.lr_at_64:g} x batch / 64"
                   + (" x tuned scale" if self.tune else " (the linear rule, not tuned)"),
             "lr_scales": list(LR_SCALES),
@@ -303,7 +330,7 @@ EPOCHS = 20
 
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
-               tune=True, brn=True, convergence_seeds=None, severities=None):
+               tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -319,6 +346,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             for convergence (default every seed).
         severities: the corruption severities scored (default 1 to 5; every
             corruption at each).
+        normal_epochs: epochs of the normal batch's runs (default ``epochs``).
     """
     if quick:
         return Plan(
@@ -335,5 +363,5 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         depth=forms_of(depth, brn=False)[:2] if depth else (), depth_batch_sizes=(8, 64) if depth else (),
         seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
-        convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None,
+        convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,
     )

@@ -87,7 +87,7 @@ def _convergence_lines(document):
     if not found:
         return []
     limit = document["plan"].get("converged_points", 0.3)
-    epochs = document["plan"]["epochs"]
+    epochs = _normal_epochs(document["plan"])
     lines = [f"**Converged references**: the batch-{normal} runs trained again for {2 * epochs} epochs; test "
              f"top-1 with {2 * epochs} minus with {epochs} epochs (converged when the mean moves by less than "
              f"{limit} points):", ""]
@@ -95,6 +95,26 @@ def _convergence_lines(document):
         verdict = "converged" if abs(100 * e.mean) < limit else "**not converged**"
         lines.append(f"- `{model}`: {e.text()}: {verdict}")
     return lines + [""]
+
+
+def _normal_epochs(plan):
+    """The normal batch's epochs (older results have one number for all)."""
+    return plan.get("normal_epochs") or plan["epochs"]
+
+
+def _epochs_sentence(plan, steps):
+    """How the schedule treats the batch sizes, with the steps it gives each."""
+    normal, epochs, normal_epochs = plan["normal_batch"], plan["epochs"], _normal_epochs(plan)
+    steps_text = ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
+    if normal_epochs == epochs:
+        return (f"**Epochs are held equal** ({epochs} per run, one of linear warm-up, cosine decay), so the steps "
+                f"differ: {steps_text}: equal steps would give the small batches a fraction of the data, a second "
+                "difference besides the statistics.")
+    return (f"**Epochs are held equal below the normal batch** ({epochs} per run, one of linear warm-up, cosine "
+            f"decay) and the batch-{normal} references take {normal_epochs}: {steps_text}. Equal steps would give "
+            "the small batches a fraction of the data, a second difference besides the statistics; the references "
+            "take the fewest steps of all, and they are trained until doubling their epochs moves top-1 by less "
+            f"than {plan.get('converged_points', 0.3)} points, so no cell is compared before it has converged.")
 
 
 def _scope_lines(plan):
@@ -128,7 +148,8 @@ def _scope_lines(plan):
         left.append(f"corruption severities other than {', '.join(map(str, severities))} (the mCE here is over "
                     "those)")
     if plan["epochs"] < full["epochs"]:
-        left.append(f"{full['epochs'] - plan['epochs']} of the full plan's {full['epochs']} epochs per run")
+        below = f" below batch {plan['normal_batch']}" if _normal_epochs(plan) >= full["epochs"] else ""
+        left.append(f"{full['epochs'] - plan['epochs']} of the full plan's {full['epochs']} epochs per run{below}")
     if not left:
         return []
     return ["**Scope**: this run of the study is smaller than the full plan (`xbn-study` without options, about "
@@ -151,10 +172,7 @@ def to_markdown(document, command, picture_prefix=""):
         f"{len(rows)} study runs of {', '.join(f'`{m}`' for m in _models(rows))}; seeds "
         f"{', '.join(map(str, seeds))}; `{plan['data']}` at {plan['image_size']}x{plan['image_size']}"
         + (f" ({test_size} test images: one image is {100 / test_size:.3f} points)" if test_size else "")
-        + f". **Epochs are held equal** ({plan['epochs']} per run, one of linear warm-up, cosine decay), so the "
-        "steps differ: " + ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
-        + ": equal steps would give the small batches a fraction of the data, a second difference besides the "
-        f"statistics. Learning rate {plan['lr']}"
+        + ". " + _epochs_sentence(plan, steps) + f" Learning rate {plan['lr']}"
         + (f", the scale tuned per form and batch among {plan.get('lr_scales')} on a held-out seed's validation "
            "split (table below)" if plan.get("tuning_seed") is not None else "")
         + f". {seconds / 3600:.1f} hours of training in all (the sum over runs, two at a time). Intervals are "
@@ -296,7 +314,9 @@ def plot_all(document, folder):
     if plan.get("test_images"):
         axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
                          xycoords="axes fraction", fontsize=7)
-    fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, epochs held equal)")
+    held = "epochs held equal" if _normal_epochs(plan) == plan["epochs"] else (
+        f"{plan['epochs']} epochs, {_normal_epochs(plan)} at batch {plan['normal_batch']}")
+    fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, {held})")
     fig.tight_layout()
     paths.append(_plotting.save_png(fig, folder / PLOTS["accuracy"]))
 
