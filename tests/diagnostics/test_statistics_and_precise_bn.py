@@ -145,7 +145,7 @@ def test_arguments_are_checked():
         recalibrate_bn(model, data, steps=0)
     with pytest.raises(ValueError, match=r"argument `max_passes` must be an integer >= 1. Received: max_passes=0"):
         recalibrate_bn(model, data, steps=1, max_passes=0)
-    with pytest.raises(ValueError, match="tolerance must be a number > 0; got 0"):
+    with pytest.raises(ValueError, match="`tolerance` must be a number > 0; got 0"):
         recalibrate_bn(model, data, steps=1, tolerance=0)
     with pytest.raises(ValueError, match=r"argument `steps` must be an integer >= 1. Received: steps=2.5"):
         estimation_shift(model, data, steps=2.5)

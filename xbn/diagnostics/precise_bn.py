@@ -134,11 +134,7 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
     Returns:
         A :class:`RecalibrationReport`.
     """
-    _checks.check_int("recalibrate_bn", "steps", steps, minimum=1, type_error=ValueError)
-    if max_passes is not None:
-        _checks.check_int("recalibrate_bn", "max_passes", max_passes, minimum=1, type_error=ValueError)
-    if not isinstance(tolerance, (int, float)) or not tolerance > 0:
-        raise ValueError(f"recalibrate_bn: tolerance must be a number > 0; got {tolerance!r}.")
+    _check_arguments(steps, max_passes, tolerance)
     layers = batch_norm_layers(model)
     if not layers:
         return RecalibrationReport([], 0, 0, 0.0)
@@ -149,57 +145,96 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
     stats, examples = collector.collect(dataset, steps, training=True)
     say(f"precise BN: pass 1 (training mode, {collector.batches} batches of {examples} images)")
     _assign(layers, stats, strategy)
-    change, converged, passes = 0.0, False, 1
-    previous, jacobi = np.inf, True
-    best, stale = None, 0
+    settling = _Settling(layers, strategy)
     for _ in range(max_passes):
-        passes += 1
         stats, examples = collector.collect(dataset, steps, training=False)
-        changes = _changes(layers, stats)
-        change = max(changes)
-        unsettled = [i for i, c in enumerate(changes) if c > tolerance]
-        if not unsettled:
-            _assign(layers, stats, strategy)
-            converged = True
+        if settling.step(stats, tolerance):
             break
-        first = unsettled[0]
-        # The statistics now in place, with the first unsettled layer's
-        # measurement (exact: every layer before it is settled) on top: the
-        # best state seen is the one with the most layers settled from the
-        # input on, then the smallest change.
-        score = (first, -change)
-        if best is None or score > best[0]:
-            state = _current(layers)
-            state[first] = stats[layers[first].name][:2]
-            best, stale = (score, state, [layers[i].name for i in unsettled[1:]]), 0
-        else:
-            stale += 1
-        jacobi = jacobi and change < previous
-        previous = change
-        _assign(layers if jacobi else layers[:first + 1], stats, strategy)
         say(
-            f"precise BN: pass {passes} (inference mode): {first}/{len(layers)} layers settled, "
-            f"largest change {change:.2g}"
+            f"precise BN: pass {settling.passes} (inference mode): {settling.first}/{len(layers)} layers "
+            f"settled, largest change {settling.change:.2g}"
         )
-        if stale >= PATIENCE:
+        if settling.stale >= PATIENCE:
             break
-    names = []
-    if not converged:
-        (first, _), state, names = best
-        _assign_values(layers, state, strategy)
-        converged = not names  # only the last layer was off, and it was measured exactly
-    if converged:
-        say(f"precise BN: all {len(layers)} layers settled after {passes} passes")
+    settling.finish()
+    if settling.converged:
+        say(f"precise BN: all {len(layers)} layers settled after {settling.passes} passes")
     else:
+        names = settling.unsettled
         say(
-            f"precise BN: stopped after {passes} passes with {first + 1} of {len(layers)} layers "
-            f"settled (the best state seen; largest change {change:.2g}); not settled: "
+            f"precise BN: stopped after {settling.passes} passes with {settling.first + 1} of {len(layers)} "
+            f"layers settled (the best state seen; largest change {settling.change:.2g}); not settled: "
             f"{', '.join(names[:4])}{'...' if len(names) > 4 else ''}, which keep their last "
             "statistics (a better-trained network settles in two or three passes)"
         )
     return RecalibrationReport(
-        [layer.name for layer in layers], examples, passes, change, converged, collector.batches, names,
+        [layer.name for layer in layers], examples, settling.passes, settling.change, settling.converged,
+        collector.batches, settling.unsettled,
     )
+
+
+def _check_arguments(steps, max_passes, tolerance):
+    _checks.check_int("recalibrate_bn", "steps", steps, minimum=1, type_error=ValueError)
+    if max_passes is not None:
+        _checks.check_int("recalibrate_bn", "max_passes", max_passes, minimum=1, type_error=ValueError)
+    if not isinstance(tolerance, (int, float)) or not tolerance > 0:
+        raise ValueError(f"recalibrate_bn: `tolerance` must be a number > 0; got {tolerance!r}.")
+
+
+class _Settling:
+    """The inference-mode passes of :func:`recalibrate_bn` after the first.
+
+    Each :meth:`step` takes one pass's statistics.  Layers settle from the
+    input on: a layer's inference-mode statistics are exact once every layer
+    before it has settled.  While the largest change keeps falling, every
+    layer takes its new statistics (a Jacobi sweep, fastest when it
+    converges); once it rises, only the layers up to the first unsettled
+    one do (Gauss-Seidel, which always converges in one pass per layer).
+    The best state seen (most layers settled from the input on, then the
+    smallest change) is kept for :meth:`finish` in case none converges.
+    """
+
+    def __init__(self, layers, strategy):
+        self.layers, self.strategy = layers, strategy
+        self.passes, self.change, self.first = 1, 0.0, 0
+        self.converged, self.unsettled = False, []
+        self.stale, self._best = 0, None
+        self._previous, self._jacobi = np.inf, True
+
+    def step(self, stats, tolerance):
+        """Take one pass's statistics; ``True`` once every layer has settled."""
+        layers = self.layers
+        self.passes += 1
+        changes = _changes(layers, stats)
+        self.change = max(changes)
+        unsettled = [i for i, c in enumerate(changes) if c > tolerance]
+        if not unsettled:
+            _assign(layers, stats, self.strategy)
+            self.converged = True
+            return True
+        self.first = first = unsettled[0]
+        # The statistics now in place, with the first unsettled layer's
+        # measurement (exact: every layer before it is settled) on top.
+        score = (first, -self.change)
+        if self._best is None or score > self._best[0]:
+            state = _current(layers)
+            state[first] = stats[layers[first].name][:2]
+            self._best, self.stale = (score, state, [layers[i].name for i in unsettled[1:]]), 0
+        else:
+            self.stale += 1
+        self._jacobi = self._jacobi and self.change < self._previous
+        self._previous = self.change
+        _assign(layers if self._jacobi else layers[:first + 1], stats, self.strategy)
+        return False
+
+    def finish(self):
+        """Without convergence, put back the best state seen (converged after
+        all when only the last layer was off: it was measured exactly)."""
+        if self.converged:
+            return
+        (self.first, _), state, self.unsettled = self._best
+        _assign_values(self.layers, state, self.strategy)
+        self.converged = not self.unsettled
 
 
 def _current(layers):
