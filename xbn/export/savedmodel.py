@@ -85,15 +85,7 @@ def export_model(
     Returns:
         ``(path, info)``: the folder written and its ``xbn.json`` content.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"export: `fmt` must be one of {', '.join(FORMATS)}; got {fmt!r}.")
-    _checks.check_int("export", "max_pixels", max_pixels, minimum=1, type_error=ValueError)
-    classes = int(model.output_shape[-1])
-    if len(class_names) != classes:
-        raise ExportError(
-            f"export: {len(class_names)} class names for a model with {classes} outputs; "
-            "give one name per class (--class-names FILE, one per line)."
-        )
+    classes = _check_arguments(model, class_names, fmt, max_pixels)
     source = model
     fold_summary = None
     if fold:
@@ -119,26 +111,46 @@ def export_model(
         "max_pixels": max_pixels,
         "data": data,
     }
-    images = check_batch(source)
-    expected = reference(source, preprocessing, images)
-    limit = info["tolerance"]
     weights = sum(np.prod(w.shape) * 4 for w in model.weights)
     _files.ensure_space(
         Path(out).parent, int(2 * weights) + 50 * 2**20, f"the export {Path(out).name}",
         "Nothing was written; free some space and export again.",
     )
     with _files.atomic_directory(out, overwrite=overwrite) as tmp:
-        if fmt == "saved_model":
-            write_saved_model(model, tmp, class_names, preprocessing, eval_crop, top_k, max_pixels)
-            info["difference"] = verify_saved_model(tmp, images, expected, source, log, limit)
-        elif fmt == "litert":
-            info["difference"] = write_litert(model, preprocessing, tmp, images, expected, source, log, limit)
-        else:
-            info["difference"] = write_onnx(model, preprocessing, tmp, images, expected, source, log, limit)
+        info["difference"] = _write_verified(model, source, tmp, info, log)
         (tmp / INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
         _files.atomic_write_text(tmp / INFO_FILE, json.dumps(info, indent=2) + "\n")
     log(f"export: wrote {out}")
     return Path(out), info
+
+
+def _check_arguments(model, class_names, fmt, max_pixels):
+    """The number of classes, once the arguments of :func:`export_model` are checked."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export: `fmt` must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+    _checks.check_int("export", "max_pixels", max_pixels, minimum=1, type_error=ValueError)
+    classes = int(model.output_shape[-1])
+    if len(class_names) != classes:
+        raise ExportError(
+            f"export: {len(class_names)} class names for a model with {classes} outputs; "
+            "give one name per class (--class-names FILE, one per line)."
+        )
+    return classes
+
+
+def _write_verified(model, source, folder, info, log):
+    """Write ``model`` in ``info["format"]`` into ``folder`` and return its
+    largest difference from ``source`` on real and random images (raises
+    past ``info["tolerance"]``)."""
+    preprocessing, limit = info["preprocessing"], info["tolerance"]
+    images = check_batch(source)
+    expected = reference(source, preprocessing, images)
+    if info["format"] == "saved_model":
+        write_saved_model(model, folder, info["class_names"], preprocessing, info["eval_crop"], info["top_k"],
+                          info["max_pixels"])
+        return verify_saved_model(folder, images, expected, source, log, limit)
+    write = write_litert if info["format"] == "litert" else write_onnx
+    return write(model, preprocessing, folder, images, expected, source, log, limit)
 
 
 def load_info(directory):

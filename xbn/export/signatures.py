@@ -52,95 +52,125 @@ def header_size(encoded, flags=None):
 
 
 def serving_functions(model, class_names, preprocessing, eval_crop, top_k, max_pixels=MAX_PIXELS):
-    """The two serving functions (un-traced), for ``ExportArchive`` endpoints."""
+    """``(size, serve_images, serve_bytes)``: the image side and the two
+    serving functions (un-traced), for ``ExportArchive`` endpoints."""
+    serving = _Serving(model, class_names, preprocessing, eval_crop, top_k, max_pixels)
+    return serving.size, serving.serve_images, serving.serve_bytes
+
+
+def _checked(tensor, check):
+    """``tensor``, made to wait for ``check``: nothing consumes an
+    assertion's result, so a traced function may run the model before it
+    and fail there with a less helpful message."""
     import tensorflow as tf
 
-    from xbn.data.pipeline import eval_image
-    from xbn.models.preprocessing import preprocess_images
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
 
-    size = image_size(model)
-    logits_out = has_logits(model)
-    names = tf.constant(list(class_names))
-    k = min(top_k, len(class_names))
 
-    def checked(tensor, check):
-        # Nothing consumes an assertion's result, so a traced function may
-        # run the model before it and fail there with a less helpful
-        # message; make every use of the tensor wait for the check.
-        with tf.control_dependencies([check]):
-            return tf.identity(tensor)
+class _Serving:
+    """The serving functions of one model: both inputs end in :meth:`head`.
 
-    def head(images):
-        images = checked(images, tf.debugging.assert_greater(
+    Every check runs inside the traced graph, so that a served model
+    refuses bad requests with a message that names the image and the fix.
+    """
+
+    def __init__(self, model, class_names, preprocessing, eval_crop, top_k, max_pixels):
+        import tensorflow as tf
+
+        self.model, self.preprocessing, self.eval_crop = model, preprocessing, eval_crop
+        self.max_pixels = max_pixels
+        self.size = image_size(model)
+        self.logits_out = has_logits(model)
+        self.names = tf.constant(list(class_names))
+        self.k = min(top_k, len(class_names))
+
+    def head(self, images):
+        """Probabilities, top-k indices and labels (and logits) of a float batch."""
+        import tensorflow as tf
+
+        from xbn.models.preprocessing import preprocess_images
+
+        images = _checked(images, tf.debugging.assert_greater(
             tf.shape(images)[0], 0, message="empty batch: send at least one image"
         ))
-        outputs = tf.cast(model(preprocess_images(images, preprocessing), training=False), tf.float32)
-        probabilities = tf.nn.softmax(outputs) if logits_out else outputs
-        top = tf.math.top_k(probabilities, k)
+        outputs = tf.cast(self.model(preprocess_images(images, self.preprocessing), training=False), tf.float32)
+        probabilities = tf.nn.softmax(outputs) if self.logits_out else outputs
+        top = tf.math.top_k(probabilities, self.k)
         result = {
             "probabilities": probabilities,
             "top_k_indices": top.indices,
-            "top_k_labels": tf.gather(names, top.indices),
+            "top_k_labels": tf.gather(self.names, top.indices),
         }
-        if logits_out:
+        if self.logits_out:
             result["logits"] = outputs
         return result
 
-    def serve_images(images):
+    def serve_images(self, images):
+        """``serving_default``: float32 ``[batch, size, size, 3]`` RGB 0..255."""
+        import tensorflow as tf
+
+        size = self.size
         # The signature declares [batch, size, size, 3], but a signature call
         # does not enforce it, and the static shape lets TensorFlow fold
         # away any check on tf.shape().  The element count is a run-time
         # quantity: it equals batch * size * size * 3 only for such a batch.
         shape = tf.shape(images)
         expected = tf.cast(shape[0], tf.int64) * size * size * 3
-        images = checked(images, tf.debugging.assert_equal(
+        images = _checked(images, tf.debugging.assert_equal(
             tf.size(images, out_type=tf.int64), expected,
             message=f"images must be float32 [batch, {size}, {size}, 3] (RGB values 0..255)",
         ))
         # NaN or inf pixels would give confident, meaningless probabilities.
-        return head(checked(images, tf.debugging.Assert(
+        return self.head(_checked(images, tf.debugging.Assert(
             tf.reduce_all(tf.math.is_finite(images)),
             ["images hold NaN or infinite values; send RGB values 0..255"],
         )))
 
-    def decode_one(element):
+    def decode_one(self, element):
+        """One ``(index, encoded image)`` of a bytes request, checked, decoded and cropped."""
+        import tensorflow as tf
+
+        from xbn.data.pipeline import eval_image
+
         index, encoded = element
         flags = format_flags(encoded)
         known = functools.reduce(operator.or_, flags.values())
         # (No brackets or quotes in the messages: TensorFlow prints each datum
         # in brackets and escapes quotes.)
-        encoded = checked(encoded, tf.debugging.Assert(
+        encoded = _checked(encoded, tf.debugging.Assert(
             tf.strings.length(encoded) > 0,
             ["image", index, "of image_bytes is empty (0 bytes)"],
         ))
-        encoded = checked(encoded, tf.debugging.Assert(
+        encoded = _checked(encoded, tf.debugging.Assert(
             known,
             ["image", index, "of image_bytes is not a JPEG, PNG, BMP or GIF file"],
         ))
         height_width = header_size(encoded, flags)
         pixels = height_width[0] * height_width[1]
-        encoded = checked(encoded, tf.debugging.Assert(
-            pixels <= max_pixels,
+        encoded = _checked(encoded, tf.debugging.Assert(
+            pixels <= self.max_pixels,
             ["image", index, "of image_bytes is", height_width[0], "x", height_width[1],
-             f"pixels, over the limit of {max_pixels} pixels of this export; send a smaller image "
+             f"pixels, over the limit of {self.max_pixels} pixels of this export; send a smaller image "
              "(the limit is set by xbn-export --max-pixels)"],
         ))
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
-        return eval_image(image, size, eval_crop)
+        return eval_image(image, self.size, self.eval_crop)
 
-    def serve_bytes(image_bytes):
-        image_bytes = checked(image_bytes, tf.debugging.assert_greater(
+    def serve_bytes(self, image_bytes):
+        """``serving_bytes``: a batch of encoded JPEG, PNG, BMP or GIF images."""
+        import tensorflow as tf
+
+        image_bytes = _checked(image_bytes, tf.debugging.assert_greater(
             tf.size(image_bytes), 0, message="empty batch: send at least one image"
         ))
         indices = tf.range(tf.size(image_bytes))
         images = tf.map_fn(
-            decode_one, (indices, image_bytes),
-            fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32),
+            self.decode_one, (indices, image_bytes),
+            fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.float32),
         )
-        return head(images)
-
-    return size, serve_images, serve_bytes
+        return self.head(images)
 
 
 def write_saved_model(model, directory, class_names, preprocessing, eval_crop, top_k, max_pixels):

@@ -33,23 +33,7 @@ def check_common_args(
     _checks.check_bool(owner, "include_top", include_top)
     _checks.check_choice(owner, "pooling", pooling, POOLINGS)
     _checks.check_int(owner, "classes", classes, minimum=1)
-    if weights is not None:
-        if not isinstance(weights, (str, os.PathLike)):
-            raise TypeError(
-                f"{owner}: `weights` must be None or the path of a weights file on disk "
-                f"(.weights.h5, .h5 or .keras). Received: weights={weights!r}"
-            )
-        if str(weights) == "imagenet":
-            raise ValueError(
-                f"{owner}: weights='imagenet' would download a file, and xbn never "
-                "downloads. Pass the path of keras' ImageNet weight file on disk instead "
-                "(e.g. ~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels.h5)."
-            )
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"{owner}: the weights file {os.fspath(weights)!r} does not exist. "
-                "Give the path of a .weights.h5, .h5 or .keras file, or weights=None."
-            )
+    _check_weights(owner, weights)
     if classifier_activation is not None and not (
         isinstance(classifier_activation, str) or callable(classifier_activation)
     ):
@@ -57,33 +41,8 @@ def check_common_args(
             f"{owner}: `classifier_activation` must be None, an activation name or a "
             f"callable. Received: classifier_activation={classifier_activation!r}"
         )
-
     first = keras.config.image_data_format() == "channels_first"
-    tensor_shape = None
-    if input_tensor is not None:
-        if not hasattr(input_tensor, "shape") or len(input_tensor.shape) != 4:
-            raise ValueError(
-                f"{owner}: `input_tensor` must be a 4-D image tensor (batch, height, "
-                f"width, channels). Received: {input_tensor!r}"
-            )
-        tensor_shape = tuple(input_tensor.shape[1:])
-    if input_shape is None:
-        input_shape = tensor_shape
-    else:
-        input_shape = tuple(input_shape)
-        if len(input_shape) != 3 or not all(
-            d is None or (isinstance(d, int) and d > 0) for d in input_shape
-        ):
-            raise ValueError(
-                f"{owner}: `input_shape` must be a tuple of three positive integers "
-                f"(height, width, channels){' in channels_first order' if first else ''}; "
-                f"None is allowed for the sides. Received: input_shape={input_shape!r}"
-            )
-        if tensor_shape is not None and tensor_shape != input_shape:
-            raise ValueError(
-                f"{owner}: `input_shape` {input_shape} and the shape of `input_tensor` "
-                f"{tensor_shape} disagree; give one of them, or make them equal."
-            )
+    input_shape = _given_shape(owner, input_tensor, input_shape, first)
     if input_shape is None:
         sides = (default_size, default_size) if include_top else (None, None)
         input_shape = (3, *sides) if first else (*sides, 3)
@@ -101,6 +60,56 @@ def check_common_args(
             f"{owner}: include_top=True needs a static input size, e.g. "
             f"input_shape=({default_size}, {default_size}, 3). Received: "
             f"input_shape={input_shape}"
+        )
+    return input_shape
+
+
+def _check_weights(owner, weights):
+    """``weights``: ``None`` or the path of a weights file on disk (never a download)."""
+    if weights is None:
+        return
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(
+            f"{owner}: `weights` must be None or the path of a weights file on disk "
+            f"(.weights.h5, .h5 or .keras). Received: weights={weights!r}"
+        )
+    if str(weights) == "imagenet":
+        raise ValueError(
+            f"{owner}: weights='imagenet' would download a file, and xbn never "
+            "downloads. Pass the path of keras' ImageNet weight file on disk instead "
+            "(e.g. ~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels.h5)."
+        )
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(
+            f"{owner}: the weights file {os.fspath(weights)!r} does not exist. "
+            "Give the path of a .weights.h5, .h5 or .keras file, or weights=None."
+        )
+
+
+def _given_shape(owner, input_tensor, input_shape, first):
+    """The input shape ``input_shape`` and ``input_tensor`` give (checked to
+    agree), or ``None`` where neither does."""
+    tensor_shape = None
+    if input_tensor is not None:
+        if not hasattr(input_tensor, "shape") or len(input_tensor.shape) != 4:
+            raise ValueError(
+                f"{owner}: `input_tensor` must be a 4-D image tensor (batch, height, "
+                f"width, channels). Received: {input_tensor!r}"
+            )
+        tensor_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        return tensor_shape
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or not all(d is None or (isinstance(d, int) and d > 0) for d in input_shape):
+        raise ValueError(
+            f"{owner}: `input_shape` must be a tuple of three positive integers "
+            f"(height, width, channels){' in channels_first order' if first else ''}; "
+            f"None is allowed for the sides. Received: input_shape={input_shape!r}"
+        )
+    if tensor_shape is not None and tensor_shape != input_shape:
+        raise ValueError(
+            f"{owner}: `input_shape` {input_shape} and the shape of `input_tensor` "
+            f"{tensor_shape} disagree; give one of them, or make them equal."
         )
     return input_shape
 
