@@ -150,3 +150,41 @@ def test_input_shape_and_input_tensor_must_agree():
     model = mobilenetv2(alpha=0.35, input_tensor=tensor, classes=4)
     assert model.input_shape == (None, 64, 64, 3)
     assert model.inputs[0] is tensor
+
+
+def test_every_family_declares_its_models_one_way():
+    """Issue 22: one public function per model whose signature editors see,
+    keras.applications' arguments first and in keras' order (MobileNetV2's
+    own order, which keras starts with ``input_shape, alpha``), then the
+    width, the layout and the variant's own; the docstring set at
+    registration, naming every argument."""
+    import inspect
+
+    from xbn.models import get_builder
+
+    resnet = ["include_top", "weights", "input_tensor", "input_shape", "pooling", "classes",
+              "classifier_activation", "name"]
+    mobilenet = list(inspect.signature(keras.applications.MobileNetV2).parameters)
+    assert mobilenet[:2] == ["input_shape", "alpha"]
+    keras_resnet = list(inspect.signature(keras.applications.ResNet50).parameters)
+    assert keras_resnet == resnet
+    for name in list_models():
+        builder = get_builder(name)
+        params = list(inspect.signature(builder).parameters)
+        family = model_facts(name).family
+        expected = mobilenet if family == "mobilenetv2" else resnet
+        assert params[:len(expected)] == expected, name
+        rest = params[len(expected):]
+        if family == "shufflenetv2":
+            assert rest[:2] == ["alpha", "layout"], name
+        elif family != "resnet_cifar":
+            assert rest[0] == "layout", name
+        for param in params:
+            assert param in builder.__doc__, (name, param)
+
+
+def test_shufflenetv2_says_where_its_width_went():
+    from xbn.models import shufflenetv2
+
+    with pytest.raises(TypeError, match=r"comes after keras' arguments: shufflenetv2\(alpha=0.5\)"):
+        shufflenetv2(0.5)

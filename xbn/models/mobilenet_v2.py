@@ -133,6 +133,7 @@ def build_mobilenetv2(
 ):
     """Build a MobileNetV2 from its norm configuration (see module docstring)."""
     owner = facts.name
+    _checks.check_choice(owner, "layout", layout, LAYOUTS)
     alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
     input_shape = common.check_common_args(
         owner, include_top, weights, input_tensor, input_shape, pooling, classes,
@@ -186,18 +187,11 @@ _BN_ARGS = """
 
 
 def _mobilenet(variant, what, extra, description, keras_application=None):
-    """Register the decorated builder with its facts and the shared docstring
-    (the family's one registration idiom, as ``_resnet`` and ShuffleNetV2's
-    ``_register``)."""
-
-    def decorate(builder):
-        builder.__doc__ = _DOC.format(what=what, extra=extra)
-        return register_model(
-            family="mobilenetv2", variant=variant, default_size=224, preprocessing="tf",
-            small_args=SMALL_ARGS, description=description, keras_application=keras_application,
-        )(builder)
-
-    return decorate
+    """:func:`register_model` with the family's facts and its docstring for ``variant``."""
+    return register_model(
+        family="mobilenetv2", variant=variant, default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
+        description=description, keras_application=keras_application, doc=_DOC.format(what=what, extra=extra),
+    )
 
 
 # One definition per public model: keras.applications.MobileNetV2's
@@ -248,7 +242,6 @@ def mobilenetv2_gnws(
     pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
     gn_groups=GNWS_GROUPS,
 ):
-    _bn(layout, "mobilenetv2_gnws")
     norms = variants.gnws(gn_groups, owner="mobilenetv2_gnws")
     return build_mobilenetv2(
         norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,

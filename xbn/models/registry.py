@@ -62,9 +62,15 @@ _REGISTRY = {}
 
 def register_model(
     *, family, variant, default_size, preprocessing, description, keras_application=None,
-    small_args=None, min_size=32,
+    small_args=None, min_size=32, doc=None,
 ):
-    """Decorator registering a builder under its function name (see :class:`ModelFacts`)."""
+    """Decorator registering a builder under its function name (see :class:`ModelFacts`).
+
+    Every family registers its public builders this one way: an explicit
+    keras.applications-style signature, decorated with its facts and
+    ``doc``, the docstring (a family formats one shared template per model,
+    so ``help()``, editors and ``inspect.signature`` all see the real thing).
+    """
     if variant not in VARIANTS:
         raise ValueError(f"register_model: variant must be one of {VARIANTS}; got {variant!r}")
     if preprocessing not in PREPROCESSING_MODES:
@@ -83,6 +89,8 @@ def register_model(
         )
         _REGISTRY[name] = (builder, facts)
         builder.facts = facts
+        if doc is not None:
+            builder.__doc__ = doc
         return builder
 
     return decorate

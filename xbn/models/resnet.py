@@ -255,24 +255,20 @@ _WHAT = {
 
 
 def _resnet(title, variant, config, family="resnet", keras_application=None):
-    """Register the decorated builder: its facts, its docstring."""
+    """:func:`register_model` with the facts and docstring of ``config``'s ``variant``."""
     what, extra = _WHAT[variant]
     layouts = " or ".join(f'``"{layout}"``' for layout in config.layouts)
     if len(config.layouts) == 1:
         layouts = f"{layouts} only"
 
-    def decorate(builder):
-        size = 32 if config.stem == "cifar" else 224
-        builder.__doc__ = _DOC.format(title=title, what=what, layouts=layouts, extra=extra, size=size)
-        preprocessing = "caffe" if config.layouts[0] == "keras" else "torch"
-        return register_model(
-            family=family, variant=variant, default_size=size, preprocessing=preprocessing,
-            description=f"{title}{what}",
-            keras_application=keras_application if variant == "vanilla" else None,
-            min_size=8 if config.stem == "cifar" else 32,
-        )(builder)
-
-    return decorate
+    size = 32 if config.stem == "cifar" else 224
+    return register_model(
+        family=family, variant=variant, default_size=size,
+        preprocessing="caffe" if config.layouts[0] == "keras" else "torch", description=f"{title}{what}",
+        keras_application=keras_application if variant == "vanilla" else None,
+        min_size=8 if config.stem == "cifar" else 32,
+        doc=_DOC.format(title=title, what=what, layouts=layouts, extra=extra, size=size),
+    )
 
 
 # One definition per public model.  The arguments are the keras.applications

@@ -181,11 +181,16 @@ def _unit(x, out_channels, stride, name, norms, layout="official"):
 
 
 def build_shufflenetv2(
-    norms, facts, alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="official",
+    norms, facts, include_top=True, weights=None, input_tensor=None, input_shape=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0, layout="official",
 ):
     """Build a ShuffleNetV2 from its norms (see the module docstring)."""
     owner = facts.name
+    if not isinstance(include_top, bool) and isinstance(include_top, (int, float)):
+        raise TypeError(
+            f"{owner}: `include_top` must be a bool. Received: include_top={include_top!r}. The width is the "
+            f"keyword argument `alpha` and comes after keras' arguments: {owner}(alpha={include_top!r})."
+        )
     _checks.check_choice(owner, "layout", layout, LAYOUTS)
     alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
     if alpha not in ALPHAS:
@@ -218,10 +223,11 @@ def build_shufflenetv2(
 _DOC = """ShuffleNetV2{what} (the official XBNBlock code's layout, or torchvision's).
 
     Args:
-        alpha: width, one of 0.5, 1.0, 1.5, 2.0.
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name: as for :func:`xbn.models.resnet50`
             (``weights`` is ``None`` or a path on disk; sides of at least 32).
+        alpha: width, one of 0.5, 1.0, 1.5, 2.0 (after keras' arguments,
+            as ``layout`` and the variant's own are in every family).
         layout: ``"official"`` (the XBNBlock code's, Megvii's) or
             ``"torchvision"`` (see :mod:`xbn.models.shufflenet_v2`).{extra}
 
@@ -233,43 +239,44 @@ _BN_ARGS = """
             position, as for :func:`xbn.models.resnet50`."""
 
 
-def _register(variant, what, extra):
-    def decorate(builder):
-        builder.__doc__ = _DOC.format(what=what, extra=extra)
-        return register_model(
-            family="shufflenetv2", variant=variant, default_size=224, preprocessing="torch",
-            small_args={"alpha": 0.5}, description=f"ShuffleNetV2{what}",
-        )(builder)
-
-    return decorate
+def _shufflenet(variant, what, extra):
+    """:func:`register_model` with the family's facts and its docstring for ``variant``."""
+    return register_model(
+        family="shufflenetv2", variant=variant, default_size=224, preprocessing="torch",
+        small_args={"alpha": 0.5}, description=f"ShuffleNetV2{what}", doc=_DOC.format(what=what, extra=extra),
+    )
 
 
-@_register("vanilla", "", _BN_ARGS)
-def shufflenetv2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-                 pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="official",
+# One definition per public model: the keras.applications arguments, the
+# width, the layout, then the variant's own.
+
+
+@_shufflenet("vanilla", "", _BN_ARGS)
+def shufflenetv2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 classes=1000, classifier_activation="softmax", name=None, alpha=1.0, layout="official",
                  bn_kind="bn", bn_options=None):
     norms = variants.vanilla(BN, bn_kind, bn_options, owner="shufflenetv2")
-    return build_shufflenetv2(norms, shufflenetv2.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name, layout)
+    return build_shufflenetv2(norms, shufflenetv2.facts, include_top, weights, input_tensor, input_shape,
+                              pooling, classes, classifier_activation, name, alpha, layout)
 
 
-@_register("xbn", " with XBN: a GroupNorm after every depthwise conv", """
+@_shufflenet("xbn", " with XBN: a GroupNorm after every depthwise conv", """
         xbn_groups: GroupNorm groups after each depthwise conv (29, the
             official 1.0x script's), reduced to a divisor of the channels.""" + _BN_ARGS)
-def shufflenetv2_xbn(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-                     pooling=None, classes=1000, classifier_activation="softmax", name=None,
+def shufflenetv2_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                     pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0,
                      layout="official", xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None):
     norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="shufflenetv2_xbn")
-    return build_shufflenetv2(norms, shufflenetv2_xbn.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name, layout)
+    return build_shufflenetv2(norms, shufflenetv2_xbn.facts, include_top, weights, input_tensor, input_shape,
+                              pooling, classes, classifier_activation, name, alpha, layout)
 
 
-@_register("gnws", " with GroupNorm + weight standardization", """
+@_shufflenet("gnws", " with GroupNorm + weight standardization", """
         gn_groups: groups of every GroupNorm (32, as in the GN paper),
             reduced to a divisor of each layer's channels.""")
-def shufflenetv2_gnws(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None,
-                      pooling=None, classes=1000, classifier_activation="softmax", name=None,
+def shufflenetv2_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
+                      pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0,
                       layout="official", gn_groups=GNWS_GROUPS):
     norms = variants.gnws(gn_groups, owner="shufflenetv2_gnws")
-    return build_shufflenetv2(norms, shufflenetv2_gnws.facts, alpha, include_top, weights, input_tensor,
-                              input_shape, pooling, classes, classifier_activation, name, layout)
+    return build_shufflenetv2(norms, shufflenetv2_gnws.facts, include_top, weights, input_tensor, input_shape,
+                              pooling, classes, classifier_activation, name, alpha, layout)
