@@ -71,8 +71,27 @@ def _depthwise(x, norms, stride, name):
     return norms.norm("depthwise", x.shape[axis], f"{name}_bn", axis=axis)(x)
 
 
+class _ChannelSlice(keras.layers.Layer):
+    """A fixed slice of a tensor's channels (:meth:`_slice` says which)."""
+
+    def _slice(self, channels):
+        raise NotImplementedError
+
+    def call(self, x):
+        if keras.config.image_data_format() == "channels_first":
+            return x[:, self._slice(x.shape[1])]
+        return x[..., self._slice(x.shape[-1])]
+
+    def compute_output_shape(self, shape):
+        axis = 1 if keras.config.image_data_format() == "channels_first" else len(shape) - 1
+        shape = list(shape)
+        if shape[axis] is not None:
+            shape[axis] = len(range(shape[axis])[self._slice(shape[axis])])
+        return tuple(shape)
+
+
 @keras.saving.register_keras_serializable(package="xbn")
-class ChannelSplit(keras.layers.Layer):
+class ChannelSplit(_ChannelSlice):
     """The even (``parity=0``) or the odd (``parity=1``) channels of a tensor:
     the official code's channel shuffle, one half at a time."""
 
@@ -80,23 +99,15 @@ class ChannelSplit(keras.layers.Layer):
         super().__init__(**kwargs)
         self.parity = _checks.check_int("ChannelSplit", "parity", parity, minimum=0, maximum=1)
 
-    def call(self, x):
-        if keras.config.image_data_format() == "channels_first":
-            return x[:, self.parity::2]
-        return x[..., self.parity::2]
-
-    def compute_output_shape(self, shape):
-        axis = 1 if keras.config.image_data_format() == "channels_first" else len(shape) - 1
-        shape = list(shape)
-        shape[axis] = None if shape[axis] is None else (shape[axis] + 1 - self.parity) // 2
-        return tuple(shape)
+    def _slice(self, channels):
+        return slice(self.parity, None, 2)
 
     def get_config(self):
         return {**super().get_config(), "parity": self.parity}
 
 
 @keras.saving.register_keras_serializable(package="xbn")
-class ChannelHalf(keras.layers.Layer):
+class ChannelHalf(_ChannelSlice):
     """The first (``half=0``) or the second (``half=1``) half of the
     channels of a tensor: torchvision's ``x.chunk(2, dim=1)``."""
 
@@ -104,21 +115,9 @@ class ChannelHalf(keras.layers.Layer):
         super().__init__(**kwargs)
         self.half = _checks.check_int("ChannelHalf", "half", half, minimum=0, maximum=1)
 
-    def _bounds(self, channels):
+    def _slice(self, channels):
         middle = channels // 2
-        return (0, middle) if self.half == 0 else (middle, channels)
-
-    def call(self, x):
-        first = keras.config.image_data_format() == "channels_first"
-        start, stop = self._bounds(x.shape[1 if first else -1])
-        return x[:, start:stop] if first else x[..., start:stop]
-
-    def compute_output_shape(self, shape):
-        axis = 1 if keras.config.image_data_format() == "channels_first" else len(shape) - 1
-        start, stop = self._bounds(shape[axis])
-        shape = list(shape)
-        shape[axis] = stop - start
-        return tuple(shape)
+        return slice(0, middle) if self.half == 0 else slice(middle, channels)
 
     def get_config(self):
         return {**super().get_config(), "half": self.half}
