@@ -355,7 +355,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             sweep=forms_of(sweep, brn=False), batch_sizes=(4, 16), depth=(), depth_batch_sizes=(),
             seeds=tuple(seeds or (0, 1)), epochs=epochs or 1, normal_batch=16, steps_per_epoch=3,
             corruptions=(("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 3)),
-            precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),),
+            precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     return Plan(
