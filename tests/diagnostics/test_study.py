@@ -234,6 +234,13 @@ def test_the_normal_batch_can_take_more_epochs_until_it_converges():
         study_plan(epochs=10, normal_epochs=5)
 
 
+def test_a_reference_is_converged_only_within_the_limit_either_way():
+    assert report.convergence_verdict(0.2, 0.3) == report.convergence_verdict(-0.29, 0.3) == "converged"
+    assert "still improving" in report.convergence_verdict(0.3, 0.3)
+    assert "past its best" in report.convergence_verdict(-0.6, 0.3)
+    assert report.convergence_verdict(-0.6, 0.3).startswith("**not converged**")
+
+
 def test_learning_rates_are_chosen_on_the_validation_split():
     from xbn.study.runner import chosen_scales
 

@@ -92,9 +92,20 @@ def _convergence_lines(document):
              f"top-1 with {2 * epochs} minus with {epochs} epochs (converged when the mean moves by less than "
              f"{limit} points):", ""]
     for model, e in found.items():
-        verdict = "converged" if abs(100 * e.mean) < limit else "**not converged**"
-        lines.append(f"- `{model}`: {e.text()}: {verdict}")
+        lines.append(f"- `{model}`: {e.text()}: {convergence_verdict(100 * e.mean, limit)}")
     return lines + [""]
+
+
+def convergence_verdict(points, limit):
+    """What doubling the epochs says of a reference that moved by ``points``:
+    converged within ``limit``; still improving (under-trained, which would
+    favour the small batches); or lower with more training (past its best:
+    not under-trained, but not settled either)."""
+    if abs(points) < limit:
+        return "converged"
+    if points > 0:
+        return "**not converged** (still improving)"
+    return "**not converged** (lower with twice the epochs: past its best, not under-trained)"
 
 
 def _normal_epochs(plan):
