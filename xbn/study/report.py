@@ -124,8 +124,9 @@ def _epochs_sentence(plan, steps):
     return (f"**Epochs are held equal below the normal batch** ({epochs} per run, one of linear warm-up, cosine "
             f"decay) and the batch-{normal} references take {normal_epochs}: {steps_text}. Equal steps would give "
             "the small batches a fraction of the data, a second difference besides the statistics; the references "
-            "take the fewest steps of all, and they are trained until doubling their epochs moves top-1 by less "
-            f"than {plan.get('converged_points', 0.3)} points, so no cell is compared before it has converged.")
+            "take the fewest steps of all, so they get the epochs, and whether doubling them moves top-1 by less "
+            f"than {plan.get('converged_points', 0.3)} points is checked below (the small batches' convergence is "
+            "not).")
 
 
 def _scope_lines(plan):
