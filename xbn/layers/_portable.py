@@ -19,7 +19,10 @@ CPU and a GPU; the figures are in ``models/README.md``):
   mean, so the float32 sums see values of the order of the spread and lose
   nothing.  The decision is per channel, a ``where`` on ``(C,)`` vectors
   (see :data:`PIVOT_RATIO`); the subtraction is always there (of 0 where it
-  is not needed), so the computation has one shape.  The mean offset
+  is not needed), so the computation has one shape.  Each pivot is the
+  output of a small reduction (:func:`pivots`), which XLA computes once:
+  taken as slices, XLA fused the whole pivot rule into every elementwise
+  consumer and recomputed it per value of the input.  The mean offset
   ``m = mean(x - p)`` and the variance ``mean(((x - p') - m')^2)`` are two
   fused reductions, never ``E[x^2] - E[x]^2``.  The batch mean is kept as
   the pair ``p + m``, so ``(x - p) - m`` never meets a mean rounded at the
@@ -29,7 +32,8 @@ CPU and a GPU; the figures are in ``models/README.md``):
   ``scale * (dy - mean(dy) - xhat * mean(dy * xhat))`` takes two fused
   reductions and one elementwise pass over ``x`` and ``dy``, recomputing
   ``xhat`` from ``x`` instead of storing it; autodiff through the forward
-  maths kept three input-sized temporaries alive.
+  maths kept three input-sized temporaries alive.  The per-channel factors
+  are folded before that pass (:func:`_input_gradient`).
 - **Low precision reduced in float32 inside the fusion**: a float16 or
   bfloat16 input is cast where it is read, never copied whole up front.
 """
@@ -56,38 +60,56 @@ def work_dtype(dtype):
     return "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
 
 
-def _samples(x, reduced):
-    """The values of ``x`` at :data:`_PIVOTS` positions of the ``reduced``
-    axes (kept as size-1 axes), without gradient.
+def pivots(x, reduced, samples_of=None, count=1):
+    """``count`` distinct pivots of ``x`` over the ``reduced`` axes (kept as
+    size-1 axes), without gradient: each the value of ``x`` at one position
+    of the reduced axes where its channel needs centring, else 0.
 
-    The positions run along the innermost reduced axis whose static size
-    exceeds 1, at index 0 of the others; they wrap where that axis is
-    shorter, and an axis of unknown size gives the first position every
-    time (the pivots then coincide: slower under XLA, as exact).
+    A channel needs centring when its first sampled value lies more than
+    :data:`PIVOT_RATIO` times the range of its samples from zero.  The
+    samples run along the innermost reduced axis whose static size exceeds
+    1, at index 0 of the others (the first ``_PIVOTS`` positions of it, fewer
+    where it is shorter; an axis of unknown size gives one, and the pivots
+    then coincide: slower under XLA, as exact).
+
+    Each pivot is the output of a reduction over that slab of samples, never
+    a slice of ``x``: XLA fuses slices and ``where`` into every consumer and
+    recomputed the whole pivot rule once per element of the input (in
+    ResNet-50 on JAX the normalization and residual fusions carried it; it
+    cost more time than the statistics).  A reduction is computed once.
+
+    Args:
+        x: the tensor, in the dtype the pivots should have.
+        reduced: the axes the statistics are taken over.
+        samples_of: maps the slab of samples to the values a pivot is drawn
+            from (each group's first channel for GroupNorm); None for
+            per-channel pivots.
+        count: how many distinct pivots.
     """
-    if not reduced:
-        return [ops.stop_gradient(x)] * _PIVOTS
+    x = ops.stop_gradient(x)
+    if not reduced:  # every value is its own statistic
+        return [x if samples_of is None else samples_of(x)] * count
     shape = tuple(x.shape)
     along = next((i for i in reversed(reduced) if shape[i] is not None and shape[i] > 1), reduced[-1])
-    size = shape[along]
-    result = []
-    for k in range(_PIVOTS):
-        j = k % size if size else 0
-        index = tuple(
-            slice(j, j + 1) if i == along else slice(0, 1) if i in reduced else slice(None)
+    n = min(_PIVOTS, shape[along]) if shape[along] else 1
+
+    def window(stop):
+        return tuple(
+            slice(0, stop) if i == along else slice(0, 1) if i in reduced else slice(None)
             for i in range(len(shape))
         )
-        result.append(ops.stop_gradient(x[index]))
-    return result
 
-
-def _pivots(samples):
-    """The pivots: each sample where its channel needs centring, else 0."""
-    low = high = samples[0]
-    for s in samples[1:]:
-        low, high = ops.minimum(low, s), ops.maximum(high, s)
-    need = ops.abs(samples[0]) > PIVOT_RATIO * (high - low)
-    return [ops.where(need, s, ops.zeros_like(s)) for s in samples]
+    slab = x[window(n)]
+    if samples_of is not None:
+        slab = samples_of(slab)
+    spread = ops.max(slab, axis=reduced, keepdims=True) - ops.min(slab, axis=reduced, keepdims=True)
+    need = ops.abs(slab[window(1)]) > PIVOT_RATIO * spread
+    position = ops.reshape(ops.arange(n), [n if i == along else 1 for i in range(len(shape))])
+    zero = ops.zeros_like(slab)
+    return [
+        ops.sum(ops.where(ops.logical_and(need, position == k % n), slab, zero), axis=reduced, keepdims=True)
+        for k in range(count)
+    ]
 
 
 def _sum(x, reduced):
@@ -205,8 +227,7 @@ def _statistics(x, reduced, samples_of, count, total):
     """The statistics of ``x`` (see :class:`Statistics`).
 
     Args:
-        samples_of: maps the samples of :func:`_samples` to those a pivot
-            is drawn from (per group for GroupNorm).
+        samples_of: as in :func:`pivots` (per group for GroupNorm).
         count: the number of values per statistic.
         total: sums what ``_sum`` leaves per channel into per-statistic
             totals, repeated to the channels (identity for BatchNorm).
@@ -214,7 +235,7 @@ def _statistics(x, reduced, samples_of, count, total):
     mode = _branching()
     work = work_dtype(x.dtype)
     xs = ops.cast(ops.stop_gradient(x), work)
-    p = _pivots(samples_of(_samples(xs, reduced)))
+    p = pivots(xs, reduced, samples_of, _PIVOTS if mode == "select" else 1)
     shift = 0.0
     if mode != "select":
         x, shift = _centre_up_front(x, p[0], mode)
@@ -236,7 +257,7 @@ def batch_statistics(x, reduced):
     Returns:
         :class:`Statistics` (``input`` is ``x``, or ``x`` centred).
     """
-    return _statistics(x, reduced, lambda s: s, _count(x, reduced, work_dtype(x.dtype)), lambda t: t)
+    return _statistics(x, reduced, None, _count(x, reduced, work_dtype(x.dtype)), lambda t: t)
 
 
 def batch_normalize(stats, gamma, beta, epsilon):
@@ -272,6 +293,15 @@ def _passes(xf, later, pivoted):
     return [(xf - later[2 * k]) - later[2 * k + 1] for k in range(3)]
 
 
+def _input_gradient(dy, centred, a, k, c):
+    """``a * dy - (centred * k + c)``: a normalization's input gradient with
+    every per-channel factor folded into ``a``, ``k`` and ``c`` beforehand,
+    so that the pass over the input is a few multiply-adds and no division
+    (written as the textbook expression it took twice the arithmetic per
+    value; XLA does not reassociate floating point)."""
+    return a * dy - (centred * k + c)
+
+
 def _normalize(reduced, shape, pivoted):
     """The custom-gradient normalization of :func:`batch_normalize`."""
 
@@ -286,8 +316,9 @@ def _normalize(reduced, shape, pivoted):
             _, centred_sum, centred_dx = _passes(ops.cast(x, work), later, pivoted)
             sum_dy = _sum(dy, reduced)
             sum_dy_xhat = _sum(dy * centred_sum, reduced) * rstd
-            xhat = centred_dx * rstd
-            dx = scale * (dy - (sum_dy + xhat * sum_dy_xhat) / _count(x, reduced, work))
+            # scale * (dy - (sum_dy + xhat * sum_dy_xhat) / n), xhat = centred * rstd
+            per_value = scale / _count(x, reduced, work)
+            dx = _input_gradient(dy, centred_dx, scale, per_value * rstd * sum_dy_xhat, per_value * sum_dy)
             return (
                 ops.cast(dx, x.dtype),
                 ops.reshape(sum_dy_xhat, ops.shape(gamma)),
@@ -345,8 +376,7 @@ def group_norm(x, gamma, beta, groups, epsilon, axis):
     count = _count(x, spatial, work_dtype(x.dtype)) * by_group.per_group
     # One pivot per sample and group: its first channel's values; the
     # statistics are per sample and channel, each its group's.
-    stats = _statistics(x, spatial, lambda samples: [by_group.first(s) for s in samples], count,
-                        by_group.sum)
+    stats = _statistics(x, spatial, by_group.first, count, by_group.sum)
     shape = [1] * len(x.shape)
     shape[axis] = -1
     return _group_normalize(spatial, shape, by_group, count, stats.pivots is not None)(
@@ -373,7 +403,8 @@ def _group_normalize(spatial, shape, by_group, count, pivoted):
             # Per sample and group: the means of gamma * dy and gamma * dy * xhat.
             mean_g = by_group.sum(g * sum_dy) / count
             mean_g_xhat = by_group.sum(g * sum_dy_xhat) / count
-            dx = rstd * (g * dy - mean_g - centred_dx * rstd * mean_g_xhat)
+            # rstd * (g * dy - mean_g - xhat * mean_g_xhat), xhat = centred * rstd
+            dx = _input_gradient(dy, centred_dx, rstd * g, rstd * rstd * mean_g_xhat, rstd * mean_g)
             return (
                 ops.cast(dx, x.dtype),
                 ops.reshape(ops.sum(sum_dy_xhat, axis=0), ops.shape(gamma)),

@@ -117,7 +117,7 @@ def fused_batch_norm(x, gamma, beta, epsilon, axis, mean=None, variance=None):
 
     reduced = [i for i in range(x.shape.rank) if i != axis]
     if mean is None:
-        pivot = _portable._pivots(_portable._samples(tf.cast(tf.stop_gradient(x), tf.float32), reduced))[0]
+        pivot = _portable.pivots(tf.cast(x, tf.float32), reduced)[0]
         need = tf.reduce_any(pivot != 0)
         shift = tf.reshape(pivot, [-1])
     else:

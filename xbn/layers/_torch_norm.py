@@ -45,10 +45,7 @@ def _centre(x, reduced, per_group=None):
     (a value of ``x`` itself, so the subtraction is exact where it matters).
     """
     with torch.no_grad():
-        samples = _portable._samples(x, reduced)
-        if per_group is not None:
-            samples = [per_group.first(s) for s in samples]
-        pivot = _portable._pivots(samples)[0]
+        pivot = _portable.pivots(x, reduced, None if per_group is None else per_group.first)[0]
         if x.device.type == "cpu" and not bool(torch.any(pivot != 0)):
             return x, None
     return x - pivot, pivot
