@@ -32,8 +32,9 @@ CPU and a GPU; the figures are in ``models/README.md``):
   ``scale * (dy - mean(dy) - xhat * mean(dy * xhat))`` takes two fused
   reductions and one elementwise pass over ``x`` and ``dy``, recomputing
   ``xhat`` from ``x`` instead of storing it; autodiff through the forward
-  maths kept three input-sized temporaries alive.  The per-channel factors
-  are folded before that pass (:func:`_input_gradient`).
+  maths kept three input-sized temporaries alive.  Under XLA the
+  per-channel factors are folded before that pass (:func:`_input_gradient`;
+  BatchNorm keeps the textbook form where TensorFlow runs op by op).
 - **Low precision reduced in float32 inside the fusion**: a float16 or
   bfloat16 input is cast where it is read, never copied whole up front.
 """
