@@ -14,6 +14,7 @@ from xbn.study.analysis import (
     matched_layers,
     study_rows,
 )
+from xbn.study.plan import CONVERGED_POINTS
 
 PLOTS = {
     "accuracy": "study_accuracy.png",
@@ -81,12 +82,18 @@ def _tuning_table(document):
     return "\n".join(lines)
 
 
+def _converged_points(plan):
+    """The convergence threshold the study was run with (results written
+    before the plan recorded it used today's)."""
+    return plan.get("converged_points", CONVERGED_POINTS)
+
+
 def _convergence_lines(document):
     normal = document["plan"]["normal_batch"]
     found = convergence(document["rows"], normal)
     if not found:
         return []
-    limit = document["plan"].get("converged_points", 0.3)
+    limit = _converged_points(document["plan"])
     epochs = _normal_epochs(document["plan"])
     lines = [f"**Converged references**: the batch-{normal} runs trained again for {2 * epochs} epochs; test "
              f"top-1 with {2 * epochs} minus with {epochs} epochs (converged when the mean moves by less than "
@@ -125,7 +132,7 @@ def _epochs_sentence(plan, steps):
             f"decay) and the batch-{normal} references take {normal_epochs}: {steps_text}. Equal steps would give "
             "the small batches a fraction of the data, a second difference besides the statistics; the references "
             "take the fewest steps of all, so they get the epochs, and whether doubling them moves top-1 by less "
-            f"than {plan.get('converged_points', 0.3)} points is checked below (the small batches' convergence is "
+            f"than {_converged_points(plan)} points is checked below (the small batches' convergence is "
             "not).")
 
 
