@@ -221,7 +221,8 @@ def _h2(rows, cells, normal_batch):
     for bn in forms(rows, "bn"):
         if (bn, smallest) not in cells or (bn, normal_batch) not in cells:
             continue
-        drop = Estimate.of(_fall(cells, bn, normal_batch, smallest).values())
+        bn_fall = _fall(cells, bn, normal_batch, smallest)
+        drop = Estimate.of(bn_fall.values())
         verdicts.append(drop.verdict(0.0))
         lines.append(f"- `{bn}`: top-1 at batch {normal_batch} minus at batch {smallest}: {drop.text()}: "
                      f"BN falls with the batch: {drop.verdict(0.0)}")
@@ -245,7 +246,6 @@ def _h2(rows, cells, normal_batch):
                          f"{100 * equivalence.low:+.1f} to {100 * equivalence.high:+.1f} points against the "
                          f"equivalence margin of +-{100 * margin:.0f} point (two one-sided tests at 5%, margin "
                          f"fixed in advance): GN+WS is flat: {verdict}")
-            bn_fall = _fall(cells, bn, normal_batch, smallest)
             beyond = Estimate.of([bn_fall[s] - fall[s] for s in sorted(set(bn_fall) & set(fall))])
             lines.append(f"- `{bn}`'s fall beyond `{gn}`'s (same seed; the part of BN's fall that normalizing "
                          f"without batch statistics does not share, not a test of H2): {beyond.text()}")
