@@ -234,6 +234,27 @@ def test_the_normal_batch_can_take_more_epochs_until_it_converges():
         study_plan(epochs=10, normal_epochs=5)
 
 
+def test_a_tuned_study_reuses_the_untuned_runs_and_trains_the_others_beside_them():
+    """Tuning after an untuned study (the same ``--out``): a cell whose tuned
+    scale is 1 keeps its run's name, so its run is reused; one with another
+    scale gets a name of its own, so it is trained beside the untuned run
+    instead of being refused as "other settings"."""
+    untuned = study_plan(batch_sizes=(2, 64), tune=False, brn=False, depth=None, seeds=(0, 1))
+    tuned = study_plan(batch_sizes=(2, 64), brn=False, depth=None, seeds=(0, 1))
+    form = tuned.sweep[0]
+    scales = {(f.label, b): 1.0 for f in tuned.sweep for b in (2, 64)} | {(form.label, 2): 0.5}
+    before = {c.name: c for c in untuned.cells()}
+    after = {c.name: c for c in tuned.cells(scales)}
+    assert set(after) - set(before) == {f"{form.label}-bs2-s0-lr0.5", f"{form.label}-bs2-s1-lr0.5"}
+    assert set(before) - set(after) == {f"{form.label}-bs2-s0", f"{form.label}-bs2-s1"}
+    assert all(after[n].lr_scale == 1.0 for n in set(after) & set(before))
+    scales[form.label, 64] = 2.0  # the reference and its convergence run both say their scale
+    names = {c.name for c in tuned.cells(scales) if c.form == form and c.batch_size == 64 and c.seed == 0}
+    assert names == {f"{form.label}-bs64-s0-lr2", f"{form.label}-bs64-s0-lr2-e{2 * tuned.epochs}"}
+    assert {c.name for c in tuned.tuning_cells() if c.form == form and c.batch_size == 2} == {
+        f"{form.label}-bs2-s100-lr{s:g}" for s in (0.5, 1.0, 2.0)}
+
+
 def test_a_reference_is_converged_only_within_the_limit_either_way():
     assert report.convergence_verdict(0.2, 0.3) == report.convergence_verdict(-0.29, 0.3) == "converged"
     assert "still improving" in report.convergence_verdict(0.3, 0.3)

@@ -118,8 +118,13 @@ class Cell:
 
     @property
     def name(self):
+        """The run's folder name: form, batch and seed, then the learning-rate
+        scale where it is not the linear rule's own (a tuning run always
+        says it) and the epochs of a convergence run.  A study tuned after
+        it first ran untuned so keeps every scale-1 run and trains only the
+        cells whose tuned scale differs, in the same ``--out`` folder."""
         name = f"{self.form.label}-bs{self.batch_size}-s{self.seed}"
-        if self.purpose == "tuning":
+        if self.purpose == "tuning" or self.lr_scale != 1.0:
             name += f"-lr{self.lr_scale:g}"
         if self.purpose == "convergence":
             name += f"-e{self.epochs}"

@@ -173,8 +173,8 @@ def _scope_lines(plan):
         return []
     return ["**Scope**: this run of the study is smaller than the full plan (`xbn-study` without options, about "
             "6 hours of this 2-core machine); it leaves out " + "; ".join(left) + ". A rerun reuses every "
-            "finished run whose settings it shares; runs of other settings (other epochs) are refused, so the "
-            "full plan needs its own `--out`.", ""]
+            "finished run whose settings it shares (a tuned scale other than 1 trains its own runs beside them); "
+            "runs of other epochs are refused, so more epochs need their own `--out`.", ""]
 
 
 def to_markdown(document, command, picture_prefix=""):
