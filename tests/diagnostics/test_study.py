@@ -330,6 +330,31 @@ def test_h2_is_a_fall_with_its_interval_and_flatness_by_two_one_sided_tests():
     assert verdicts[1] == analysis.INCONCLUSIVE
 
 
+def test_h2_compares_batches_of_equal_epochs_when_the_reference_trained_longer():
+    """With ``normal_epochs`` the normal batch's runs train longer, which
+    lifts every form alike: H2 then compares the smallest batch with the
+    largest of the same epochs, and prints the step to the normal batch
+    apart, without a verdict."""
+    values = {("r", 64): [0.93, 0.94, 0.93], ("r", 16): [0.90, 0.91, 0.90], ("r", 2): [0.88, 0.89, 0.88],
+              ("r_gnws", 64): [0.93, 0.92, 0.93], ("r_gnws", 16): [0.90, 0.90, 0.91], ("r_gnws", 2): [0.90, 0.90, 0.91]}
+    rows = _rows(values)
+    for row in rows:
+        row["epochs"] = 40 if row["batch_size"] == 64 else 10
+    assert analysis.h2_batches(rows, 64) == (16, 2)
+    lines, verdicts = analysis._h2(rows, analysis.by_cell(rows), 64)
+    assert lines[0].startswith("- `r`: top-1 at batch 16 minus at batch 2 (both 10 epochs): +2.0 points")
+    assert verdicts == [analysis.REPLICATES, analysis.REPLICATES]  # GN+WS: 0.0 at equal epochs
+    assert "batch 64 (40 epochs) minus batch 16 (10 epochs)" in lines[-2] and "`r` +3.0 points" in lines[-2]
+    assert "`r_gnws` +2.3 points" in lines[-2]
+    assert "batch 64 (40 epochs) minus batch 2 (10 epochs)" in lines[-1] and "`r` +5.0 points" in lines[-1]
+    for row in rows:  # equal epochs everywhere: the normal batch is the high end, as before
+        row["epochs"] = 10
+    assert analysis.h2_batches(rows, 64) == (64, 2)
+    for row in rows:  # no larger batch shares batch 2's epochs: the normal batch, as before
+        row["epochs"] = 10 if row["batch_size"] == 2 else 40
+    assert analysis.h2_batches(rows, 64) == (64, 2)
+
+
 def test_h3_s_margin_is_relative_to_bn_s_error():
     # BN at 20% error: XBN 1.5 points worse is within 10% of it (2 points).
     rows = _rows({("r", 64): [0.80, 0.81, 0.79, 0.80, 0.80], ("r_xbn", 64): [0.785, 0.795, 0.775, 0.785, 0.785]})

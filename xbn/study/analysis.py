@@ -214,24 +214,40 @@ def _fall(cells, model, high, low, key="top1_ema"):
             if _value(first[s], key) is not None and _value(second[s], key) is not None}
 
 
+def h2_batches(rows, normal_batch):
+    """``(high, low)``: the batches H2 compares.  ``low`` is the smallest;
+    ``high`` the largest batch trained for as many epochs as ``low``, so
+    that the fall is the batch's alone.  Where the normal batch took more
+    epochs (``normal_epochs``, to converge) a fall measured from it would
+    also hold the extra training, common to every form; it is the normal
+    batch only where no larger batch shares ``low``'s epochs."""
+    low = min(r["batch_size"] for r in rows)
+    epochs = {r["batch_size"]: r.get("epochs") for r in rows}
+    same = [b for b in epochs if b > low and epochs[b] == epochs[low]]
+    return (max(same) if same else normal_batch), low
+
+
 def _h2(rows, cells, normal_batch):
-    """BN's fall with its interval; GN+WS's flatness by two one-sided tests."""
-    smallest = min(r["batch_size"] for r in rows)
+    """BN's fall with its interval; GN+WS's flatness by two one-sided tests,
+    between the batches of :func:`h2_batches`."""
+    high, smallest = h2_batches(rows, normal_batch)
     lines, verdicts = [], []
     for bn in forms(rows, "bn"):
-        if (bn, smallest) not in cells or (bn, normal_batch) not in cells:
+        if (bn, smallest) not in cells or (bn, high) not in cells:
             continue
-        bn_fall = _fall(cells, bn, normal_batch, smallest)
+        bn_fall = _fall(cells, bn, high, smallest)
         drop = Estimate.of(bn_fall.values())
         verdicts.append(drop.verdict(0.0))
-        lines.append(f"- `{bn}`: top-1 at batch {normal_batch} minus at batch {smallest}: {drop.text()}: "
+        epochs = next(iter(cells[bn, smallest].values())).get("epochs")
+        equal = f" (both {epochs} epochs)" if high != normal_batch and epochs else ""
+        lines.append(f"- `{bn}`: top-1 at batch {high} minus at batch {smallest}{equal}: {drop.text()}: "
                      f"BN falls with the batch: {drop.verdict(0.0)}")
         for other in (bn + "_xbn", bn + "_brn"):
-            fall = _fall(cells, other, normal_batch, smallest)
+            fall = _fall(cells, other, high, smallest)
             if fall:
                 lines.append(f"- `{other}`: the same difference {Estimate.of(fall.values()).text()}")
         gn = bn + "_gnws"
-        fall = _fall(cells, gn, normal_batch, smallest)
+        fall = _fall(cells, gn, high, smallest)
         if fall:
             equivalence = Estimate.of(fall.values(), confidence=0.90)
             margin = EQUIVALENCE_MARGIN
@@ -249,6 +265,14 @@ def _h2(rows, cells, normal_batch):
             beyond = Estimate.of([bn_fall[s] - fall[s] for s in sorted(set(bn_fall) & set(fall))])
             lines.append(f"- `{bn}`'s fall beyond `{gn}`'s (same seed; the part of BN's fall that normalizing "
                          f"without batch statistics does not share, not a test of H2): {beyond.text()}")
+        if high != normal_batch and (bn, normal_batch) in cells:
+            normal_epochs = next(iter(cells[bn, normal_batch].values())).get("epochs")
+            for low in (high, smallest):
+                step = {m: Estimate.of(_fall(cells, m, normal_batch, low).values()).text()
+                        for m in (bn, bn + "_xbn", bn + "_brn", gn) if _fall(cells, m, normal_batch, low)}
+                lines.append(f"- batch {normal_batch} ({normal_epochs} epochs) minus batch {low} ({epochs} epochs), "
+                             "not a test of H2 (the batch and the epochs both change): "
+                             + "; ".join(f"`{m}` {text}" for m, text in step.items()))
     return lines, verdicts
 
 
