@@ -329,6 +329,14 @@ def plot_all(document, folder):
             _band(ax, batches, grid, model)
         ax.set(xlabel="batch size", title=title)
         _log2_axis(ax, all_batches, plt)
+        below = [b for b in all_batches if b < plan["normal_batch"]]
+        if _normal_epochs(plan) != plan["epochs"] and below:
+            # The step into the normal batch also holds its extra epochs (H2
+            # compares batches of equal epochs): shaded, so no one reads it
+            # as the batch's effect alone.
+            ax.axvspan(max(below), plan["normal_batch"], color="0.5", alpha=0.08, linewidth=0)
+            ax.annotate(f"epochs {plan['epochs']} -> {_normal_epochs(plan)}", (0.98, 0.02),
+                        xycoords="axes fraction", ha="right", fontsize=7, color="0.35")
     axes[0].set_ylabel("test top-1 (%), mean and 95% CI over seeds")
     if plan.get("test_images"):
         axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
