@@ -32,7 +32,7 @@ class Conv2D(keras.layers.Conv2D):
     layers of a ResNet-50 on an AMD EPYC (on an Intel Xeon with AMX, whose
     kernel is fast, the two are within 10% of each other).  A 1x1 kernel's
     input and kernel gradients are each one matmul: in bfloat16 on that
-    Xeon, where matmuls run on AMX, its kernel gradient took 0.6x the time
+    Xeon, where matmuls run on AMX, its kernel gradient took 0.4x the time
     of TensorFlow's ``Conv2DBackpropFilter``.  Every other configuration,
     and every other backend, runs keras' own implementation.  Outputs are
     keras' in every case, and so are kernel gradients but a 1x1 kernel's
