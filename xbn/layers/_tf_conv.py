@@ -79,6 +79,11 @@ def conv2d(x, kernel, strides, padding):
     return forward(x, kernel)
 
 
+def _as_matrix(kernel):
+    """A 1x1 kernel ``(1, 1, C_in, C_out)`` as the ``(C_in, C_out)`` matrix it applies."""
+    return tf.reshape(kernel, [int(kernel.shape[2]), int(kernel.shape[3])])
+
+
 def _pointwise_kernel_gradient(x, dy, kernel, strides):
     """A 1x1 kernel's gradient, ``x^T @ dy`` over every output position, as
     one matmul.  On an Intel Xeon with AMX, TensorFlow's
@@ -86,34 +91,40 @@ def _pointwise_kernel_gradient(x, dy, kernel, strides):
     1x1 layers in bfloat16 (90 against 37 ms per step at batch 16, 128x128:
     it barely gained over its 96 ms in float32, the matmul 2.4x), and 1.09x
     in float32."""
-    c_in, c_out = int(kernel.shape[2]), int(kernel.shape[3])
+    c_in, c_out = _as_matrix(kernel).shape
     if list(strides) != [1, 1]:  # the positions the kernel saw (no padding at 1x1)
         x = x[:, :: strides[0], :: strides[1], :]
     flat = tf.matmul(tf.reshape(x, [-1, c_in]), tf.reshape(dy, [-1, c_out]), transpose_a=True)
-    return tf.reshape(flat, [1, 1, c_in, c_out])
+    return tf.reshape(flat, kernel.shape)
 
 
-def _conv_input_gradient(dy, kernel, x_shape, strides, padding):
-    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
-    if (kh, kw) == (1, 1) and strides == [1, 1]:
-        # dy @ W^T as one matmul, the transpose folded into the product
-        # rather than a transposed copy of the kernel every step.
-        c_in, c_out = int(kernel.shape[2]), int(kernel.shape[3])
-        flat = tf.matmul(tf.reshape(dy, [-1, c_out]), tf.reshape(kernel, [c_in, c_out]), transpose_b=True)
-        return tf.reshape(flat, x_shape)
-    # (kh, kw, in, out) -> (kh, kw, out, in), rotated by 180 degrees.
-    flipped = tf.reverse(tf.transpose(kernel, [0, 1, 3, 2]), axis=[0, 1])
+def _pointwise_input_gradient(dy, kernel, x_shape, strides):
+    """A 1x1 kernel's input gradient: ``y[:, i, j] = x[:, s*i, t*j] @ W``, so
+    x's gradient is ``dy @ W^T`` at those positions and zero in between.
+    One matmul, the transpose folded into the product rather than a
+    transposed copy of the kernel every step."""
+    matrix = _as_matrix(kernel)
+    shape = tf.shape(dy)
+    n, h, w = shape[0], shape[1], shape[2]
+    z = tf.matmul(tf.reshape(dy, [-1, matrix.shape[1]]), matrix, transpose_b=True)
     if strides == [1, 1]:
-        if padding == "VALID" and (kh, kw) != (1, 1):
-            dy = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
-        return tf.nn.convolution(dy, flipped, 1, padding, data_format="NHWC")
-    # 1x1 kernel, strided: y[:, i, j] = x[:, s*i, t*j] @ W, so x's gradient is
-    # dy @ W^T at those positions and zero in between.
+        return tf.reshape(z, x_shape)
     sh, sw = strides
-    z = tf.nn.convolution(dy, flipped, 1, "VALID", data_format="NHWC")
-    shape = tf.shape(z)
-    n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+    c = matrix.shape[0]
     z = tf.reshape(z, [n, h, 1, w, 1, c])
     z = tf.pad(z, [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
     z = tf.reshape(z, [n, h * sh, w * sw, c])
     return z[:, : x_shape[1], : x_shape[2], :]
+
+
+def _conv_input_gradient(dy, kernel, x_shape, strides, padding):
+    kh, kw = int(kernel.shape[0]), int(kernel.shape[1])
+    if (kh, kw) == (1, 1):
+        return _pointwise_input_gradient(dy, kernel, x_shape, strides)
+    # Stride 1 (can_use_fast_conv_gradient): the "same" or "full" convolution
+    # of dy with the kernel (kh, kw, in, out) -> (kh, kw, out, in), rotated
+    # by 180 degrees.
+    flipped = tf.reverse(tf.transpose(kernel, [0, 1, 3, 2]), axis=[0, 1])
+    if padding == "VALID":
+        dy = tf.pad(dy, [[0, 0], [kh - 1, kh - 1], [kw - 1, kw - 1], [0, 0]])
+    return tf.nn.convolution(dy, flipped, 1, padding, data_format="NHWC")
