@@ -14,13 +14,16 @@ intervals of paired differences over seeds.  Writes OUT/results.json (one
 row per run, written as each run finishes), study.md and the figures;
 --publish copies them to a folder, --readme replaces the generated "study"
 section of a Markdown file.  Finished runs are reused, interrupted ones
-resume, and runs trained with other settings are refused.
+resume, and runs trained with other settings are refused; --reuse takes the
+finished rows of a published results.json, so that a larger plan trains
+only what they lack.
 
 Examples::
 
     xbn-study --jobs 2 --publish models/study --readme models/README.md
     xbn-study --quick --out runs/study-quick
     xbn-study --from-results models/study/results.json --readme models/README.md
+    xbn-study --seeds 0 1 2 3 4 5 6 7 --reuse models/study/results.json --publish models/study
 """
 
 import json
@@ -65,7 +68,24 @@ def build_parser():
     p.add_argument("--readme", type=Path, help="also replace the generated 'study' section of this Markdown file")
     p.add_argument("--from-results", type=Path, metavar="FILE",
                    help="train nothing: tables and figures from this results.json")
+    p.add_argument("--reuse", type=Path, metavar="FILE",
+                   help="take the finished rows of this results.json (a published study's) as runs of this "
+                   "plan, where their settings are the plan's; the recorded command leaves this out, since "
+                   "it changes no result")
     return p
+
+
+def _without_reuse(argv):
+    """``argv`` less ``--reuse FILE`` (or ``--reuse=FILE``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--reuse":
+            skip = True
+        elif not arg.startswith("--reuse="):
+            kept.append(arg)
+    return kept
 
 
 def _body(argv):
@@ -78,7 +98,10 @@ def _body(argv):
         program = f"python scripts/{program}"
     elif program != "xbn-study":
         program = "xbn-study"
-    command = " ".join([program, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else argv
+    command = " ".join([program, *map(shlex.quote, _without_reuse(argv))])
+    if args.from_results and args.reuse:
+        raise ValueError("--reuse trains what a results.json lacks, --from-results trains nothing: give one of them.")
     if args.from_results:
         if not args.from_results.is_file():
             raise FileNotFoundError(f"--from-results {args.from_results}: no such file; run the study first.")
@@ -91,6 +114,10 @@ def _body(argv):
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
                           args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs)
+        if args.reuse:
+            if not args.reuse.is_file():
+                raise FileNotFoundError(f"--reuse {args.reuse}: no such file; name a study's results.json.")
+            runner.reuse_rows(json.loads(args.reuse.read_text()), plan, args.out, source=str(args.reuse))
         runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
         document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())

@@ -329,6 +329,67 @@ def chosen_scales(rows):
     return {key: scale for key, (_, scale) in best.items()}
 
 
+# Plan settings every row rests on beyond its own identity (model, batch,
+# seed, epochs, learning rate): rows made with other ones are not reused.
+SHARED_SETTINGS = ("data", "data_args", "image_size", "shift_data", "precise_bn_batches", "steps_per_epoch",
+                   "warmup_epochs")
+
+
+def reuse_rows(document, plan, out, log=print, source="the results"):
+    """Seed ``OUT/runs`` with the finished rows of another study's results.
+
+    A published ``results.json`` holds every row its study measured; a
+    larger plan (more forms, seeds or batch sizes) then trains only what
+    the rows lack, although their run folders are gone.  A row is reused
+    where a run of ``plan`` has its name and exactly its identity (model,
+    builder arguments, batch, seed, purpose, epochs, steps, learning rate)
+    and holds every measurement that run needs; a run folder already in
+    ``out`` is never overwritten.
+
+    Args:
+        document: a parsed ``results.json``.
+        plan: the :class:`~xbn.study.plan.Plan` to run.
+        out: the study's folder.
+        log: a ``log(message)`` callback.
+        source: how messages name ``document`` (its path).
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        ValueError: ``document`` was made with other data, input size or
+            schedule (:data:`SHARED_SETTINGS`), or is no study's results.
+    """
+    from xbn import _files
+
+    if not isinstance(document, dict) or not isinstance(document.get("rows"), list) or "plan" not in document:
+        raise ValueError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
+    mine = plan.describe()
+    changed = {k: (document["plan"].get(k), mine[k]) for k in SHARED_SETTINGS if document["plan"].get(k) != mine[k]}
+    if changed:
+        details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
+        raise ValueError(f"{source} was measured with other settings ({details}); its rows cannot be reused "
+                         "by this plan. Drop --reuse, or ask for the same settings.")
+    by_name = {Path(row.get("run", "")).name: row for row in document["rows"]}
+    tuning = plan.tuning_cells()
+    scales = chosen_scales([by_name[c.name] for c in tuning if c.name in by_name])
+    written = 0
+    for cell in (*tuning, *plan.cells(scales)):
+        row = by_name.get(cell.name)
+        identity = json.loads(json.dumps(_identity(cell, plan)))
+        if row is None or any(row.get(k) != v for k, v in identity.items()) or not _complete(row, cell, plan):
+            continue
+        path = Path(out) / "runs" / cell.name / ROW_FILE
+        if path.parent.exists():
+            continue
+        path.parent.mkdir(parents=True)
+        _files.atomic_write_text(path, json.dumps(row, indent=1) + "\n")
+        written += 1
+    log(f"[study] reused {written} of the {len(document['rows'])} rows of {source}; the others are not "
+        "runs of this plan, lack a measurement it needs, or are in the folder already")
+    return written
+
+
 def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
     """Run every cell of ``plan`` (reusing finished ones); returns the rows.
 
