@@ -13,6 +13,7 @@ from xbn.data import Augment, Pipeline, load_source
 from xbn.diagnostics import estimation_shift
 from xbn.study import analysis, forms_of, report, runner, study_plan
 from xbn.study.analysis import Estimate
+from xbn.study.plan import SEEDS
 
 FORMS = ("resnet20", "resnet20_xbn", "resnet20_gnws", "resnet20_brn")
 QUICK_FORMS = FORMS[:3]  # the quick plan trains no batch-renormalized form
@@ -116,6 +117,41 @@ def test_a_second_call_reuses_every_run_and_other_settings_are_refused(quick, ca
     assert "Use another --out" in err
 
 
+def test_reuse_takes_a_published_study_s_rows_and_trains_only_what_they_lack(quick, tmp_path, capsys):
+    """``--reuse``: the published rows stand in for run folders that are gone;
+    a row that is no run of the plan (here: another learning rate) is trained
+    again, and the recorded command leaves ``--reuse`` out."""
+    root, _ = quick
+    published = json.loads((root / "pub" / "results.json").read_text())
+    altered = json.loads(json.dumps(published))
+    altered["rows"][0]["lr"] = 0.5
+    source = tmp_path / "published.json"
+    source.write_text(json.dumps(altered))
+    out = tmp_path / "bigger"
+    capsys.readouterr()
+    assert study_cli.main(["--quick", "--jobs", "1", "--out", str(out), "--reuse", str(source)]) == 0
+    printed = capsys.readouterr().out
+    assert f"reused 11 of the 12 rows of {source}" in printed
+    assert "12 study runs: 11 finished and reused, 1 to train or complete" in printed
+    document = json.loads((out / "results.json").read_text())
+    assert document["command"] == f"xbn-study --quick --jobs 1 --out {out}"
+    assert document["rows"][1:] == published["rows"][1:]
+    retrained = document["rows"][0]
+    assert retrained["run"] == published["rows"][0]["run"] and retrained["lr"] == published["rows"][0]["lr"]
+    assert (out / retrained["run"] / "run.json").is_file() and not (out / document["rows"][1]["run"]).joinpath(
+        "run.json").exists()
+    # Rows measured on other data or at another input size are refused as a whole.
+    altered["plan"]["image_size"] = 24
+    source.write_text(json.dumps(altered))
+    assert study_cli.main(["--quick", "--out", str(tmp_path / "other"), "--reuse", str(source)]) == 2
+    assert "was measured with other settings (image_size: 24 there, 16 asked)" in capsys.readouterr().err
+    assert not (tmp_path / "other" / "runs").exists()
+    assert study_cli.main(["--quick", "--out", str(out), "--reuse", str(tmp_path / "none.json")]) == 2
+    assert "--reuse " + str(tmp_path / "none.json") + ": no such file" in capsys.readouterr().err
+    assert study_cli.main(["--from-results", str(source), "--reuse", str(source)]) == 2
+    assert "give one of them" in capsys.readouterr().err
+
+
 def test_from_results_regenerates_without_training(quick, tmp_path, capsys):
     root, _ = quick
     readme = tmp_path / "R.md"
@@ -202,6 +238,27 @@ def test_a_smaller_plan_says_what_it_leaves_out():
         assert left_out in scope
     with pytest.raises(ValueError, match="convergence_seeds"):
         study_plan(convergence_seeds=(7,))
+
+
+def test_the_deeper_network_can_take_fewer_seeds():
+    """``depth_seeds``: ResNet-56's runs cost 2.8 times ResNet-20's, so a
+    study can train them on some seeds now and add the others later; the
+    sweep keeps every seed and the report says which are missing."""
+    plan = study_plan(batch_sizes=(2, 64), tune=False, brn=False, seeds=(0, 1, 2, 3), depth_seeds=(2, 0))
+    cells = [c for c in plan.cells() if c.purpose == "study"]
+    deep = [(c.form.label, c.batch_size, c.seed) for c in cells if c.form in plan.depth]
+    assert deep == [(f.label, b, s) for s in (0, 2) for b in (64, 8) for f in plan.depth]
+    assert {c.seed for c in cells if c.form in plan.sweep} == {0, 1, 2, 3}
+    assert plan.describe()["depth_seeds"] == [2, 0] and study_plan().describe()["depth_seeds"] == list(SEEDS)
+    rows = [{"model": f.label, "norm": f.norm, "batch_size": b, "seed": 0, "steps": 1, "purpose": "study",
+             "top1_ema": 0.5, "top1_precise_bn": 0.5} for f in plan.sweep for b in plan.batch_sizes]
+    text = report.to_markdown({"plan": plan.describe(), "rows": rows}, "xbn-study ...")
+    assert "the deeper network's seeds beyond 2, 0" in next(li for li in text.splitlines() if li.startswith("**Scope"))
+    for seeds, message in (((0,), "at least 2 of the seeds"), ((0, 7), "at least 2 of the seeds")):
+        with pytest.raises(ValueError, match=message):
+            study_plan(seeds=(0, 1, 2), depth_seeds=seeds)
+    with pytest.raises(ValueError, match="the plan has none"):
+        study_plan(depth=None, depth_seeds=(0, 1))
 
 
 def test_the_normal_batch_can_take_more_epochs_until_it_converges():

@@ -61,6 +61,9 @@ def build_parser():
                    help="corruption severities scored at the normal batch (default 1 2 3 4 5)")
     p.add_argument("--convergence-seeds", type=int, nargs="+", metavar="S",
                    help="seeds whose normal-batch runs are trained again at twice the epochs (default: all)")
+    p.add_argument("--depth-seeds", type=int, nargs="+", metavar="S",
+                   help="seeds of the deeper network's runs, at least 2 of --seeds (default: all); it costs 2.8 "
+                   "times the sweep's network per run")
     p.add_argument("--jobs", type=int, default=2,
                    help="runs trained at once, each in a single-threaded process (default 2; 1: in this process)")
     p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
@@ -113,7 +116,8 @@ def _body(argv):
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
-                          args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs)
+                          args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs,
+                          args.depth_seeds)
         if args.reuse:
             if not args.reuse.is_file():
                 raise FileNotFoundError(f"--reuse {args.reuse}: no such file; name a study's results.json.")

@@ -168,6 +168,9 @@ class Plan:
         data_args: options of the data source as ``(key, value)`` pairs
             (the quick plan renders each digit once: a sixth of the test
             images to score).
+        depth_seeds: the seeds the deeper forms are trained with (``None``:
+            every seed); ResNet-56 costs 2.8 times ResNet-20 per run, so a
+            study can add its seeds over several sessions.
     """
 
     sweep: tuple
@@ -189,6 +192,7 @@ class Plan:
     convergence_seeds: tuple = None
     data_args: tuple = ()
     normal_epochs: int = None
+    depth_seeds: tuple = None
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -207,6 +211,10 @@ class Plan:
                              f"fewest steps per epoch; got {self.normal_epochs}.")
         if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
+        if self.depth_seeds is not None and (not set(self.depth_seeds) <= set(self.seeds)
+                                             or len(set(self.depth_seeds)) < 2):
+            raise ValueError(f"depth_seeds {self.depth_seeds} must be at least 2 of the seeds {self.seeds} (a "
+                             "spread needs 2).")
         from xbn.models import list_models
 
         known = set(list_models())
@@ -289,8 +297,9 @@ class Plan:
                 for form in self.sweep:
                     scored = self.corruptions if batch == self.normal_batch and form.norm != "brn" else ()
                     cells.append(Cell(form, batch, seed, scored, scale(form, batch), self._own_epochs(batch)))
+            deep = self.depth if self.depth_seeds is None or seed in self.depth_seeds else ()
             for batch in sorted(self.depth_batch_sizes, reverse=True):
-                for form in self.depth:
+                for form in deep:
                     cells.append(Cell(form, batch, seed, lr_scale=scale(form, batch),
                                       epochs=self._own_epochs(batch)))
             # A seed's convergence runs follow its study runs, so that an
@@ -306,6 +315,7 @@ class Plan:
         return {
             "sweep": [f.label for f in self.sweep], "batch_sizes": list(self.batch_sizes),
             "depth": [f.label for f in self.depth], "depth_batch_sizes": list(self.depth_batch_sizes),
+            "depth_seeds": list(self.seeds if self.depth_seeds is None else self.depth_seeds) if self.depth else [],
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
             "normal_epochs": self.epochs_at(self.normal_batch),
             "lr": f"{self.lr_at_64:g} x batch / 64"
@@ -335,7 +345,7 @@ EPOCHS = 20
 
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
-               tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None):
+               tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -352,6 +362,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         severities: the corruption severities scored (default 1 to 5; every
             corruption at each).
         normal_epochs: epochs of the normal batch's runs (default ``epochs``).
+        depth_seeds: the seeds of the deeper network's runs (default every seed).
     """
     if quick:
         return Plan(
@@ -363,10 +374,14 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
+    if depth_seeds and not depth:
+        raise ValueError(f"depth_seeds {tuple(depth_seeds)} are the deeper network's seeds, but the plan has none; "
+                         "name one (the default is resnet56) or leave depth_seeds out.")
     return Plan(
         sweep=forms_of(sweep, brn), batch_sizes=batch_sizes,
         depth=forms_of(depth, brn=False)[:2] if depth else (), depth_batch_sizes=(8, 64) if depth else (),
         seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,
+        depth_seeds=tuple(depth_seeds) if depth_seeds and depth else None,
     )

@@ -157,6 +157,9 @@ def _scope_lines(plan):
     if full["depth"] and not plan["depth"]:
         left.append(f"the deeper network ({', '.join(f'`{f}`' for f in full['depth'])}): H1 rests on "
                     f"`{plan['sweep'][0]}`'s layers alone")
+    deep = plan.get("depth_seeds")
+    if plan["depth"] and deep is not None and len(deep) < len(plan["seeds"]):
+        left.append(f"the deeper network's seeds beyond {', '.join(map(str, deep))}")
     if not plan.get("tuned_batches"):
         left.append("the learning-rate tuning: every run takes the linear rule's rate (scale 1)")
     converged = plan.get("convergence_seeds")

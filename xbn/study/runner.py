@@ -364,7 +364,7 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
 
     if not isinstance(document, dict) or not isinstance(document.get("rows"), list) or "plan" not in document:
         raise ValueError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
-    mine = plan.describe()
+    mine = json.loads(json.dumps(plan.describe()))  # tuples as the file has them: lists
     changed = {k: (document["plan"].get(k), mine[k]) for k in SHARED_SETTINGS if document["plan"].get(k) != mine[k]}
     if changed:
         details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
