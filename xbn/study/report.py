@@ -280,17 +280,23 @@ def corruption_markdown(rows, normal):
     return "\n".join(lines)
 
 
-def _band(ax, x, values, label, style="o-"):
-    """The mean over seeds with its 95% confidence band."""
+def _band(ax, x, values, label, style="o-", log=False):
+    """The mean over seeds with its 95% confidence band; with ``log`` (a
+    positive quantity on a log axis) the geometric mean and the band of the
+    logarithms, which a log axis shows whole (a band of the values reaches
+    below zero where few seeds spread widely)."""
     from scipy import stats
 
     values = np.asarray(values, np.float64)
+    if log:
+        values = np.log(values)
     mean = np.nanmean(values, axis=0)
-    line, = ax.plot(x, mean, style, markersize=3, label=label)
+    back = np.exp if log else (lambda v: v)
+    line, = ax.plot(x, back(mean), style, markersize=3, label=label)
     n = np.sum(~np.isnan(values), axis=0)
     if values.shape[0] > 1 and np.all(n > 1):
         half = stats.t.ppf(0.975, n - 1) * np.nanstd(values, axis=0, ddof=1) / np.sqrt(n)
-        ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(x, back(mean - half), back(mean + half), color=line.get_color(), alpha=0.2, linewidth=0)
     return line
 
 
@@ -415,15 +421,21 @@ def plot_depth(rows, plan, path, key="mean_shift"):
     what = "mean shift" if key == "mean_shift" else "variance shift"
     for i, bn in enumerate(networks):
         names = matched_layers(rows, bn, bn + "_xbn")
+        trained = [b for b in batches if any(r["model"] == bn and r["batch_size"] == b for r in rows)]
         for j, batch in enumerate(batches):
             ax = axes[i, j]
+            if batch not in trained:
+                ax.text(0.5, 0.5, f"{bn}\nnot trained at batch {batch}", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=8, color="gray")
+                ax.set_axis_off()
+                continue
             for model, style in ((bn, "o-"), (bn + "_xbn", "s-")):
                 runs = [r for r in rows if r["model"] == model and r["batch_size"] == batch]
                 if not runs:
                     continue
                 depth = [layer["depth"] for layer in runs[0]["layer_shifts"]]
                 grid = [[layer[key] for layer in r["layer_shifts"]] for r in runs]
-                line = _band(ax, depth, grid, f"{model} ({len(runs)} seeds)", style)
+                line = _band(ax, depth, grid, f"{model} ({len(runs)} seeds)", style, log=True)
                 if model == bn:
                     floor = [[layer.get("noise_" + key, math.nan) for layer in r["layer_shifts"]] for r in runs]
                     ax.plot(depth, np.nanmean(np.asarray(floor, np.float64), axis=0), ":", color=line.get_color(),
@@ -434,12 +446,12 @@ def plot_depth(rows, plan, path, key="mean_shift"):
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
             ax.set_xlim(0, 1)
-            if i == len(networks) - 1:
-                ax.set_xlabel("relative depth of the BatchNorm layer")
-            if j == 0:
+            ax.set_xlabel("relative depth of the BatchNorm layer")
+            if batch == trained[0]:  # the row's first panel may not be the grid's first column
                 ax.set_ylabel(what + " (log scale)")
-        axes[i, 0].legend(fontsize=6)
-    fig.suptitle(f"H1: {what} per BatchNorm layer against depth\n(mean and 95% CI over seeds; ticks: layers both "
-                 "forms share)", fontsize=10)
+                ax.tick_params(labelleft=True)
+                ax.legend(fontsize=6)
+    fig.suptitle(f"H1: {what} per BatchNorm layer against depth\n(geometric mean and 95% CI over seeds; ticks: "
+                 "layers both forms share)", fontsize=10)
     fig.tight_layout()
     return _plotting.save_png(fig, path)
