@@ -121,7 +121,11 @@ def _body(argv):
         if args.reuse:
             if not args.reuse.is_file():
                 raise FileNotFoundError(f"--reuse {args.reuse}: no such file; name a study's results.json.")
-            runner.reuse_rows(json.loads(args.reuse.read_text()), plan, args.out, source=str(args.reuse))
+            try:
+                document = json.loads(args.reuse.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"--reuse {args.reuse} is not JSON ({error}); name a study's results.json.") from None
+            runner.reuse_rows(document, plan, args.out, source=str(args.reuse))
         runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)
         document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())

@@ -362,7 +362,8 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
     """
     from xbn import _files
 
-    if not isinstance(document, dict) or not isinstance(document.get("rows"), list) or "plan" not in document:
+    if (not isinstance(document, dict) or not isinstance(document.get("rows"), list) or "plan" not in document
+            or not all(isinstance(row, dict) for row in document["rows"])):
         raise ValueError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
     mine = json.loads(json.dumps(plan.describe()))  # tuples as the file has them: lists
     changed = {k: (document["plan"].get(k), mine[k]) for k in SHARED_SETTINGS if document["plan"].get(k) != mine[k]}
