@@ -150,6 +150,8 @@ def test_reuse_takes_a_published_study_s_rows_and_trains_only_what_they_lack(qui
     assert "--reuse " + str(tmp_path / "none.json") + ": no such file" in capsys.readouterr().err
     assert study_cli.main(["--from-results", str(source), "--reuse", str(source)]) == 2
     assert "give one of them" in capsys.readouterr().err
+    assert study_cli._without_reuse(["--quick", "--reu", "f", "--reuse=g", "--jobs", "1", "--reus", "h"]) == [
+        "--quick", "--jobs", "1"]
     source.write_text("{")
     assert study_cli.main(["--quick", "--out", str(out), "--reuse", str(source)]) == 2
     assert f"--reuse {source} is not JSON" in capsys.readouterr().err

@@ -79,14 +79,16 @@ def build_parser():
 
 
 def _without_reuse(argv):
-    """``argv`` less ``--reuse FILE`` (or ``--reuse=FILE``)."""
+    """``argv`` less ``--reuse FILE`` or ``--reuse=FILE`` (or the prefixes
+    of ``--reuse`` argparse takes for it, ``--reu`` and ``--reus``)."""
     kept, skip = [], False
     for arg in argv:
+        name = arg.split("=", 1)[0]
         if skip:
             skip = False
-        elif arg == "--reuse":
-            skip = True
-        elif not arg.startswith("--reuse="):
+        elif len(name) >= len("--reu") and "--reuse".startswith(name):
+            skip = "=" not in arg
+        else:
             kept.append(arg)
     return kept
 

@@ -441,7 +441,8 @@ def plot_depth(rows, plan, path, key="mean_shift"):
                     ax.plot(depth, np.nanmean(np.asarray(floor, np.float64), axis=0), ":", color=line.get_color(),
                             linewidth=1, label="noise floor (halves of the test split)")
                     shared = [d for d, layer in zip(depth, runs[0]["layer_shifts"]) if layer["name"] in names]
-                    ax.plot(shared, [ax.get_ylim()[0]] * len(shared), "|", color="black", markersize=6)
+                    ax.plot(shared, [0.04] * len(shared), "|", color="black", markersize=6,
+                            transform=ax.get_xaxis_transform())  # near the bottom however far the bands reach
             ax.set_title(f"{bn}, batch {batch}", fontsize=9)
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
