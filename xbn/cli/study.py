@@ -93,6 +93,17 @@ def _without_reuse(argv):
     return kept
 
 
+def _read_results(option, path, fix):
+    """The parsed results.json that ``option`` names; a missing file or one
+    that is not JSON is refused with ``option``, the path and ``fix``."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{option} {path}: no such file; {fix}.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{option} {path} is not JSON ({error}); {fix}.") from None
+
+
 def _body(argv):
     args = build_parser().parse_args(argv)
     from xbn import _files
@@ -108,9 +119,7 @@ def _body(argv):
     if args.from_results and args.reuse:
         raise ValueError("--reuse trains what a results.json lacks, --from-results trains nothing: give one of them.")
     if args.from_results:
-        if not args.from_results.is_file():
-            raise FileNotFoundError(f"--from-results {args.from_results}: no such file; run the study first.")
-        document = json.loads(args.from_results.read_text())
+        document = _read_results("--from-results", args.from_results, "run the study first")
         command = document.get("command", command)
         out = args.publish or args.from_results.parent
     else:
@@ -121,12 +130,7 @@ def _body(argv):
                           args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs,
                           args.depth_seeds)
         if args.reuse:
-            if not args.reuse.is_file():
-                raise FileNotFoundError(f"--reuse {args.reuse}: no such file; name a study's results.json.")
-            try:
-                document = json.loads(args.reuse.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"--reuse {args.reuse} is not JSON ({error}); name a study's results.json.") from None
+            document = _read_results("--reuse", args.reuse, "name a study's results.json")
             runner.reuse_rows(document, plan, args.out, source=str(args.reuse))
         runner.run_study(plan, args.out, args.jobs, command=command)
         out = Path(args.out)

@@ -86,6 +86,11 @@ def _model_args(cell, plan):
     return args
 
 
+def _run_folder(cell, out):
+    """``OUT/runs/<name>``: the run's folder, which holds its row."""
+    return Path(out) / "runs" / cell.name
+
+
 def _config(cell, plan, out):
     from xbn.training import TrainConfig
 
@@ -95,7 +100,7 @@ def _config(cell, plan, out):
         batch_size=cell.batch_size,
         epochs=epochs, steps_per_epoch=plan.steps_per_epoch, lr=plan.lr(cell.batch_size, cell.lr_scale),
         warmup_epochs=1.0 if epochs > 1 else 0.0, image_size=plan.image_size, recalibrate_bn=0,
-        export=False, verbose=False, seed=cell.seed, out=str(Path(out) / "runs" / cell.name),
+        export=False, verbose=False, seed=cell.seed, out=str(_run_folder(cell, out)),
     )
 
 
@@ -266,12 +271,12 @@ def _work(cell, plan, out, row):
 
     started = time.perf_counter()
     row = measure_cell(cell, plan, out, row)
-    _files.atomic_write_text(Path(out) / "runs" / cell.name / ROW_FILE, json.dumps(row, indent=1) + "\n")
+    _files.atomic_write_text(_run_folder(cell, out) / ROW_FILE, json.dumps(row, indent=1) + "\n")
     return row, time.perf_counter() - started
 
 
 def _stored_row(cell, plan, out):
-    path = Path(out) / "runs" / cell.name / ROW_FILE
+    path = _run_folder(cell, out) / ROW_FILE
     if not path.is_file():
         return None
     _refuse_other_settings(_config(cell, plan, out))
@@ -380,7 +385,7 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
         identity = json.loads(json.dumps(_identity(cell, plan)))
         if row is None or any(row.get(k) != v for k, v in identity.items()) or not _complete(row, cell, plan):
             continue
-        path = Path(out) / "runs" / cell.name / ROW_FILE
+        path = _run_folder(cell, out) / ROW_FILE
         if path.parent.exists():
             continue
         path.parent.mkdir(parents=True)
