@@ -98,6 +98,27 @@ def test_depth_order_settles_every_layer_of_an_untrained_chain(rng):
     assert max(layer.var_shift for layer in shift.layers) < 1e-3
 
 
+def _settled_counts(messages):
+    return [int(m.split("): ")[1].split("/")[0]) for m in messages if "(inference mode)" in m]
+
+
+def test_a_chain_deeper_than_the_default_passes_settles_one_layer_a_pass(rng):
+    """24 BatchNorms whose inference statistics drift far apart with depth:
+    the defaults settle every one of them (up to two passes more than
+    layers), and once the Jacobi sweep ends no pass loses a settled layer."""
+    model = _deep_chain(24)
+    dataset = tf.data.Dataset.from_tensor_slices(data(rng, 24)).batch(8)
+    messages = []
+    report = recalibrate_bn(model, dataset, steps=3, tolerance=1e-4, progress=messages.append)
+    assert report.converged and report.unsettled == [] and report.passes <= 1 + 24 + 2
+    counts = _settled_counts(messages)
+    worst = counts.index(min(counts[1:]), 1) if len(counts) > 1 else 0
+    assert all(b > a for a, b in zip(counts[worst:], counts[worst + 1:]))
+    shift = estimation_shift(model, dataset)
+    assert max(layer.mean_shift for layer in shift.layers) < 1e-3
+    assert max(layer.var_shift for layer in shift.layers) < 1e-3
+
+
 def test_running_out_of_passes_is_reported(rng):
     model = _deep_chain()
     dataset = tf.data.Dataset.from_tensor_slices(data(rng, 24)).batch(8)
@@ -107,6 +128,7 @@ def test_running_out_of_passes_is_reported(rng):
     # The first layer's input involves no BatchNorm: the training-mode pass
     # settled it; the second is settled by the one inference pass allowed.
     assert "stopped after 2 passes with 2 of 8 layers settled" in messages[-1]
+    assert "(max_passes=10, the default, always settles every layer)" in messages[-1]
     assert report.unsettled == [f"bn{i}" for i in range(2, 8)]
     assert report.batches == 3
 

@@ -58,6 +58,8 @@ def test_quick_mode_trains_every_cell_and_records_the_rows_the_issue_names(quick
             assert depths == sorted(depths) and 0 < depths[0] and depths[-1] < 1
             for key in ("mean_shift", "train_mean_shift", "noise_mean_shift"):
                 assert r[key] == pytest.approx(np.mean([la[key] for la in r["layer_shifts"]]))
+            # Precise BN's own account: it settled every layer (the default bound always does).
+            assert r["precise_bn_converged"] is True and 2 <= r["precise_bn_passes"] <= 1 + len(depths) + 2
         # Corruptions at the normal batch, for the three forms H4 compares.
         scored = r["batch_size"] == 16 and r["norm"] != "brn"
         assert bool(r["corruption"]) == scored
@@ -85,6 +87,10 @@ def test_quick_mode_publishes_tables_figures_and_the_readme_section_from_the_row
     assert "(359 test images: one image is 0.279 points)" in table
     for h in ("**H1**", "**H2**", "**H3**", "**H4**"):
         assert h in table
+    settled = [r for r in rows if r["layer_shifts"]]
+    passes = [r["precise_bn_passes"] for r in settled]
+    assert (f"Precise BN settled every BatchNorm in {len(settled)} of {len(settled)} runs that record it "
+            f"({min(passes)}-{max(passes)} passes).") in table
     # A table cell is the mean and sd over seeds of the rows.
     values = [100 * r["top1_ema"] for r in rows if r["model"] == "resnet20_xbn" and r["batch_size"] == 4]
     half = stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / math.sqrt(len(values))

@@ -43,6 +43,24 @@ def _cell(values, scale=100.0, digits=1):
     return f"{e.mean * scale:.{digits}f} ± {(e.high - e.mean) * scale:.{digits}f}"
 
 
+def _recalibration_lines(rows):
+    """Whether precise BN settled every layer in each run that records it
+    (runs with BatchNorms only: a GroupNorm network has nothing to settle)."""
+    rows = [r for r in rows if r.get("layer_shifts")]
+    recorded = [r for r in rows if "precise_bn_converged" in r]
+    if not recorded:
+        return []
+    unsettled = [r["run"].split("/")[-1] for r in recorded if not r["precise_bn_converged"]]
+    passes = [r["precise_bn_passes"] for r in recorded]
+    text = (f"Precise BN settled every BatchNorm in {len(recorded) - len(unsettled)} of {len(recorded)} runs that "
+            f"record it ({min(passes)}-{max(passes)} passes)")
+    text += f"; not in {', '.join(unsettled)}." if unsettled else "."
+    if len(recorded) < len(rows):
+        text += (f" {len(rows) - len(recorded)} runs were measured before the passes were recorded, with at most "
+                 "8 passes (a ResNet-20's 19 BatchNorms settle in fewer; see the README).")
+    return [text, ""]
+
+
 def _grid(rows, value, scale=100.0, digits=1, models=None):
     cells = by_cell(rows)
     batches = sorted({r["batch_size"] for r in rows})
@@ -211,6 +229,7 @@ def to_markdown(document, command, picture_prefix=""):
         f"### Test top-1 (%) after precise BN (population statistics of {plan['precise_bn_batches']} training "
         "batches)", "",
         _grid(rows, lambda r: r["top1_precise_bn"]), "",
+        *_recalibration_lines(rows),
     ]
     if any("shift_top1" in r for r in rows):
         lines += [f"### Top-1 (%) on `{plan.get('shift_data')}` (the same test scans, not blended: another "

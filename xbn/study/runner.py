@@ -12,7 +12,9 @@ precise BN), then measured according to its purpose:
     averages (momentum 0.9) as trained, and ``top1_precise_bn`` after
     precise BN (:func:`xbn.diagnostics.recalibrate_bn` on the training
     split), with ``precise_bn_changed``, the test images whose prediction
-    precise BN changed;
+    precise BN changed, ``precise_bn_passes`` and ``precise_bn_converged``
+    (its :class:`~xbn.diagnostics.RecalibrationReport`'s; absent in rows
+    measured before they were recorded);
   - ``layer_shifts``: every BatchNorm's estimation shift on the test split,
     on the unaugmented training split (``train_mean_shift`` ...), and the
     noise floor of the measure: the same shift between the population
@@ -220,10 +222,11 @@ def measure_cell(cell, plan, out, row=None):
     if row["top1_precise_bn"] is None:
         if row["layer_shifts"]:
             before = _predictions(model, pipeline.evaluation("test"))
-            recalibrate_bn(model, pipeline.evaluation("train"), plan.precise_bn_batches)
+            report = recalibrate_bn(model, pipeline.evaluation("train"), plan.precise_bn_batches)
             after = _predictions(model, pipeline.evaluation("test"))
             row["top1_precise_bn"] = top1(pipeline.evaluation("test"))["top1"]
             row["precise_bn_changed"] = int(np.sum(before != after))
+            row["precise_bn_passes"], row["precise_bn_converged"] = report.passes, report.converged
         else:  # nothing to recalibrate
             row["top1_precise_bn"], row["precise_bn_changed"] = row["top1_ema"], 0
     return row
