@@ -267,12 +267,28 @@ def test_the_deeper_network_can_take_fewer_seeds():
     rows = [{"model": f.label, "norm": f.norm, "batch_size": b, "seed": 0, "steps": 1, "purpose": "study",
              "top1_ema": 0.5, "top1_precise_bn": 0.5} for f in plan.sweep for b in plan.batch_sizes]
     text = report.to_markdown({"plan": plan.describe(), "rows": rows}, "xbn-study ...")
-    assert "the deeper network's seeds beyond 2, 0" in next(li for li in text.splitlines() if li.startswith("**Scope"))
+    scope = next(li for li in text.splitlines() if li.startswith("**Scope"))
+    assert "the deeper network's seeds beyond 2, 0" in scope
+    assert "the deeper network at batch sizes 2 (`--depth-batch-sizes`)" in scope
     for seeds, message in (((0,), "at least 2 of the seeds"), ((0, 7), "at least 2 of the seeds")):
         with pytest.raises(ValueError, match=message):
             study_plan(seeds=(0, 1, 2), depth_seeds=seeds)
-    with pytest.raises(ValueError, match="the plan has none"):
+    with pytest.raises(ValueError, match="depth_seeds .* the plan has none"):
         study_plan(depth=None, depth_seeds=(0, 1))
+
+
+def test_the_deeper_network_can_take_any_of_the_sweep_s_batch_sizes():
+    """``depth_batch_sizes`` (issue 21: the depth figure at every batch size
+    studied): the deeper forms train at those."""
+    plan = study_plan(batch_sizes=(2, 8, 64), tune=False, brn=False, seeds=(0, 1), depth_batch_sizes=(64, 2, 8))
+    deep = [(c.form.label, c.batch_size) for c in plan.cells() if c.form in plan.depth and c.seed == 0]
+    assert deep == [(f.label, b) for b in (64, 8, 2) for f in plan.depth]
+    assert plan.describe()["depth_batch_sizes"] == [2, 8, 64]
+    assert study_plan().depth_batch_sizes == (8, 64)
+    with pytest.raises(ValueError, match=r"batch sizes must be integers >= 2 .* got \(2, 64, 1\)"):
+        study_plan(batch_sizes=(2, 64), depth_batch_sizes=(1,))
+    with pytest.raises(ValueError, match="depth_batch_sizes .* the plan has none"):
+        study_plan(depth=None, depth_batch_sizes=(8,))
 
 
 def test_the_normal_batch_can_take_more_epochs_until_it_converges():

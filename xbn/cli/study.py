@@ -64,6 +64,9 @@ def build_parser():
     p.add_argument("--depth-seeds", type=int, nargs="+", metavar="S",
                    help="seeds of the deeper network's runs, at least 2 of --seeds (default: all); it costs 2.8 "
                    "times the sweep's network per run")
+    p.add_argument("--depth-batch-sizes", type=int, nargs="+", metavar="B",
+                   help="batch sizes of the deeper network's runs (default 8 64; each costs 2.8 times the "
+                   "sweep's network at the same batch)")
     p.add_argument("--jobs", type=int, default=2,
                    help="runs trained at once, each in a single-threaded process (default 2; 1: in this process)")
     p.add_argument("--out", default="runs/study", help="folder of the runs and results (default runs/study)")
@@ -128,7 +131,7 @@ def _body(argv):
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
                           args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs,
-                          args.depth_seeds)
+                          args.depth_seeds, args.depth_batch_sizes)
         if args.reuse:
             document = _read_results("--reuse", args.reuse, "name a study's results.json")
             runner.reuse_rows(document, plan, args.out, source=str(args.reuse))

@@ -140,9 +140,9 @@ class Plan:
         batch_sizes: the batch sizes of the sweep (each >= 2).
         depth: deeper forms (vanilla and XBN) trained at ``depth_batch_sizes``,
             for the depth figure (H1).
-        depth_batch_sizes: their batch sizes (the published plan: 8 and 64;
-            ResNet-56 at batch 2 would cost 2.8 times ResNet-20's most
-            expensive cells, more than the budget left).
+        depth_batch_sizes: their batch sizes (by default 8 and 64:
+            ResNet-56 at batch 2 costs 2.8 times ResNet-20's most expensive
+            cells).
         seeds: the seeds of every study cell.
         epochs: epochs of every run (held equal across batch sizes, but
             see ``normal_epochs``).
@@ -345,7 +345,8 @@ EPOCHS = 20
 
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
-               tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None):
+               tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None,
+               depth_batch_sizes=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -363,6 +364,8 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             corruption at each).
         normal_epochs: epochs of the normal batch's runs (default ``epochs``).
         depth_seeds: the seeds of the deeper network's runs (default every seed).
+        depth_batch_sizes: the deeper network's batch sizes (default 8
+            and 64).
     """
     if quick:
         return Plan(
@@ -374,12 +377,14 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
-    if depth_seeds and not depth:
-        raise ValueError(f"depth_seeds {tuple(depth_seeds)} are the deeper network's seeds, but the plan has none; "
-                         "name one (the default is resnet56) or leave depth_seeds out.")
+    for option, value in (("depth_seeds", depth_seeds), ("depth_batch_sizes", depth_batch_sizes)):
+        if value and not depth:
+            raise ValueError(f"{option} {tuple(value)} are the deeper network's, but the plan has none; "
+                             f"name one (the default is resnet56) or leave {option} out.")
     return Plan(
         sweep=forms_of(sweep, brn), batch_sizes=batch_sizes,
-        depth=forms_of(depth, brn=False)[:2] if depth else (), depth_batch_sizes=(8, 64) if depth else (),
+        depth=forms_of(depth, brn=False)[:2] if depth else (),
+        depth_batch_sizes=tuple(sorted(set(depth_batch_sizes or (8, 64)))) if depth else (),
         seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,

@@ -178,6 +178,9 @@ def _scope_lines(plan):
     deep = plan.get("depth_seeds")
     if plan["depth"] and deep is not None and len(deep) < len(plan["seeds"]):
         left.append(f"the deeper network's seeds beyond {', '.join(map(str, deep))}")
+    shallow = sorted(set(plan["batch_sizes"]) - set(plan.get("depth_batch_sizes") or ()))
+    if plan["depth"] and shallow:
+        left.append(f"the deeper network at batch sizes {', '.join(map(str, shallow))} (`--depth-batch-sizes`)")
     if not plan.get("tuned_batches"):
         left.append("the learning-rate tuning: every run takes the linear rule's rate (scale 1)")
     converged = plan.get("convergence_seeds")
