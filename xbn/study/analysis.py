@@ -199,12 +199,30 @@ def _h1(rows, cells, normal_batch):
                 parts.append(f"{split} split: BN's slope {grows.text(1.0, '', 2)} ({grows.verdict(0.0)}: BN "
                              f"accumulates); BN's minus XBN's {stops.text(1.0, '', 2)} ({stops.verdict(0.0)}: "
                              "XBN accumulates less)")
-            shift = Estimate.of([matched_average(r, names) for r in cells[bn, batch].values()])
-            other = Estimate.of([matched_average(r, names) for r in cells[xbn, batch].values()])
-            noise = Estimate.of([matched_average(r, names, "noise_mean_shift") for r in cells[bn, batch].values()])
-            lines.append(f"  - batch {batch}: " + "; ".join(parts) + f". Mean shift on these layers: BN "
-                         f"{shift.mean:.3f}, XBN {other.mean:.3f}, noise floor {noise.mean:.3f}")
+            lines.append(f"  - batch {batch}: " + "; ".join(parts) + ". " + _levels(cells, bn, xbn, batch, names))
+            lines.append(f"    - variance shift (reported beside the mean-shift test stated in advance, not a "
+                         f"verdict): {_variance_slopes(cells, bn, xbn, batch, names)}. "
+                         + _levels(cells, bn, xbn, batch, names, "var"))
     return lines, verdicts
+
+
+def _levels(cells, bn, xbn, batch, names, kind="mean"):
+    """``kind`` shift averaged over the shared layers (test split): BN, XBN
+    and the noise floor (between the test split's halves), means over seeds."""
+    shift, other, noise = (
+        Estimate.of([matched_average(r, names, key) for r in cells[model, batch].values()])
+        for model, key in ((bn, f"{kind}_shift"), (xbn, f"{kind}_shift"), (bn, f"noise_{kind}_shift")))
+    label = {"mean": "Mean", "var": "Variance"}[kind]
+    return (f"{label} shift on these layers: BN {shift.mean:.3f}, XBN {other.mean:.3f}, noise floor "
+            f"{noise.mean:.3f}")
+
+
+def _variance_slopes(cells, bn, xbn, batch, names):
+    """BN's slope of log(variance shift) against depth on the test split,
+    and BN's minus XBN's, per seed."""
+    grows = Estimate.of([depth_slope(r, names, "var_shift") for r in cells[bn, batch].values()])
+    stops = Estimate.of(paired(cells, (bn, batch), (xbn, batch), lambda r: depth_slope(r, names, "var_shift")))
+    return f"BN's slope on the test split {grows.text(1.0, '', 2)}; BN's minus XBN's {stops.text(1.0, '', 2)}"
 
 
 def _fall(cells, model, high, low, key="top1_ema"):
