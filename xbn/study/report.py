@@ -56,8 +56,8 @@ def _recalibration_lines(rows):
             f"record it ({min(passes)}-{max(passes)} passes)")
     text += f"; not in {', '.join(unsettled)}." if unsettled else "."
     if len(recorded) < len(rows):
-        text += (f" {len(rows) - len(recorded)} runs were measured before the passes were recorded, with at most "
-                 "8 passes (a ResNet-20's 19 BatchNorms settle in fewer; see the README).")
+        text += (f" {len(rows) - len(recorded)} runs were measured before the passes were recorded, by the earlier "
+                 "sweep of at most 8 passes.")
     return [text, ""]
 
 
