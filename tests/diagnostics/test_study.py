@@ -277,7 +277,7 @@ def test_the_deeper_network_can_take_fewer_seeds():
         study_plan(depth=None, depth_seeds=(0, 1))
 
 
-def test_the_deeper_network_can_take_any_of_the_sweep_s_batch_sizes():
+def test_the_deeper_network_can_take_other_batch_sizes():
     """``depth_batch_sizes`` (issue 21: the depth figure at every batch size
     studied): the deeper forms train at those."""
     plan = study_plan(batch_sizes=(2, 8, 64), tune=False, brn=False, seeds=(0, 1), depth_batch_sizes=(64, 2, 8))
