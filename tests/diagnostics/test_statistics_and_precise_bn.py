@@ -131,6 +131,10 @@ def test_running_out_of_passes_is_reported(rng):
     assert "(max_passes=10, the default, always settles every layer)" in messages[-1]
     assert report.unsettled == [f"bn{i}" for i in range(2, 8)]
     assert report.batches == 3
+    # A shallower chain's default is the floor MAX_PASSES (8), not its 3 + 2.
+    messages = []
+    recalibrate_bn(_deep_chain(3), dataset, steps=3, max_passes=1, tolerance=1e-12, progress=messages.append)
+    assert "(max_passes=8, the default, always settles every layer)" in messages[-1]
 
 
 def test_recalibration_raises_the_accuracy_of_a_briefly_trained_bn_model():

@@ -141,7 +141,8 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
     layers = batch_norm_layers(model)
     if not layers:
         return RecalibrationReport([], 0, 0, 0.0)
-    max_passes = max_passes or max(MAX_PASSES, _bound(len(layers)))
+    default_passes = max(MAX_PASSES, _bound(len(layers)))
+    max_passes = max_passes or default_passes
     dataset = dataset.take(steps)
     collector = StatisticsCollector(model, strategy)
     say = progress or (lambda message: None)
@@ -166,7 +167,7 @@ def recalibrate_bn(model, dataset, steps, max_passes=None, tolerance=0.01, strat
             f"precise BN: stopped after {settling.passes} passes with {settling.first + 1} of {len(layers)} "
             f"layers settled (the best state seen; largest change {settling.change:.2g}); not settled: "
             f"{', '.join(names[:4])}{'...' if len(names) > 4 else ''}, which keep their last "
-            f"statistics (max_passes={_bound(len(layers))}, the default, always settles every layer)"
+            f"statistics (max_passes={default_passes}, the default, always settles every layer)"
         )
     return RecalibrationReport(
         [layer.name for layer in layers], examples, settling.passes, settling.change, settling.converged,
