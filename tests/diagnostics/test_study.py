@@ -11,6 +11,7 @@ from scipy import stats
 from xbn.cli import study as study_cli
 from xbn.data import Augment, Pipeline, load_source
 from xbn.diagnostics import estimation_shift
+from xbn.diagnostics.estimation_shift import shift_metrics
 from xbn.study import analysis, forms_of, report, runner, study_plan
 from xbn.study.analysis import Estimate
 from xbn.study.plan import SEEDS
@@ -398,10 +399,11 @@ def test_h1_reports_the_variance_shift_beside_the_mean_shift_test():
     """On the shared layers, per seed: BN's variance shift grows as
     exp(slope x depth) with slope 1, 2 and 3, XBN's is flat; the line
     gives BN's slope (mean 2, sd 1) and BN's minus XBN's, and the average
-    levels with the noise floor; no verdict rests on it."""
+    levels with the noise floor (half the shift between the test split's
+    halves); no verdict rests on it."""
     def row(model, seed, slope, level):
         layers = [{"name": f"b{i}_2_bn", "depth": d, "mean_shift": 0.02, "noise_mean_shift": 0.01,
-                   "train_mean_shift": 0.02, "var_shift": level * math.exp(slope * d), "noise_var_shift": 0.005}
+                   "train_mean_shift": 0.02, "var_shift": level * math.exp(slope * d), "noise_var_shift": 0.01}
                   for i, d in enumerate((0.2, 0.5, 0.8))]
         return {"model": model, "norm": "xbn" if model.endswith("_xbn") else "bn", "batch_size": 8, "seed": seed,
                 "purpose": "study", "top1_ema": 0.5, "top1_precise_bn": 0.5, "layer_shifts": layers}
@@ -415,6 +417,31 @@ def test_h1_reports_the_variance_shift_beside_the_mean_shift_test():
     bn_level = np.mean([np.mean([0.01 * math.exp((s + 1) * d) for d in (0.2, 0.5, 0.8)]) for s in range(3)])
     assert f"Variance shift on these layers: BN {bn_level:.3f}, XBN 0.020, noise floor 0.005" in variance
     assert len(verdicts) == 2  # the mean-shift test's two, as before
+
+
+@pytest.mark.parametrize("draw", ["normal", "exponential"])
+def test_the_noise_floor_is_the_split_s_own_sampling_error(draw):
+    """A layer whose moving statistics are the population's exactly still
+    shows a shift on a finite split: its sampling error.  The floor (half
+    the shift between the split's halves) estimates that shift, float64
+    NumPy, for symmetric and skewed activations alike; the halves' shift
+    itself is twice it."""
+    rng = np.random.default_rng(0)
+    channels, size = 64, 2000
+    sample = {"normal": lambda: rng.normal(3.0, 2.0, (size, channels)),
+              "exponential": lambda: rng.exponential(2.0, (size, channels))}[draw]
+    mean, var = {"normal": (3.0, 4.0), "exponential": (2.0, 4.0)}[draw]
+    truth, floors = [], []
+    for _ in range(200):
+        x = sample()
+        a, b = x[: size // 2], x[size // 2:]
+        truth.append(shift_metrics(np.full(channels, mean), np.full(channels, var),
+                                                    x.mean(0), x.var(0), 1e-3))
+        halves = shift_metrics(a.mean(0), a.var(0), b.mean(0), b.var(0), 1e-3)
+        floors.append([analysis.noise_floor({"noise_mean_shift": halves[0], "noise_var_shift": halves[1]}, kind)
+                       for kind in ("mean", "var")])
+    np.testing.assert_allclose(np.mean(floors, 0), np.mean(truth, 0), rtol=0.05)
+    assert analysis.noise_floor({"mean_shift": 0.1}) is None
 
 
 def _rows(values):

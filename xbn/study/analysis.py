@@ -14,7 +14,8 @@ The tests, with their margins fixed before the data (here, in code):
   relative depth; BN accumulates when its slope's interval lies above 0,
   XBN stops it when BN's slope minus XBN's lies above 0.  Measured on the
   test split and on the unaugmented training split, beside the noise floor
-  (the same measure between the test split's two halves).
+  (:func:`noise_floor`: the sampling error of the test split's statistics,
+  half the same measure between the split's two halves).
 - **H2** (BN falls at small batches, GN+WS stays flat): BN's top-1 at the
   normal batch minus at the smallest, with its interval (falls when above
   0); GN+WS's flatness by two one-sided tests: equivalent when the 90%
@@ -51,6 +52,12 @@ EQUIVALENCE_MARGIN = 0.01
 RELATIVE_MARGIN = 0.10
 # H4: the corruptions that change an image's global intensity only.
 GLOBAL_INTENSITY = ("brightness", "contrast", "fog")
+# H1's noise floor from the shift between the test split's halves: each
+# half's statistic errs by sqrt(2) times the whole split's, and the two
+# errors add independently (sqrt(2) again), so the halves lie twice the
+# whole split's sampling error apart (both shift measures are linear in the
+# error where it is small).
+HALVES_TO_WHOLE = 0.5
 
 
 @dataclasses.dataclass
@@ -157,6 +164,17 @@ def matched_average(row, names, key="mean_shift"):
     return float(np.mean(values)) if values else None
 
 
+def noise_floor(record, kind="mean"):
+    """The noise floor of a ``kind`` (``"mean"`` or ``"var"``) shift: the
+    shift that the test split's sampling error alone gives, estimated as
+    :data:`HALVES_TO_WHOLE` times the shift between the split's two halves
+    (``noise_<kind>_shift`` of a row or of one of its ``layer_shifts``;
+    ``None`` where it was not measured).  A measured shift near it is
+    indistinguishable from a perfect estimate measured on this split."""
+    value = record.get(f"noise_{kind}_shift")
+    return None if value is None else HALVES_TO_WHOLE * value
+
+
 def _value(row, key):
     return None if row.get("diverged") else row.get(key)
 
@@ -208,10 +226,11 @@ def _h1(rows, cells, normal_batch):
 
 def _levels(cells, bn, xbn, batch, names, kind="mean"):
     """``kind`` shift averaged over the shared layers (test split): BN, XBN
-    and the noise floor (between the test split's halves), means over seeds."""
-    shift, other, noise = (
-        Estimate.of([matched_average(r, names, key) for r in cells[model, batch].values()])
-        for model, key in ((bn, f"{kind}_shift"), (xbn, f"{kind}_shift"), (bn, f"noise_{kind}_shift")))
+    and BN's noise floor (:func:`noise_floor`), means over seeds."""
+    shift, other = (Estimate.of([matched_average(r, names, f"{kind}_shift") for r in cells[model, batch].values()])
+                    for model in (bn, xbn))
+    halves = [matched_average(r, names, f"noise_{kind}_shift") for r in cells[bn, batch].values()]
+    noise = Estimate.of([HALVES_TO_WHOLE * v for v in halves if v is not None])
     label = {"mean": "Mean", "var": "Variance"}[kind]
     return (f"{label} shift on these layers: BN {shift.mean:.3f}, XBN {other.mean:.3f}, noise floor "
             f"{noise.mean:.3f}")

@@ -12,6 +12,7 @@ from xbn.study.analysis import (
     depth_slope,
     hypotheses,
     matched_layers,
+    noise_floor,
     study_rows,
 )
 from xbn.study.plan import CONVERGED_POINTS
@@ -239,9 +240,10 @@ def to_markdown(document, command, picture_prefix=""):
                   "domain)", "", _grid(rows, lambda r: r.get("shift_top1")), ""]
     shifted = [r for r in rows if r.get("layer_shifts")]
     lines += [
-        "### Mean estimation shift, averaged over the BatchNorm layers (GN+WS: none); noise floor beside it", "",
+        "### Mean estimation shift, averaged over the BatchNorm layers (GN+WS: none); below it the noise floor "
+        "(the test split's sampling error: half the shift between its halves)", "",
         _grid(shifted, lambda r: r["mean_shift"], 1.0, 3), "",
-        _grid(shifted, lambda r: r.get("noise_mean_shift"), 1.0, 3), "",
+        _grid(shifted, noise_floor, 1.0, 3), "",
     ]
     slopes = []
     for bn in [m for m in _models(shifted) if not m.endswith(("_xbn", "_gnws", "_brn"))]:
@@ -459,9 +461,11 @@ def plot_depth(rows, plan, path, key="mean_shift"):
                 grid = [[layer[key] for layer in r["layer_shifts"]] for r in runs]
                 line = _band(ax, depth, grid, f"{model} ({len(runs)} seeds)", style, log=True)
                 if model == bn:
-                    floor = [[layer.get("noise_" + key, math.nan) for layer in r["layer_shifts"]] for r in runs]
+                    kind = key.removesuffix("_shift")
+                    floor = [[math.nan if f is None else f for f in map(lambda layer: noise_floor(layer, kind),
+                                                                          r["layer_shifts"])] for r in runs]
                     ax.plot(depth, np.nanmean(np.asarray(floor, np.float64), axis=0), ":", color=line.get_color(),
-                            linewidth=1, label="noise floor (halves of the test split)")
+                            linewidth=1, label="noise floor (the test split's sampling error)")
                     shared = [d for d, layer in zip(depth, runs[0]["layer_shifts"]) if layer["name"] in names]
                     ax.plot(shared, [0.04] * len(shared), "|", color="black", markersize=6,
                             transform=ax.get_xaxis_transform())  # near the bottom however far the bands reach

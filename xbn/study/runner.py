@@ -17,8 +17,9 @@ precise BN), then measured according to its purpose:
     measured before they were recorded);
   - ``layer_shifts``: every BatchNorm's estimation shift on the test split,
     on the unaugmented training split (``train_mean_shift`` ...), and the
-    noise floor of the measure: the same shift between the population
-    statistics of the two halves of the test split (``noise_mean_shift`` ...);
+    same shift between the population statistics of the two halves of the
+    test split (``noise_mean_shift`` ...), twice the split's sampling error
+    (the noise floor is half of it: :func:`xbn.study.analysis.noise_floor`);
   - ``corruption``: test top-1 per corruption and severity, where the plan
     asks (:mod:`xbn.data.corruptions`);
   - ``shift_top1``: top-1 on the plan's ``shift_data`` (the plain digits'
