@@ -435,8 +435,7 @@ def test_the_noise_floor_is_the_split_s_own_sampling_error(draw):
     for _ in range(200):
         x = sample()
         a, b = x[: size // 2], x[size // 2:]
-        truth.append(shift_metrics(np.full(channels, mean), np.full(channels, var),
-                                                    x.mean(0), x.var(0), 1e-3))
+        truth.append(shift_metrics(np.full(channels, mean), np.full(channels, var), x.mean(0), x.var(0), 1e-3))
         halves = shift_metrics(a.mean(0), a.var(0), b.mean(0), b.var(0), 1e-3)
         floors.append([analysis.noise_floor({"noise_mean_shift": halves[0], "noise_var_shift": halves[1]}, kind)
                        for kind in ("mean", "var")])

@@ -462,8 +462,8 @@ def plot_depth(rows, plan, path, key="mean_shift"):
                 line = _band(ax, depth, grid, f"{model} ({len(runs)} seeds)", style, log=True)
                 if model == bn:
                     kind = key.removesuffix("_shift")
-                    floor = [[math.nan if f is None else f for f in map(lambda layer: noise_floor(layer, kind),
-                                                                          r["layer_shifts"])] for r in runs]
+                    floor = [[noise_floor(layer, kind) for layer in r["layer_shifts"]] for r in runs]
+                    floor = [[math.nan if f is None else f for f in layers] for layers in floor]
                     ax.plot(depth, np.nanmean(np.asarray(floor, np.float64), axis=0), ":", color=line.get_color(),
                             linewidth=1, label="noise floor (the test split's sampling error)")
                     shared = [d for d, layer in zip(depth, runs[0]["layer_shifts"]) if layer["name"] in names]
