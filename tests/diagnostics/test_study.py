@@ -399,8 +399,8 @@ def test_h1_reports_the_variance_shift_beside_the_mean_shift_test():
     """On the shared layers, per seed: BN's variance shift grows as
     exp(slope x depth) with slope 1, 2 and 3, XBN's is flat; the line
     gives BN's slope (mean 2, sd 1) and BN's minus XBN's, and the average
-    levels with the noise floor (half the shift between the test split's
-    halves); no verdict rests on it."""
+    levels, each form's beside its own noise floor (half the shift between
+    the test split's halves); no verdict rests on it."""
     def row(model, seed, slope, level):
         layers = [{"name": f"b{i}_2_bn", "depth": d, "mean_shift": 0.02, "noise_mean_shift": 0.01,
                    "train_mean_shift": 0.02, "var_shift": level * math.exp(slope * d), "noise_var_shift": 0.01}
@@ -409,13 +409,17 @@ def test_h1_reports_the_variance_shift_beside_the_mean_shift_test():
                 "purpose": "study", "top1_ema": 0.5, "top1_precise_bn": 0.5, "layer_shifts": layers}
 
     rows = [row("r", s, s + 1.0, 0.01) for s in range(3)] + [row("r_xbn", s, 0.0, 0.02) for s in range(3)]
+    for r in rows[3:]:  # XBN's own floor, lower than BN's
+        for layer in r["layer_shifts"]:
+            layer["noise_var_shift"] = 0.004
     lines, verdicts = analysis._h1(rows, analysis.by_cell(rows), 8)
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)
     variance = next(line for line in lines if "variance shift" in line)
     assert (f"BN's slope on the test split +2.00 (95% CI {2 - half:+.2f} to {2 + half:+.2f}, sd 1.00, 3 seeds); "
             "BN's minus XBN's +2.00") in variance
     bn_level = np.mean([np.mean([0.01 * math.exp((s + 1) * d) for d in (0.2, 0.5, 0.8)]) for s in range(3)])
-    assert f"Variance shift on these layers: BN {bn_level:.3f}, XBN 0.020, noise floor 0.005" in variance
+    assert (f"Variance shift on these layers: BN {bn_level:.3f}, XBN 0.020; noise floor BN 0.005, XBN 0.002"
+            in variance)
     assert len(verdicts) == 2  # the mean-shift test's two, as before
 
 

@@ -225,15 +225,20 @@ def _h1(rows, cells, normal_batch):
 
 
 def _levels(cells, bn, xbn, batch, names, kind="mean"):
-    """``kind`` shift averaged over the shared layers (test split): BN, XBN
-    and BN's noise floor (:func:`noise_floor`), means over seeds."""
-    shift, other = (Estimate.of([matched_average(r, names, f"{kind}_shift") for r in cells[model, batch].values()])
-                    for model in (bn, xbn))
-    halves = [matched_average(r, names, f"noise_{kind}_shift") for r in cells[bn, batch].values()]
-    noise = Estimate.of([HALVES_TO_WHOLE * v for v in halves if v is not None])
+    """``kind`` shift averaged over the shared layers (test split): BN's and
+    XBN's, each beside its own noise floor (:func:`noise_floor`), means over
+    seeds."""
+    def level(model, key):
+        values = [matched_average(r, names, key) for r in cells[model, batch].values()]
+        return Estimate.of([v for v in values if v is not None]).mean
+
+    def floor(model):
+        return HALVES_TO_WHOLE * level(model, f"noise_{kind}_shift")
+
     label = {"mean": "Mean", "var": "Variance"}[kind]
-    return (f"{label} shift on these layers: BN {shift.mean:.3f}, XBN {other.mean:.3f}, noise floor "
-            f"{noise.mean:.3f}")
+    key = f"{kind}_shift"
+    return (f"{label} shift on these layers: BN {level(bn, key):.3f}, XBN {level(xbn, key):.3f}; "
+            f"noise floor BN {floor(bn):.3f}, XBN {floor(xbn):.3f}")
 
 
 def _variance_slopes(cells, bn, xbn, batch, names):
