@@ -228,9 +228,8 @@ def _levels(cells, bn, xbn, batch, names, kind="mean"):
     """``kind`` shift averaged over the shared layers (test split): BN's and
     XBN's, each beside its own noise floor (:func:`noise_floor`), means over
     seeds."""
-    def level(model, key):
-        values = [matched_average(r, names, key) for r in cells[model, batch].values()]
-        return Estimate.of([v for v in values if v is not None]).mean
+    def level(model, key):  # Estimate.of leaves out the seeds without the measure
+        return Estimate.of([matched_average(r, names, key) for r in cells[model, batch].values()]).mean
 
     def floor(model):
         return HALVES_TO_WHOLE * level(model, f"noise_{kind}_shift")
