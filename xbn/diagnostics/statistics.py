@@ -126,7 +126,7 @@ class StatisticsCollector:
                 results.append((count, tf.reshape(mean, [-1]), m2))
             return results, tf.shape(images)[0]
 
-        @tf.function
+        @tf.function(reduce_retracing=True)  # every batch size after the second: one trace
         def step(batch):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
             return strategy.run(moments, args=(images,))

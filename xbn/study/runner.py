@@ -179,7 +179,7 @@ def measure_cell(cell, plan, out, row=None):
     from xbn.data.sources import data_record, load_source, open_recorded
     from xbn.diagnostics import StatisticsCollector, recalibrate_bn
     from xbn.training import NonFiniteLossError, train
-    from xbn.training.steps import accuracy_function
+    from xbn.training.steps import accuracy_function, prediction_function
     from xbn.training.trained import load_run
 
     config = _config(cell, plan, out)
@@ -222,23 +222,16 @@ def measure_cell(cell, plan, out, row=None):
             scores[str(severity)] = top1(pipeline.evaluation("test", corruption=(name, severity)))["top1"]
     if row["top1_precise_bn"] is None:
         if row["layer_shifts"]:
-            before = _predictions(model, pipeline.evaluation("test"))
+            predict, test = prediction_function(model), pipeline.evaluation("test")
+            before, _ = predict(test)
             report = recalibrate_bn(model, pipeline.evaluation("train"), plan.precise_bn_batches)
-            after = _predictions(model, pipeline.evaluation("test"))
-            row["top1_precise_bn"] = top1(pipeline.evaluation("test"))["top1"]
+            after, labels = predict(test)
+            row["top1_precise_bn"] = float(np.mean(after == labels))
             row["precise_bn_changed"] = int(np.sum(before != after))
             row["precise_bn_passes"], row["precise_bn_converged"] = report.passes, report.converged
         else:  # nothing to recalibrate
             row["top1_precise_bn"], row["precise_bn_changed"] = row["top1_ema"], 0
     return row
-
-
-def _predictions(model, dataset):
-    """Top-1 class of every example, in order (inference mode)."""
-    import keras
-
-    return np.concatenate([np.argmax(keras.ops.convert_to_numpy(model(images, training=False)), -1)
-                           for images, _ in dataset])
 
 
 def _worker_init(threads, parent):

@@ -71,12 +71,13 @@ def accuracy_function(model, top_k):
     """``accuracy(dataset) -> {"examples", "top1", "topk"}`` in inference mode.
 
     One traced :func:`replica_eval_step` serves every dataset it is given (a
-    model scored on many corrupted copies of a split is traced once), on a
-    single device; ``xbn-train`` evaluates through its strategy instead.
+    model scored on many corrupted copies of a split is traced once, and a
+    split's last, smaller batch once more with the batch size left open), on
+    a single device; ``xbn-train`` evaluates through its strategy instead.
     """
     import numpy as np
 
-    step = tf.function(replica_eval_step(model, top_k))
+    step = tf.function(replica_eval_step(model, top_k), reduce_retracing=True)
 
     def accuracy(dataset):
         totals = np.zeros(4)
@@ -86,3 +87,26 @@ def accuracy_function(model, top_k):
         return {"examples": int(count), "top1": top1 / count, "topk": topk / count}
 
     return accuracy
+
+
+def prediction_function(model):
+    """``predict(dataset) -> (classes, labels)``: the top-1 class of every
+    example in order (inference mode, float32 logits) and its label, as
+    NumPy arrays; one trace serves every dataset, as :func:`accuracy_function`.
+    The model's variables are read at each call, so a model changed in
+    place (precise BN) is predicted as it is now.
+    """
+    import numpy as np
+
+    @tf.function(reduce_retracing=True)
+    def step(images):
+        return tf.argmax(tf.cast(model(images, training=False), tf.float32), -1, tf.int32)
+
+    def predict(dataset):
+        classes, labels = [], []
+        for images, batch_labels in dataset:
+            classes.append(step(images).numpy())
+            labels.append(np.asarray(batch_labels))
+        return np.concatenate(classes), np.concatenate(labels)
+
+    return predict

@@ -299,7 +299,9 @@ class _Run:
             loss, correct = strategy.run(replica_train, args=batch)
             return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
 
-        @tf.function
+        # A split's last batch is smaller: traced once more with the batch
+        # size left open, which then serves every split (keras does the same).
+        @tf.function(reduce_retracing=True)
         def eval_step(batch):
             return strategy.reduce("SUM", strategy.run(replica_eval, args=batch), axis=None)
 
