@@ -322,6 +322,114 @@ def test_the_normal_batch_can_take_more_epochs_until_it_converges():
         study_plan(epochs=10, normal_epochs=5)
 
 
+def test_a_form_can_take_normal_epochs_of_its_own():
+    """``form_normal_epochs`` (issue 21: GN+WS's batch-64 reference was
+    lower with twice its 40 epochs, past its best): only that form's
+    normal-batch runs (tuning, study and convergence) take its epochs, their
+    folders say them (the plan's runs of the same cell keep theirs), and the
+    report names the form's epochs."""
+    common = dict(batch_sizes=(2, 64), brn=False, depth="resnet56", depth_batch_sizes=(64,), epochs=10,
+                  normal_epochs=40, convergence_seeds=(0,), seeds=(0, 1))
+    base, plan = study_plan(**common), study_plan(**common, form_normal_epochs={"gnws": 20})
+    gnws = next(f for f in plan.sweep if f.norm == "gnws")
+    epochs = {(c.form.label, c.batch_size, c.purpose): runner._steps(c, plan)[1] for c in plan.cells() if c.seed == 0}
+    assert epochs[gnws.label, 64, "study"] == 20 and epochs[gnws.label, 64, "convergence"] == 40
+    assert epochs[gnws.label, 2, "study"] == 10
+    assert {e for (m, b, _), e in epochs.items() if m != gnws.label and b == 64 and _ == "study"} == {40}
+    changed = {c.name for c in plan.cells()} ^ {c.name for c in base.cells()}
+    assert changed == {f"{gnws.label}-bs64-{end}" for end in ("s0", "s1", "s0-e80", "s0-e20", "s1-e20", "s0-e40")}
+    tuning = {c.name: c.epochs for c in plan.tuning_cells() if c.form == gnws}
+    assert tuning[f"{gnws.label}-bs64-s100-lr1-e20"] == 20 and tuning[f"{gnws.label}-bs2-s100-lr1"] is None
+    described = plan.describe()
+    assert described["normal_epochs"] == 40 and described["form_normal_epochs"] == {"gnws": 20}
+    assert study_plan(**common, form_normal_epochs={"gnws": 40}).cells() == base.cells()  # the plan's own
+    rows = [{"model": f.label, "norm": f.norm, "batch_size": b, "seed": s, "steps": 39 * plan.epochs_at(b, f),
+             "epochs": plan.epochs_at(b, f), "purpose": "study", "top1_ema": 0.5, "top1_precise_bn": 0.5}
+            for f in plan.sweep for b in plan.batch_sizes for s in plan.seeds]
+    rows += [{**r, "purpose": "convergence", "epochs": 2 * r["epochs"], "top1_ema": 0.52}
+             for r in rows if r["batch_size"] == 64]
+    text = report.to_markdown({"plan": described, "rows": rows}, "xbn-study ...")
+    assert "the batch-64 references take 40 (GN+WS 20)" in text
+    assert f"trained again for twice their epochs (80; `{gnws.label}`'s 40)" in text
+    assert f"- `{gnws.label}` (20 -> 40 epochs): +2.0 points" in text
+    assert "- `resnet20`: +2.0 points" in text
+    for bad, message in (({"ws": 20}, "names 'ws', a norm no form of the plan has"),
+                         ({"gnws": 5}, "gnws's epochs must be an integer >= `epochs` \\(10\\); got 5")):
+        with pytest.raises(ValueError, match=message):
+            study_plan(**common, form_normal_epochs=bad)
+
+
+def test_a_convergence_run_takes_the_row_of_a_run_that_trained_the_same(tmp_path):
+    """A form checked at fewer epochs is doubled back to the plan's normal
+    epochs, whose study run is finished: the convergence run takes that
+    row (in ``--reuse`` and in the study's own folder) instead of training
+    it again, says whose row it is, and claims none of its time."""
+    common = dict(batch_sizes=(2, 64), tune=False, brn=False, depth=None, epochs=10, normal_epochs=40,
+                  convergence_seeds=(0,), seeds=(0, 1))
+    base, plan = study_plan(**common), study_plan(**common, form_normal_epochs={"gnws": 20})
+    gnws = next(f for f in plan.sweep if f.norm == "gnws")
+    old = next(c for c in base.cells() if c.form == gnws and c.batch_size == 64 and c.seed == 0
+               and c.purpose == "study")
+    done = {**runner._identity(old, base), "top1_ema": 0.9, "val_top1": 0.91, "train_seconds": 100.0}
+    check = next(c for c in plan.cells() if c.form == gnws and c.purpose == "convergence")
+    row = runner.twin_row(check, plan, [done])
+    assert row["top1_ema"] == 0.9 and row["purpose"] == "convergence" and row["epochs"] == 40
+    assert row["same_run_as"] == done["run"] and row["run"].endswith("-e40") and row["train_seconds"] is None
+    for other in ({**done, "lr": 0.2}, {**done, "seed": 1}, {**done, "diverged": "NaN", "top1_ema": None}):
+        assert runner.twin_row(check, plan, [other]) is None
+    study = next(c for c in plan.cells() if c.form == gnws and c.purpose == "study")
+    assert runner.twin_row(study, plan, [done]) is None  # a study run measures more than its training
+
+    document = {"plan": base.describe(), "rows": [done]}
+    assert runner.reuse_rows(document, plan, tmp_path / "reused", log=lambda m: None) == 1
+    stored = json.loads((tmp_path / "reused" / "runs" / check.name / runner.ROW_FILE).read_text())
+    assert stored == row
+
+    folder = tmp_path / "own" / "runs" / old.name
+    folder.mkdir(parents=True)
+    (folder / runner.ROW_FILE).write_text(json.dumps(done))
+    stored, said = {check.name: None}, []
+    runner._adopt_twins([check], plan, tmp_path / "own", stored, said.append)
+    assert stored[check.name] == row and said == [f"[study] {check.name}: the same training as {done['run']}, "
+                                                  "whose test top-1 it takes"]
+
+
+def test_reuse_is_taken_again_with_the_learning_rates_the_tuning_chose(tmp_path, monkeypatch):
+    """A form given epochs of its own is tuned again at them, so ``--reuse``
+    first sees its normal-batch scale interpolated (here 2, from batch 2),
+    and its convergence twin (trained at scale 1) does not match; once the
+    tuning has chosen 1, the rows are taken again with it."""
+    common = dict(batch_sizes=(2, 64), brn=False, depth=None, epochs=10, normal_epochs=40, convergence_seeds=(0,),
+                  seeds=(0, 1))
+    base, plan = study_plan(**common), study_plan(**common, form_normal_epochs={"gnws": 20})
+    gnws = next(f for f in plan.sweep if f.norm == "gnws")
+
+    def tuning_rows(tuning):  # scale 2 best at batch 2, scale 1 at batch 64
+        return [{**runner._identity(c, plan), "val_top1": 0.9 if c.lr_scale == (2.0 if c.batch_size == 2 else 1.0)
+                 else 0.8} for c in tuning]
+
+    twin = next(c for c in base.cells() if c.form == gnws and c.batch_size == 64 and c.seed == 0)
+    done = {**runner._identity(twin, base), "top1_ema": 0.9, "val_top1": 0.91, "train_seconds": 100.0}
+    document = {"plan": base.describe(), "rows": [*tuning_rows(base.tuning_cells()), done]}
+    check = next(c for c in plan.cells() if c.form == gnws and c.purpose == "convergence")
+    names = {c.name for c in plan.tuning_cells()}
+    known = [r for r in document["rows"] if r["run"].split("/")[-1] in names]  # gnws's batch-64 tuning is not
+    assert plan.scale(runner.chosen_scales(known), gnws, 64) == 2.0
+
+    def fake_run_cells(cells, plan, out, jobs, log, command, rows, what, scales, before=()):
+        made = tuning_rows(cells) if what == "tuning runs" else [{"run": f"runs/{c.name}"} for c in cells]
+        rows.update({c.name: row for c, row in zip(cells, made)})
+
+    monkeypatch.setattr(runner, "_run_cells", fake_run_cells)
+    said = []
+    runner.run_study(plan, tmp_path, log=said.append, reuse=document, reuse_source="pub.json")
+    stored = json.loads((tmp_path / "runs" / check.name / runner.ROW_FILE).read_text())
+    assert stored["same_run_as"] == done["run"] and stored["lr_scale"] == 1.0
+    assert said[0].startswith("[study] reused 15 of the 19 rows of pub.json; the others")  # the tuning rows
+    assert said[-1].startswith("[study] reused 1 of the 19 rows of pub.json with the learning rates this plan's "
+                               "tuning chose")
+
+
 def test_a_tuned_study_reuses_the_untuned_runs_and_trains_the_others_beside_them():
     """Tuning after an untuned study (the same ``--out``): a cell whose tuned
     scale is 1 keeps its run's name, so its run is reused; one with another
@@ -367,6 +475,11 @@ def test_learning_rates_are_chosen_on_the_validation_split():
     (["--jobs", "0"], "argument --jobs must be an integer >= 1. Received: jobs=0"),
     (["--seeds", "3"], "at least 2 seeds per cell"),
     (["--model", "vgg"], "unknown models vgg, vgg_xbn, vgg_gnws; the study needs a registered network"),
+    (["--normal-epochs", "2", "gnws=x"], "--normal-epochs takes N or NORM=N with N a whole number, e.g. 40 "
+                                         "gnws=20; got 'gnws=x'"),
+    (["--normal-epochs", "2", "3"], "--normal-epochs takes one plain N (the plan's) and NORM=N for the others"),
+    (["--normal-epochs", "gnws=2", "gnws=3"], "--normal-epochs names gnws twice (gnws=2 and gnws=3)"),
+    (["--normal-epochs", "2", "ws=3"], "form_normal_epochs names 'ws', a norm no form of the plan has"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

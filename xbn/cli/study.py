@@ -24,6 +24,7 @@ Examples::
     xbn-study --quick --out runs/study-quick
     xbn-study --from-results models/study/results.json --readme models/README.md
     xbn-study --seeds 0 1 2 3 4 5 6 7 --reuse models/study/results.json --publish models/study
+    xbn-study --epochs 10 --normal-epochs 40 gnws=20 --out runs/study
 """
 
 import json
@@ -49,9 +50,10 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="seeds of every cell (default 0 1 2 3 4; quick 0 1); 100 is held out for tuning")
     p.add_argument("--epochs", type=int, help="epochs of every run (default 20; quick 1)")
-    p.add_argument("--normal-epochs", type=int, metavar="N",
+    p.add_argument("--normal-epochs", nargs="+", metavar="N",
                    help="epochs of the normal (largest) batch's runs, which take the fewest steps, until they "
-                   "converge (default: --epochs)")
+                   "converge (default: --epochs); NORM=N gives the forms of a norm (bn, xbn, gnws, brn) their "
+                   "own, e.g. 40 gnws=20")
     p.add_argument("--batch-sizes", type=int, nargs="+", metavar="B",
                    help="batch sizes of the sweep (default 2 4 8 16 64); the largest is the normal batch")
     p.add_argument("--no-tune", dest="tune", action="store_false",
@@ -96,6 +98,28 @@ def _without_reuse(argv):
     return kept
 
 
+def _normal_epochs(values):
+    """``(epochs, {norm: epochs})`` from ``--normal-epochs N [NORM=N ...]``."""
+    if not values:
+        return None, {}
+    plain, own = [], {}
+    for value in values:
+        norm, _, number = value.rpartition("=")
+        if not number.isdigit() or (norm == "" and "=" in value):
+            raise ValueError(f"--normal-epochs takes N or NORM=N with N a whole number, e.g. 40 gnws=20; "
+                             f"got {value!r}.")
+        if not norm:
+            plain.append(int(number))
+        elif norm in own:
+            raise ValueError(f"--normal-epochs names {norm} twice ({norm}={own[norm]} and {value}); give it once.")
+        else:
+            own[norm] = int(number)
+    if len(plain) > 1:
+        raise ValueError(f"--normal-epochs takes one plain N (the plan's) and NORM=N for the others; got "
+                         f"{' '.join(values)}.")
+    return (plain[0] if plain else None), own
+
+
 def _read_results(option, path, fix):
     """The parsed results.json that ``option`` names; a missing file or one
     that is not JSON is refused with ``option``, the path and ``fix``."""
@@ -129,13 +153,12 @@ def _body(argv):
         if args.epochs is not None and args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
+        normal_epochs, own = _normal_epochs(args.normal_epochs)
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
-                          args.tune, args.brn, args.convergence_seeds, args.severities, args.normal_epochs,
-                          args.depth_seeds, args.depth_batch_sizes)
-        if args.reuse:
-            document = _read_results("--reuse", args.reuse, "name a study's results.json")
-            runner.reuse_rows(document, plan, args.out, source=str(args.reuse))
-        runner.run_study(plan, args.out, args.jobs, command=command)
+                          args.tune, args.brn, args.convergence_seeds, args.severities, normal_epochs,
+                          args.depth_seeds, args.depth_batch_sizes, own)
+        reuse = _read_results("--reuse", args.reuse, "name a study's results.json") if args.reuse else None
+        runner.run_study(plan, args.out, args.jobs, command=command, reuse=reuse, reuse_source=str(args.reuse))
         out = Path(args.out)
         document = json.loads((Path(args.out) / runner.RESULTS_FILE).read_text())
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,9 @@ batches are never the less trained.  The one exception is
 :attr:`Plan.normal_epochs`: the normal batch's runs, which take the fewest
 steps of all, can be given more epochs until they converge (issue 21: the
 reference must be converged, and doubling 10 epochs at batch 64 still moved
-top-1 by a point).  One epoch of linear warm-up, then cosine decay; every
+top-1 by a point), and :attr:`Plan.form_normal_epochs` gives a form its own
+(a reference that doubling the epochs leaves lower is past its best: it is
+checked at fewer).  One epoch of linear warm-up, then cosine decay; every
 result row records both its epochs and its steps.
 """
 
@@ -106,6 +108,9 @@ class Cell:
         epochs: this run's epochs where they are not the plan's
             (the convergence runs).
         purpose: ``"study"``, ``"tuning"`` or ``"convergence"`` (module docstring).
+        named_epochs: whether the folder name says the epochs: a run at
+            its form's own normal epochs (:attr:`Plan.form_normal_epochs`),
+            which must not take the folder of the plan's.
     """
 
     form: Form
@@ -115,18 +120,20 @@ class Cell:
     lr_scale: float = 1.0
     epochs: int = None
     purpose: str = "study"
+    named_epochs: bool = False
 
     @property
     def name(self):
         """The run's folder name: form, batch and seed, then the learning-rate
         scale where it is not the linear rule's own (a tuning run always
-        says it) and the epochs of a convergence run.  A study tuned after
+        says it) and the epochs of a convergence run or of a form's own
+        normal epochs.  A study tuned after
         it first ran untuned so keeps every scale-1 run and trains only the
         cells whose tuned scale differs, in the same ``--out`` folder."""
         name = f"{self.form.label}-bs{self.batch_size}-s{self.seed}"
         if self.purpose == "tuning" or self.lr_scale != 1.0:
             name += f"-lr{self.lr_scale:g}"
-        if self.purpose == "convergence":
+        if self.purpose == "convergence" or self.named_epochs:
             name += f"-e{self.epochs}"
         return name
 
@@ -150,6 +157,10 @@ class Plan:
             differ from ``epochs`` (``None``: the same): the references are
             the runs with the fewest steps, and this trains them until
             converged without paying for more epochs at the small batches.
+        form_normal_epochs: ``(norm, epochs)`` pairs: the normal batch's
+            epochs of the forms of that norm (``gnws``: every GN+WS form)
+            where they differ from ``normal_epochs``; their runs' folders
+            say the epochs.
         normal_batch: the batch at which XBN is compared with BN (H3), the
             corruption benchmark runs (H4) and convergence is checked.
         corruptions: ``(name, severity)`` pairs scored at ``normal_batch``.
@@ -193,6 +204,7 @@ class Plan:
     data_args: tuple = ()
     normal_epochs: int = None
     depth_seeds: tuple = None
+    form_normal_epochs: tuple = ()
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -209,6 +221,16 @@ class Plan:
         if self.normal_epochs is not None and self.normal_epochs < self.epochs:
             raise ValueError(f"`normal_epochs` must be >= `epochs` ({self.epochs}): the normal batch takes the "
                              f"fewest steps per epoch; got {self.normal_epochs}.")
+        norms = {f.norm for f in (*self.sweep, *self.depth)}
+        for norm, epochs in self.form_normal_epochs:
+            if norm not in norms:
+                raise ValueError(f"form_normal_epochs names {norm!r}, a norm no form of the plan has; the plan's are "
+                                 f"{', '.join(sorted(norms))}.")
+            if not isinstance(epochs, int) or epochs < self.epochs:
+                raise ValueError(f"form_normal_epochs: {norm}'s epochs must be an integer >= `epochs` "
+                                 f"({self.epochs}); got {epochs!r}.")
+        if len(dict(self.form_normal_epochs)) != len(self.form_normal_epochs):
+            raise ValueError(f"form_normal_epochs names a norm twice: {self.form_normal_epochs}.")
         if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
         if self.depth_seeds is not None and (not set(self.depth_seeds) <= set(self.seeds)
@@ -225,16 +247,28 @@ class Plan:
                 "_gnws forms, e.g. resnet20 (xbn.models.list_models())."
             )
 
-    def epochs_at(self, batch_size):
-        """The epochs of a run at ``batch_size`` (``normal_epochs`` at the normal batch)."""
-        if batch_size == self.normal_batch and self.normal_epochs:
-            return self.normal_epochs
-        return self.epochs
+    def epochs_at(self, batch_size, form=None):
+        """The epochs of a run at ``batch_size`` (at the normal batch
+        ``normal_epochs``, or ``form``'s own :attr:`form_normal_epochs`)."""
+        if batch_size != self.normal_batch:
+            return self.epochs
+        if self._has_own_epochs(form, batch_size):
+            return dict(self.form_normal_epochs)[form.norm]
+        return self.normal_epochs or self.epochs
 
-    def _own_epochs(self, batch_size):
-        """:attr:`Cell.epochs` of a study run: ``None`` where they are the plan's."""
-        epochs = self.epochs_at(batch_size)
-        return None if epochs == self.epochs else epochs
+    def _has_own_epochs(self, form, batch_size):
+        """Whether ``form`` trains at ``batch_size`` for epochs of its own,
+        not the plan's (:attr:`form_normal_epochs`)."""
+        own = dict(self.form_normal_epochs)
+        return (form is not None and batch_size == self.normal_batch and form.norm in own
+                and own[form.norm] != (self.normal_epochs or self.epochs))
+
+    def _cell(self, form, batch_size, seed, **kwargs):
+        """A study or tuning run of ``form`` at ``batch_size``: its epochs,
+        and whether its folder name says them."""
+        epochs = self.epochs_at(batch_size, form)
+        return Cell(form, batch_size, seed, epochs=None if epochs == self.epochs else epochs,
+                    named_epochs=self._has_own_epochs(form, batch_size), **kwargs)
 
     def lr(self, batch_size, scale=1.0):
         """The peak learning rate at ``batch_size``: the linear rule times ``scale``."""
@@ -248,7 +282,7 @@ class Plan:
         """The held-out-seed runs that pick each (form, batch)'s learning rate."""
         if not self.tune:
             return []
-        return [Cell(form, batch, TUNING_SEED, lr_scale=scale, epochs=self._own_epochs(batch), purpose="tuning")
+        return [self._cell(form, batch, TUNING_SEED, lr_scale=scale, purpose="tuning")
                 for batch in sorted(self.tuned_batches, reverse=True) for form in self.sweep
                 for scale in LR_SCALES]
 
@@ -296,17 +330,16 @@ class Plan:
             for batch in sorted(self.batch_sizes, reverse=True):
                 for form in self.sweep:
                     scored = self.corruptions if batch == self.normal_batch and form.norm != "brn" else ()
-                    cells.append(Cell(form, batch, seed, scored, scale(form, batch), self._own_epochs(batch)))
+                    cells.append(self._cell(form, batch, seed, corruption=scored, lr_scale=scale(form, batch)))
             deep = self.depth if self.depth_seeds is None or seed in self.depth_seeds else ()
             for batch in sorted(self.depth_batch_sizes, reverse=True):
                 for form in deep:
-                    cells.append(Cell(form, batch, seed, lr_scale=scale(form, batch),
-                                      epochs=self._own_epochs(batch)))
+                    cells.append(self._cell(form, batch, seed, lr_scale=scale(form, batch)))
             # A seed's convergence runs follow its study runs, so that an
             # interrupted study has whole seeds, each with its check.
             if seed in converged and not self.steps_per_epoch:  # a capped (quick) plan has nothing to converge
                 cells += [Cell(form, self.normal_batch, seed, lr_scale=scale(form, self.normal_batch),
-                               epochs=2 * self.epochs_at(self.normal_batch), purpose="convergence")
+                               epochs=2 * self.epochs_at(self.normal_batch, form), purpose="convergence")
                           for form in self.sweep]
         return cells
 
@@ -318,6 +351,8 @@ class Plan:
             "depth_seeds": list(self.seeds if self.depth_seeds is None else self.depth_seeds) if self.depth else [],
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
             "normal_epochs": self.epochs_at(self.normal_batch),
+            "form_normal_epochs": {norm: epochs for norm, epochs in self.form_normal_epochs
+                                   if epochs != self.epochs_at(self.normal_batch)},
             "lr": f"{self.lr_at_64:g} x batch / 64"
                   + (" x tuned scale" if self.tune else " (the linear rule, not tuned)"),
             "lr_scales": list(LR_SCALES),
@@ -346,7 +381,7 @@ EPOCHS = 20
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
                tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None,
-               depth_batch_sizes=None):
+               depth_batch_sizes=None, form_normal_epochs=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -366,7 +401,11 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         depth_seeds: the seeds of the deeper network's runs (default every seed).
         depth_batch_sizes: the deeper network's batch sizes (default 8
             and 64).
+        form_normal_epochs: ``{norm: epochs}``: the normal batch's epochs
+            of the forms of a norm where they differ from ``normal_epochs``
+            (``{"gnws": 20}``).
     """
+    own = tuple(sorted((form_normal_epochs or {}).items()))
     if quick:
         return Plan(
             # Batch renormalization only adds a form to train; its ramp is
@@ -375,6 +414,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             seeds=tuple(seeds or (0, 1)), epochs=epochs or 1, normal_batch=16, steps_per_epoch=3,
             corruptions=(("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 3)),
             precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
+            form_normal_epochs=own,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     for option, value in (("depth_seeds", depth_seeds), ("depth_batch_sizes", depth_batch_sizes)):
@@ -388,5 +428,5 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         seeds=tuple(seeds or SEEDS), epochs=epochs or EPOCHS, normal_batch=max(batch_sizes),
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,
-        depth_seeds=tuple(depth_seeds) if depth_seeds and depth else None,
+        depth_seeds=tuple(depth_seeds) if depth_seeds and depth else None, form_normal_epochs=own,
     )

@@ -114,11 +114,23 @@ def _convergence_lines(document):
         return []
     limit = _converged_points(document["plan"])
     epochs = _normal_epochs(document["plan"])
-    lines = [f"**Converged references**: the batch-{normal} runs trained again for {2 * epochs} epochs; test "
-             f"top-1 with {2 * epochs} minus with {epochs} epochs (converged when the mean moves by less than "
-             f"{limit} points):", ""]
+    doubled = {r["model"]: r["epochs"] for r in document["rows"] if r.get("purpose") == "convergence"}
+    own = {m: e // 2 for m, e in doubled.items() if e != 2 * epochs}
+    if own:
+        others = ", ".join(f"`{m}`'s {2 * e}" for m, e in own.items())
+        head = (f"trained again for twice their epochs ({2 * epochs}; {others}); test top-1 with twice minus with "
+                "once the epochs")
+    else:
+        head = f"trained again for {2 * epochs} epochs; test top-1 with {2 * epochs} minus with {epochs} epochs"
+    lines = [f"**Converged references**: the batch-{normal} runs {head} (converged when the mean moves by less "
+             f"than {limit} points):", ""]
     for model, e in found.items():
-        lines.append(f"- `{model}`: {e.text()}: {convergence_verdict(100 * e.mean, limit)}")
+        span = f" ({own[model]} -> {2 * own[model]} epochs)" if model in own else ""
+        lines.append(f"- `{model}`{span}: {e.text()}: {convergence_verdict(100 * e.mean, limit)}")
+    twins = sorted({r["model"] for r in document["rows"] if r.get("same_run_as")})
+    if twins:
+        lines += ["", f"The runs at twice {', '.join(f'`{m}`' for m in twins)}'s own epochs are its study runs at "
+                  "the plan's normal epochs, which trained exactly the same (their rows say `same_run_as`)."]
     return lines + [""]
 
 
@@ -139,20 +151,33 @@ def _normal_epochs(plan):
     return plan.get("normal_epochs") or plan["epochs"]
 
 
+NORM_NAMES = {"bn": "BN", "xbn": "XBN", "gnws": "GN+WS", "brn": "BRN"}
+
+
+def _normal_epochs_text(plan):
+    """The normal batch's epochs, with the forms that take their own
+    (``40 (GN+WS 20)``)."""
+    own = plan.get("form_normal_epochs") or {}
+    forms = ", ".join(f"{NORM_NAMES.get(n, n)} {e}" for n, e in sorted(own.items()))
+    return f"{_normal_epochs(plan)}" + (f" ({forms})" if forms else "")
+
+
 def _epochs_sentence(plan, steps):
     """How the schedule treats the batch sizes, with the steps it gives each."""
     normal, epochs, normal_epochs = plan["normal_batch"], plan["epochs"], _normal_epochs(plan)
     steps_text = ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
-    if normal_epochs == epochs:
+    if normal_epochs == epochs and not plan.get("form_normal_epochs"):
         return (f"**Epochs are held equal** ({epochs} per run, one of linear warm-up, cosine decay), so the steps "
                 f"differ: {steps_text}: equal steps would give the small batches a fraction of the data, a second "
                 "difference besides the statistics.")
     return (f"**Epochs are held equal below the normal batch** ({epochs} per run, one of linear warm-up, cosine "
-            f"decay) and the batch-{normal} references take {normal_epochs}: {steps_text}. Equal steps would give "
-            "the small batches a fraction of the data, a second difference besides the statistics; the references "
-            "take the fewest steps of all, so they get the epochs, and whether doubling them moves top-1 by less "
-            f"than {_converged_points(plan)} points is checked below (the small batches' convergence is "
-            "not).")
+            f"decay) and the batch-{normal} references take {_normal_epochs_text(plan)}: {steps_text}. Equal steps "
+            "would give the small batches a fraction of the data, a second difference besides the statistics; the "
+            "references take the fewest steps of all, so they get the epochs, and whether doubling them moves "
+            f"top-1 by less than {_converged_points(plan)} points is checked below (the small batches' "
+            "convergence is not)." + (" A form with epochs of its own is checked for convergence at those "
+                                      "(below)." if plan.get("form_normal_epochs")
+                                      else ""))
 
 
 def _scope_lines(plan):
@@ -363,19 +388,19 @@ def plot_all(document, folder):
         ax.set(xlabel="batch size", title=title)
         _log2_axis(ax, all_batches, plt)
         below = [b for b in all_batches if b < plan["normal_batch"]]
-        if _normal_epochs(plan) != plan["epochs"] and below:
+        if _normal_epochs_text(plan) != str(plan["epochs"]) and below:
             # The step into the normal batch also holds its extra epochs (H2
             # compares batches of equal epochs): shaded, so no one reads it
             # as the batch's effect alone.
             ax.axvspan(max(below), plan["normal_batch"], color="0.5", alpha=0.08, linewidth=0)
-            ax.annotate(f"epochs {plan['epochs']} -> {_normal_epochs(plan)}", (0.98, 0.02),
+            ax.annotate(f"epochs {plan['epochs']} -> {_normal_epochs_text(plan)}", (0.98, 0.02),
                         xycoords="axes fraction", ha="right", fontsize=7, color="0.35")
     axes[0].set_ylabel("test top-1 (%), mean and 95% CI over seeds")
     if plan.get("test_images"):
         axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
                          xycoords="axes fraction", fontsize=7)
-    held = "epochs held equal" if _normal_epochs(plan) == plan["epochs"] else (
-        f"{plan['epochs']} epochs, {_normal_epochs(plan)} at batch {plan['normal_batch']}")
+    held = "epochs held equal" if _normal_epochs_text(plan) == str(plan["epochs"]) else (
+        f"{plan['epochs']} epochs, {_normal_epochs_text(plan)} at batch {plan['normal_batch']}")
     fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, {held})")
     fig.tight_layout()
     paths.append(_plotting.save_png(fig, folder / PLOTS["accuracy"]))

@@ -290,6 +290,24 @@ def _complete(row, cell, plan):
             and all(str(s) in row["corruption"].get(n, {}) for n, s in cell.corruption))
 
 
+def _adopt_twins(cells, plan, out, stored, log):
+    """Give each convergence run that has no row the row of a finished run
+    in ``out`` that trained exactly what it would (:func:`twin_row`)."""
+    from xbn import _files
+
+    missing = [c for c in cells if c.purpose == "convergence" and stored[c.name] is None]
+    if not missing:
+        return
+    finished = [json.loads(path.read_text()) for path in sorted((Path(out) / "runs").glob(f"*/{ROW_FILE}"))]
+    for cell in missing:
+        row = twin_row(cell, plan, finished)
+        if row is not None:
+            _run_folder(cell, out).mkdir(parents=True, exist_ok=True)
+            _files.atomic_write_text(_run_folder(cell, out) / ROW_FILE, json.dumps(row, indent=1) + "\n")
+            stored[cell.name] = row
+            log(f"[study] {cell.name}: the same training as {row['same_run_as']}, whose test top-1 it takes")
+
+
 def _outcomes(todo, plan, out, stored, jobs):
     """``(cell, outcome)`` as runs finish; ``outcome()`` returns ``(row, seconds)`` or raises its error."""
     if jobs == 1:
@@ -337,7 +355,38 @@ SHARED_SETTINGS = ("data", "data_args", "image_size", "shift_data", "precise_bn_
                    "warmup_epochs")
 
 
-def reuse_rows(document, plan, out, log=print, source="the results"):
+# What a row says of its run beyond its training: a convergence run takes
+# the training of a finished run that differs from it in these alone.
+NOT_TRAINING = ("purpose", "run")
+
+
+def _training(identity):
+    return json.dumps({k: v for k, v in identity.items() if k not in NOT_TRAINING}, sort_keys=True)
+
+
+def twin_row(cell, plan, rows):
+    """A convergence run's row taken from a finished run that trained
+    exactly what it would (the same model, arguments, batch, seed, epochs,
+    steps and learning rate): a form given fewer normal epochs
+    (:attr:`~xbn.study.plan.Plan.form_normal_epochs`) is checked against
+    twice them, which may be the plan's own normal epochs, whose runs are
+    finished already.  ``None`` where ``rows`` hold no such run.
+
+    The row says which run it is (``same_run_as``) and claims none of its
+    training time, which the twin's row holds already."""
+    if cell.purpose != "convergence":
+        return None
+    identity = json.loads(json.dumps(_identity(cell, plan)))
+    wanted = _training(identity)
+    for row in rows:
+        if (isinstance(row, dict) and not row.get("diverged") and row.get("top1_ema") is not None
+                and _training({k: row.get(k) for k in identity}) == wanted):
+            return {**identity, "top1_ema": row["top1_ema"], "val_top1": row.get("val_top1"),
+                    "train_seconds": None, "corruption": {}, "top1_precise_bn": None, "same_run_as": row["run"]}
+    return None
+
+
+def reuse_rows(document, plan, out, log=print, source="the results", scales=None):
     """Seed ``OUT/runs`` with the finished rows of another study's results.
 
     A published ``results.json`` holds every row its study measured; a
@@ -345,8 +394,9 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
     the rows lack, although their run folders are gone.  A row is reused
     where a run of ``plan`` has its name and exactly its identity (model,
     builder arguments, batch, seed, purpose, epochs, steps, learning rate)
-    and holds every measurement that run needs; a run folder already in
-    ``out`` is never overwritten.
+    and holds every measurement that run needs, or, for a convergence run,
+    where a row trained exactly what it would (:func:`twin_row`); a run
+    folder already in ``out`` is never overwritten.
 
     Args:
         document: a parsed ``results.json``.
@@ -354,6 +404,11 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
         out: the study's folder.
         log: a ``log(message)`` callback.
         source: how messages name ``document`` (its path).
+        scales: ``{(form, batch): scale}`` chosen by this plan's tuning
+            runs (:func:`chosen_scales`); ``None``: those of ``document``'s
+            tuning runs of the plan (before this plan's tuning has run; a
+            form's scale the document lacks is interpolated, so
+            :func:`run_study` reuses again once its tuning is done).
 
     Returns:
         The number of rows written.
@@ -374,11 +429,12 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
         raise ValueError(f"{source} was measured with other settings ({details}); its rows cannot be reused "
                          "by this plan. Drop --reuse, or ask for the same settings.")
     by_name = {Path(row.get("run", "")).name: row for row in document["rows"]}
-    tuning = plan.tuning_cells()
-    scales = chosen_scales([by_name[c.name] for c in tuning if c.name in by_name])
+    tuning, tuned = plan.tuning_cells(), scales is not None
+    if scales is None:
+        scales = chosen_scales([by_name[c.name] for c in tuning if c.name in by_name])
     written = 0
     for cell in (*tuning, *plan.cells(scales)):
-        row = by_name.get(cell.name)
+        row = by_name.get(cell.name) or twin_row(cell, plan, document["rows"])
         identity = json.loads(json.dumps(_identity(cell, plan)))
         if row is None or any(row.get(k) != v for k, v in identity.items()) or not _complete(row, cell, plan):
             continue
@@ -388,16 +444,20 @@ def reuse_rows(document, plan, out, log=print, source="the results"):
         path.parent.mkdir(parents=True)
         _files.atomic_write_text(path, json.dumps(row, indent=1) + "\n")
         written += 1
-    log(f"[study] reused {written} of the {len(document['rows'])} rows of {source}; the others are not "
-        "runs of this plan, lack a measurement it needs, or are in the folder already")
+    log(f"[study] reused {written} of the {len(document['rows'])} rows of {source}"
+        + (" with the learning rates this plan's tuning chose" if tuned else "")
+        + "; the others are not runs of this plan, lack a measurement it needs, or are in the folder already")
     return written
 
 
-def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
+def run_study(plan, out="runs/study", jobs=1, log=print, command=None, reuse=None, reuse_source="the results"):
     """Run every cell of ``plan`` (reusing finished ones); returns the rows.
 
     The tuning runs first, then the study and convergence runs with the
-    learning rates they chose.
+    learning rates they chose.  With ``reuse`` (a parsed ``results.json``)
+    its finished rows are taken first (:func:`reuse_rows`), and again once
+    the tuning has chosen the learning rates, which the tuning rows it
+    lacked could change.
 
     Args:
         plan: a :class:`~xbn.study.plan.Plan`.
@@ -406,16 +466,22 @@ def run_study(plan, out="runs/study", jobs=1, log=print, command=None):
             (``1``: in this process, with its thread settings).
         log: a ``log(message)`` callback.
         command: the command line recorded in ``results.json``.
+        reuse: a published study's parsed ``results.json``, or ``None``.
+        reuse_source: how messages name ``reuse`` (its path).
     """
     _checks.check_int("run_study", "jobs", jobs, minimum=1, type_error=ValueError)
     _quiet_retracing()
     out = Path(out)
+    if reuse is not None:  # first: rows measured with other settings are refused before anything is written
+        reuse_rows(reuse, plan, out, log, reuse_source)
     (out / "runs").mkdir(parents=True, exist_ok=True)  # an unwritable folder is refused here, once
     rows = {}
     tuning = plan.tuning_cells()
     if tuning:
         _run_cells(tuning, plan, out, jobs, log, command, rows, "tuning runs", lambda: {})
     scales = chosen_scales(rows.values())
+    if reuse is not None and tuning:
+        reuse_rows(reuse, plan, out, log, reuse_source, scales)
     cells = plan.cells(scales)
     _run_cells(cells, plan, out, jobs, log, command, rows, "study runs", lambda: scales, tuning)
     ordered = [rows[c.name] for c in (*tuning, *cells)]
@@ -429,6 +495,7 @@ def _run_cells(cells, plan, out, jobs, log, command, rows, what, scales, before=
     from xbn._progress import Progress
 
     stored = {cell.name: _stored_row(cell, plan, out) for cell in cells}  # refuses other settings first
+    _adopt_twins(cells, plan, out, stored, log)
     rows.update({name: row for name, row in stored.items() if row is not None})
     todo = [cell for cell in cells if not _complete(stored[cell.name], cell, plan)]
     log(f"[study] {len(cells)} {what}: {len(cells) - len(todo)} finished and reused, {len(todo)} to train or "
