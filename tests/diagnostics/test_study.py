@@ -350,9 +350,9 @@ def test_a_form_can_take_normal_epochs_of_its_own():
              for r in rows if r["batch_size"] == 64]
     text = report.to_markdown({"plan": described, "rows": rows}, "xbn-study ...")
     assert "the batch-64 references take 40 (GN+WS 20)" in text
-    assert f"trained again for twice their epochs (80; `{gnws.label}`'s 40)" in text
-    assert f"- `{gnws.label}` (20 -> 40 epochs): +2.0 points" in text
-    assert "- `resnet20`: +2.0 points" in text
+    assert f"trained again at twice their epochs (40; `{gnws.label}`'s 20)" in text
+    assert f"- `{gnws.label}`: 20 -> 40 epochs +2.0 points" in text
+    assert "- `resnet20`: 40 -> 80 epochs +2.0 points" in text
     for bad, message in (({"ws": 20}, "names 'ws', a norm no form of the plan has"),
                          ({"gnws": 5}, "gnws's epochs must be an integer >= `epochs` \\(10\\); got 5")):
         with pytest.raises(ValueError, match=message):
@@ -430,6 +430,68 @@ def test_reuse_is_taken_again_with_the_learning_rates_the_tuning_chose(tmp_path,
                                "tuning chose")
 
 
+def test_convergence_can_be_checked_at_half_the_epochs_as_well():
+    """``convergence_factors`` (issue 21: GN+WS's reference was lower with
+    twice its epochs; half says whether it was still rising into them):
+    convergence runs at each multiple, each step paired by seed, and the
+    verdict tells a reference at its peak from one past it."""
+    common = dict(batch_sizes=(2, 64), tune=False, depth=None, epochs=10, normal_epochs=40, convergence_seeds=(0, 1),
+                  seeds=(0, 1, 2))
+    plan = study_plan(**common, convergence_factors=(2, 0.5))
+    checks = [(c.form.label, c.seed, c.epochs, c.name) for c in plan.cells() if c.purpose == "convergence"]
+    assert [(m, s, e) for m, s, e, _ in checks] == [(f.label, s, e) for s in (0, 1) for e in (20, 80)
+                                                    for f in plan.sweep]
+    assert checks[0][3] == "resnet20-bs64-s0-e20" and plan.describe()["convergence_factors"] == [0.5, 2]
+    assert study_plan(**common).describe()["convergence_factors"] == [2]
+    for bad, message in (((0.33, 2), "convergence factor 0.33 must be positive, not 1, and give whole epochs of "
+                                     "at least 1 for every reference \\(it gives 13.2, 13.2, 13.2, 13.2\\)"),
+                         ((0.5,), "must include 2"), ((1, 2), "convergence factor 1 must be")):
+        with pytest.raises(ValueError, match=message):
+            study_plan(**common, convergence_factors=bad)
+
+    top1 = {("resnet20", 20): 0.880, ("resnet20", 40): 0.890, ("resnet20", 80): 0.891,  # converged
+            ("resnet20_gnws", 20): 0.880, ("resnet20_gnws", 40): 0.900, ("resnet20_gnws", 80): 0.895}  # peak
+    rows = []
+    for (model, epochs), value in top1.items():
+        for seed, noise in zip((0, 1), (0.001, -0.001)):
+            rows.append({"model": model, "norm": "bn", "batch_size": 64, "seed": seed, "epochs": epochs,
+                         "steps": 39 * epochs, "purpose": "study" if epochs == 40 else "convergence",
+                         "top1_ema": value + noise * (epochs != 40), "top1_precise_bn": value})
+    found = analysis.convergence(rows, 64)
+    assert {m: {k: round(100 * e.mean, 6) for k, e in steps.items()} for m, steps in found.items()} == {
+        "resnet20": {(20, 40): 1.0, (40, 80): 0.1}, "resnet20_gnws": {(20, 40): 2.0, (40, 80): -0.5}}
+    text = "\n".join(report._convergence_lines({"plan": {**plan.describe(), "test_images": 2000}, "rows": rows}))
+    assert "the batch-64 runs trained again at half and twice their epochs (40)" in text
+    assert "- `resnet20`: 20 -> 40 epochs +1.0 points" in text and text.count(": converged") == 1
+    assert "- `resnet20_gnws`: 20 -> 40 epochs +2.0 points" in text and "40 -> 80 epochs -0.5 points" in text
+    assert "at its peak: higher than with half the epochs and lower with twice" in text
+    assert report.convergence_verdict(-0.5, 0.3, rise=0.2).endswith("past its best, not under-trained)")
+
+
+def test_a_run_folder_of_another_purpose_gives_its_row_where_the_training_is_the_same(tmp_path):
+    """A form's own normal epochs can equal another plan's convergence
+    epochs: the folder ``...-e20`` then holds a study run where a
+    convergence run is asked for (or the reverse); the row is taken where
+    the training is the same, else the run is measured again."""
+    common = dict(batch_sizes=(2, 64), tune=False, brn=False, depth=None, epochs=10, normal_epochs=40,
+                  convergence_seeds=(0,), seeds=(0, 1))
+    own = study_plan(**common, form_normal_epochs={"gnws": 20})
+    halves = study_plan(**common, convergence_factors=(0.5, 2))
+    gnws = next(f for f in own.sweep if f.norm == "gnws")
+    study = next(c for c in own.cells() if c.form == gnws and c.batch_size == 64 and c.seed == 0)
+    check = next(c for c in halves.cells() if c.form == gnws and c.purpose == "convergence" and c.epochs == 20)
+    assert study.name == check.name == f"{gnws.label}-bs64-s0-e20"
+    done = {**runner._identity(study, own), "top1_ema": 0.88, "val_top1": 0.9, "train_seconds": 50.0,
+            "layer_shifts": []}
+    folder = tmp_path / "runs" / study.name
+    folder.mkdir(parents=True)
+    (folder / runner.ROW_FILE).write_text(json.dumps(done))
+    row = runner._stored_row(check, halves, tmp_path)
+    assert row["purpose"] == "convergence" and row["top1_ema"] == 0.88 and row["same_run_as"] == done["run"]
+    (folder / runner.ROW_FILE).write_text(json.dumps({**done, "purpose": "convergence"}))
+    assert runner._stored_row(study, own, tmp_path) is None  # a study run measures more: measured again
+
+
 def test_a_tuned_study_reuses_the_untuned_runs_and_trains_the_others_beside_them():
     """Tuning after an untuned study (the same ``--out``): a cell whose tuned
     scale is 1 keeps its run's name, so its run is reused; one with another
@@ -480,6 +542,7 @@ def test_learning_rates_are_chosen_on_the_validation_split():
     (["--normal-epochs", "2", "3"], "--normal-epochs takes one plain N (the plan's) and NORM=N for the others"),
     (["--normal-epochs", "gnws=2", "gnws=3"], "--normal-epochs names gnws twice (gnws=2 and gnws=3)"),
     (["--normal-epochs", "2", "ws=3"], "form_normal_epochs names 'ws', a norm no form of the plan has"),
+    (["--convergence-factors", "3"], "must include 2: doubling the epochs is the test of convergence"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

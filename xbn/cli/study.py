@@ -62,7 +62,10 @@ def build_parser():
     p.add_argument("--severities", type=int, nargs="+", metavar="S", choices=range(1, 6),
                    help="corruption severities scored at the normal batch (default 1 2 3 4 5)")
     p.add_argument("--convergence-seeds", type=int, nargs="+", metavar="S",
-                   help="seeds whose normal-batch runs are trained again at twice the epochs (default: all)")
+                   help="seeds whose normal-batch runs are trained again at other epochs (default: all)")
+    p.add_argument("--convergence-factors", type=float, nargs="+", metavar="F",
+                   help="multiples of the references' epochs those runs train for, 2 among them (default 2; "
+                   "0.5 2: half as well, which tells a reference at its peak from one past it)")
     p.add_argument("--depth-seeds", type=int, nargs="+", metavar="S",
                    help="seeds of the deeper network's runs, at least 2 of --seeds (default: all); it costs 2.8 "
                    "times the sweep's network per run")
@@ -156,7 +159,7 @@ def _body(argv):
         normal_epochs, own = _normal_epochs(args.normal_epochs)
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
                           args.tune, args.brn, args.convergence_seeds, args.severities, normal_epochs,
-                          args.depth_seeds, args.depth_batch_sizes, own)
+                          args.depth_seeds, args.depth_batch_sizes, own, args.convergence_factors)
         reuse = _read_results("--reuse", args.reuse, "name a study's results.json") if args.reuse else None
         runner.run_study(plan, args.out, args.jobs, command=command, reuse=reuse, reuse_source=str(args.reuse))
         out = Path(args.out)

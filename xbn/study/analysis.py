@@ -398,15 +398,25 @@ def _h4(rows, cells, normal_batch):
 
 
 def convergence(rows, normal_batch):
-    """Per form: test top-1 with twice the epochs minus with the study's,
-    paired by seed (the normal-batch references)."""
+    """Per form, per step between its reference's epochs and a convergence
+    run's: ``{model: {(fewer, more): Estimate}}``, test top-1 with the more
+    epochs minus with the fewer, paired by seed (``(40, 80)``: doubling the
+    reference; ``(20, 40)``: into it from half)."""
     study = by_cell(study_rows(rows))
-    doubled = by_cell([r for r in rows if r.get("purpose") == "convergence"])
     out = {}
-    for (model, batch), runs in doubled.items():
-        base = study.get((model, batch), {})
-        out[model] = Estimate.of([runs[s]["top1_ema"] - base[s]["top1_ema"] for s in sorted(set(runs) & set(base))
-                                  if runs[s].get("top1_ema") is not None and base[s].get("top1_ema") is not None])
+    for epochs in sorted({r["epochs"] for r in rows if r.get("purpose") == "convergence"}):
+        checked = by_cell([r for r in rows if r.get("purpose") == "convergence" and r["epochs"] == epochs])
+        for (model, batch), runs in checked.items():
+            base = study.get((model, batch), {})
+            seeds = [s for s in sorted(set(runs) & set(base))
+                     if runs[s].get("top1_ema") is not None and base[s].get("top1_ema") is not None]
+            if not seeds:
+                continue
+            reference = base[seeds[0]]["epochs"]
+            sign = 1 if epochs > reference else -1
+            step = (min(epochs, reference), max(epochs, reference))
+            out.setdefault(model, {})[step] = Estimate.of(
+                [sign * (runs[s]["top1_ema"] - base[s]["top1_ema"]) for s in seeds])
     return out
 
 

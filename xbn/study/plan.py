@@ -19,9 +19,12 @@ Three kinds of run (:attr:`Cell.purpose`):
   norm).  Tuning every batch size would have cost as much as three more
   seeds of the whole study;
 - ``study``: the cells the hypotheses are tested on;
-- ``convergence``: the normal-batch cells again with twice the epochs: the
+- ``convergence``: the normal-batch cells again at other multiples of their
+  epochs (:attr:`Plan.convergence_factors`; twice by default): the
   reference is converged when doubling the epochs changes test top-1 by
-  less than :data:`CONVERGED_POINTS`.
+  less than :data:`CONVERGED_POINTS`.  Half the epochs as well says what a
+  reference that twice leaves lower is: one still rising into its epochs
+  and past its best after them sits near its peak.
 
 The schedule holds **epochs** equal across batch sizes (Wu & He, 2018, do
 the same): every run sees every training image ``epochs`` times, so a run
@@ -175,7 +178,10 @@ class Plan:
             plain digits: a distribution shift, H4), or ``None``.
         precise_bn_batches: batches of the training split precise BN pools.
         convergence_seeds: the seeds whose normal-batch cells are trained
-            again at twice the epochs (``None``: every seed).
+            again at other epochs (``None``: every seed).
+        convergence_factors: the multiples of a reference's epochs its
+            convergence runs train for (``(2,)``: twice; ``(0.5, 2)``:
+            half and twice).
         data_args: options of the data source as ``(key, value)`` pairs
             (the quick plan renders each digit once: a sixth of the test
             images to score).
@@ -205,6 +211,7 @@ class Plan:
     normal_epochs: int = None
     depth_seeds: tuple = None
     form_normal_epochs: tuple = ()
+    convergence_factors: tuple = (2,)
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -231,6 +238,14 @@ class Plan:
                                  f"({self.epochs}); got {epochs!r}.")
         if len(dict(self.form_normal_epochs)) != len(self.form_normal_epochs):
             raise ValueError(f"form_normal_epochs names a norm twice: {self.form_normal_epochs}.")
+        for factor in self.convergence_factors:
+            epochs = [factor * self.epochs_at(self.normal_batch, f) for f in self.sweep]
+            if factor <= 0 or factor == 1 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs):
+                raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
+                                 f"at least 1 for every reference (it gives {', '.join(f'{e:g}' for e in epochs)}).")
+        if 2 not in self.convergence_factors:
+            raise ValueError(f"convergence factors {self.convergence_factors} must include 2: doubling the epochs "
+                             "is the test of convergence.")
         if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
             raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
         if self.depth_seeds is not None and (not set(self.depth_seeds) <= set(self.seeds)
@@ -339,8 +354,8 @@ class Plan:
             # interrupted study has whole seeds, each with its check.
             if seed in converged and not self.steps_per_epoch:  # a capped (quick) plan has nothing to converge
                 cells += [Cell(form, self.normal_batch, seed, lr_scale=scale(form, self.normal_batch),
-                               epochs=2 * self.epochs_at(self.normal_batch, form), purpose="convergence")
-                          for form in self.sweep]
+                               epochs=round(factor * self.epochs_at(self.normal_batch, form)), purpose="convergence")
+                          for factor in sorted(self.convergence_factors) for form in self.sweep]
         return cells
 
     def describe(self):
@@ -363,7 +378,7 @@ class Plan:
             "corruptions": sorted({name for name, _ in self.corruptions}),
             "severities": sorted({severity for _, severity in self.corruptions}),
             "convergence_seeds": list(self.seeds if self.convergence_seeds is None else self.convergence_seeds),
-            "data_args": dict(self.data_args),
+            "convergence_factors": sorted(self.convergence_factors), "data_args": dict(self.data_args),
         }
 
 
@@ -381,7 +396,7 @@ EPOCHS = 20
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
                tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None,
-               depth_batch_sizes=None, form_normal_epochs=None):
+               depth_batch_sizes=None, form_normal_epochs=None, convergence_factors=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -404,7 +419,11 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         form_normal_epochs: ``{norm: epochs}``: the normal batch's epochs
             of the forms of a norm where they differ from ``normal_epochs``
             (``{"gnws": 20}``).
+        convergence_factors: the multiples of the references' epochs the
+            convergence runs train for (default ``(2,)``; ``(0.5, 2)`` adds
+            half).
     """
+    factors = tuple(sorted(set(convergence_factors))) if convergence_factors else (2,)
     own = tuple(sorted((form_normal_epochs or {}).items()))
     if quick:
         return Plan(
@@ -414,7 +433,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             seeds=tuple(seeds or (0, 1)), epochs=epochs or 1, normal_batch=16, steps_per_epoch=3,
             corruptions=(("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 3)),
             precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
-            form_normal_epochs=own,
+            form_normal_epochs=own, convergence_factors=factors,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     for option, value in (("depth_seeds", depth_seeds), ("depth_batch_sizes", depth_batch_sizes)):
@@ -429,4 +448,5 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,
         depth_seeds=tuple(depth_seeds) if depth_seeds and depth else None, form_normal_epochs=own,
+        convergence_factors=factors,
     )

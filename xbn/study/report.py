@@ -114,35 +114,54 @@ def _convergence_lines(document):
         return []
     limit = _converged_points(document["plan"])
     epochs = _normal_epochs(document["plan"])
-    doubled = {r["model"]: r["epochs"] for r in document["rows"] if r.get("purpose") == "convergence"}
-    own = {m: e // 2 for m, e in doubled.items() if e != 2 * epochs}
-    if own:
-        others = ", ".join(f"`{m}`'s {2 * e}" for m, e in own.items())
-        head = (f"trained again for twice their epochs ({2 * epochs}; {others}); test top-1 with twice minus with "
-                "once the epochs")
-    else:
+    references = {r["model"]: r["epochs"] for r in study_rows(document["rows"]) if r["batch_size"] == normal}
+    own = {m: e for m, e in references.items() if m in found and e != epochs}
+    single = all(list(steps) == [(references[m], 2 * references[m])] for m, steps in found.items())
+    if single and not own:
         head = f"trained again for {2 * epochs} epochs; test top-1 with {2 * epochs} minus with {epochs} epochs"
+    else:
+        factors = document["plan"].get("convergence_factors", [2])
+        others = "".join(f"; `{m}`'s {e}" for m, e in own.items())
+        head = (f"trained again at {' and '.join(_FACTOR_WORDS.get(f, f'{f:g}x') for f in factors)} their "
+                f"epochs ({epochs}{others}); test top-1 with the more minus with the fewer epochs")
     lines = [f"**Converged references**: the batch-{normal} runs {head} (converged when the mean moves by less "
              f"than {limit} points):", ""]
-    for model, e in found.items():
-        span = f" ({own[model]} -> {2 * own[model]} epochs)" if model in own else ""
-        lines.append(f"- `{model}`{span}: {e.text()}: {convergence_verdict(100 * e.mean, limit)}")
+    for model, steps in found.items():
+        reference = references[model]
+        doubled = steps.get((reference, 2 * reference))
+        if single and not own:
+            text = steps[reference, 2 * reference].text()
+        else:
+            text = "; ".join(f"{a} -> {b} epochs {e.text()}" for (a, b), e in sorted(steps.items()))
+        if doubled is None:
+            verdict = "not checked (no run at twice its epochs)"
+        else:
+            rise = steps.get((reference // 2, reference)) if reference % 2 == 0 else None
+            verdict = convergence_verdict(100 * doubled.mean, limit, None if rise is None else 100 * rise.mean)
+        lines.append(f"- `{model}`: {text}: {verdict}")
     twins = sorted({r["model"] for r in document["rows"] if r.get("same_run_as")})
     if twins:
-        lines += ["", f"The runs at twice {', '.join(f'`{m}`' for m in twins)}'s own epochs are its study runs at "
-                  "the plan's normal epochs, which trained exactly the same (their rows say `same_run_as`)."]
+        lines += ["", f"Some of {', '.join(f'`{m}`' for m in twins)}'s convergence runs trained exactly what a "
+                  "study run trained (a form's own normal epochs): their rows are those runs' (`same_run_as`)."]
     return lines + [""]
 
 
-def convergence_verdict(points, limit):
+_FACTOR_WORDS = {0.5: "half", 2: "twice"}
+
+
+def convergence_verdict(points, limit, rise=None):
     """What doubling the epochs says of a reference that moved by ``points``:
     converged within ``limit``; still improving (under-trained, which would
-    favour the small batches); or lower with more training (past its best:
-    not under-trained, but not settled either)."""
+    favour the small batches); or lower with more training: past its best,
+    or, where half the epochs were ``rise`` points lower (by ``limit`` or
+    more), near its peak: the best trained of the three."""
     if abs(points) < limit:
         return "converged"
     if points > 0:
         return "**not converged** (still improving)"
+    if rise is not None and rise >= limit:
+        return ("**not converged** by the rule, but at its peak: higher than with half the epochs and lower "
+                "with twice, so the best trained of the three)")
     return "**not converged** (lower with twice the epochs: past its best, not under-trained)"
 
 

@@ -277,7 +277,13 @@ def _stored_row(cell, plan, out):
     if not path.is_file():
         return None
     _refuse_other_settings(_config(cell, plan, out))
-    return json.loads(path.read_text())
+    row = json.loads(path.read_text())
+    if row.get("purpose", cell.purpose) != cell.purpose:
+        # The folder is also another plan's run of another purpose (a form's
+        # own normal epochs equal to another's convergence epochs): the
+        # same training, whose row is taken as this run's where it can be.
+        return twin_row(cell, plan, [row])
+    return row
 
 
 def _complete(row, cell, plan):
