@@ -487,7 +487,8 @@ def test_a_run_folder_of_another_purpose_gives_its_row_where_the_training_is_the
     folder.mkdir(parents=True)
     (folder / runner.ROW_FILE).write_text(json.dumps(done))
     row = runner._stored_row(check, halves, tmp_path)
-    assert row["purpose"] == "convergence" and row["top1_ema"] == 0.88 and row["same_run_as"] == done["run"]
+    assert row["purpose"] == "convergence" and row["top1_ema"] == 0.88 and row["run"] == done["run"]
+    assert row["train_seconds"] == 50.0 and "same_run_as" not in row  # this folder's own run, not another's
     (folder / runner.ROW_FILE).write_text(json.dumps({**done, "purpose": "convergence"}))
     assert runner._stored_row(study, own, tmp_path) is None  # a study run measures more: measured again
 

@@ -378,8 +378,9 @@ def twin_row(cell, plan, rows):
     twice them, which may be the plan's own normal epochs, whose runs are
     finished already.  ``None`` where ``rows`` hold no such run.
 
-    The row says which run it is (``same_run_as``) and claims none of its
-    training time, which the twin's row holds already."""
+    A twin in another folder is named (``same_run_as``) and its training
+    time not claimed again (its own row holds it); one in the cell's own
+    folder (a run of another purpose there) is this run."""
     if cell.purpose != "convergence":
         return None
     identity = json.loads(json.dumps(_identity(cell, plan)))
@@ -387,8 +388,11 @@ def twin_row(cell, plan, rows):
     for row in rows:
         if (isinstance(row, dict) and not row.get("diverged") and row.get("top1_ema") is not None
                 and _training({k: row.get(k) for k in identity}) == wanted):
-            return {**identity, "top1_ema": row["top1_ema"], "val_top1": row.get("val_top1"),
-                    "train_seconds": None, "corruption": {}, "top1_precise_bn": None, "same_run_as": row["run"]}
+            taken = {**identity, "top1_ema": row["top1_ema"], "val_top1": row.get("val_top1"),
+                     "train_seconds": row.get("train_seconds"), "corruption": {}, "top1_precise_bn": None}
+            if row["run"] != identity["run"]:
+                taken.update(train_seconds=None, same_run_as=row["run"])
+            return taken
     return None
 
 
