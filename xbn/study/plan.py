@@ -36,8 +36,8 @@ batches are never the less trained.  The one exception is
 steps of all, can be given more epochs until they converge (issue 21: the
 reference must be converged, and doubling 10 epochs at batch 64 still moved
 top-1 by a point), and :attr:`Plan.form_normal_epochs` gives a form its own
-(a reference that doubling the epochs leaves lower is past its best: it is
-checked at fewer).  One epoch of linear warm-up, then cosine decay; every
+(where its curve peaks elsewhere; the published study checked GN+WS at 20
+and kept 40, its peak).  One epoch of linear warm-up, then cosine decay; every
 result row records both its epochs and its steps.
 """
 

@@ -311,7 +311,8 @@ def _adopt_twins(cells, plan, out, stored, log):
             _run_folder(cell, out).mkdir(parents=True, exist_ok=True)
             _files.atomic_write_text(_run_folder(cell, out) / ROW_FILE, json.dumps(row, indent=1) + "\n")
             stored[cell.name] = row
-            log(f"[study] {cell.name}: the same training as {row['same_run_as']}, whose test top-1 it takes")
+            log(f"[study] {cell.name}: the same training as {row.get('same_run_as', row['run'])}, whose test "
+                "top-1 it takes")
 
 
 def _outcomes(todo, plan, out, stored, jobs):
