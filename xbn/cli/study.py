@@ -50,7 +50,7 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", metavar="S",
                    help="seeds of every cell (default 0 1 2 3 4; quick 0 1); 100 is held out for tuning")
     p.add_argument("--epochs", type=int, help="epochs of every run (default 20; quick 1)")
-    p.add_argument("--normal-epochs", nargs="+", metavar="N",
+    p.add_argument("--normal-epochs", nargs="+", metavar=("N", "NORM=N"),
                    help="epochs of the normal (largest) batch's runs, which take the fewest steps, until they "
                    "converge (default: --epochs); NORM=N gives the forms of a norm (bn, xbn, gnws, brn) their "
                    "own, e.g. 40 gnws=20")
