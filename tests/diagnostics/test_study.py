@@ -464,7 +464,7 @@ def test_convergence_can_be_checked_at_half_the_epochs_as_well():
     assert "the batch-64 runs trained again at half and twice their epochs (40)" in text
     assert "- `resnet20`: 20 -> 40 epochs +1.0 points" in text and text.count(": converged") == 1
     assert "- `resnet20_gnws`: 20 -> 40 epochs +2.0 points" in text and "40 -> 80 epochs -0.5 points" in text
-    assert "at its peak: higher than with half the epochs and lower with twice" in text
+    assert "near its peak: higher than with half the epochs and lower with twice" in text
     assert report.convergence_verdict(-0.5, 0.3, rise=0.2).endswith("past its best, not under-trained)")
 
 

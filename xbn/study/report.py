@@ -160,7 +160,7 @@ def convergence_verdict(points, limit, rise=None):
     if points > 0:
         return "**not converged** (still improving)"
     if rise is not None and rise >= limit:
-        return ("**not converged** by the rule, but at its peak: higher than with half the epochs and lower "
+        return ("**not converged** by the rule, but near its peak: higher than with half the epochs and lower "
                 "with twice, so the best trained of the three")
     return "**not converged** (lower with twice the epochs: past its best, not under-trained)"
 
