@@ -130,7 +130,7 @@ def _convergence_lines(document):
         reference = references[model]
         doubled = steps.get((reference, 2 * reference))
         if single and not own:
-            text = steps[reference, 2 * reference].text()
+            text = doubled.text()
         else:
             text = "; ".join(f"{a} -> {b} epochs {e.text()}" for (a, b), e in sorted(steps.items()))
         if doubled is None:
@@ -173,6 +173,12 @@ def _normal_epochs(plan):
 NORM_NAMES = {"bn": "BN", "xbn": "XBN", "gnws": "GN+WS", "brn": "BRN"}
 
 
+def _epochs_held_equal(plan):
+    """Whether every run took the plan's epochs (no normal-batch or
+    per-form exception)."""
+    return _normal_epochs(plan) == plan["epochs"] and not plan.get("form_normal_epochs")
+
+
 def _normal_epochs_text(plan):
     """The normal batch's epochs, with the forms that take their own
     (``40 (GN+WS 20)``)."""
@@ -183,9 +189,9 @@ def _normal_epochs_text(plan):
 
 def _epochs_sentence(plan, steps):
     """How the schedule treats the batch sizes, with the steps it gives each."""
-    normal, epochs, normal_epochs = plan["normal_batch"], plan["epochs"], _normal_epochs(plan)
+    normal, epochs = plan["normal_batch"], plan["epochs"]
     steps_text = ", ".join(f"{s} steps at batch {b}" for b, s in sorted(steps.items()))
-    if normal_epochs == epochs and not plan.get("form_normal_epochs"):
+    if _epochs_held_equal(plan):
         return (f"**Epochs are held equal** ({epochs} per run, one of linear warm-up, cosine decay), so the steps "
                 f"differ: {steps_text}: equal steps would give the small batches a fraction of the data, a second "
                 "difference besides the statistics.")
@@ -407,7 +413,7 @@ def plot_all(document, folder):
         ax.set(xlabel="batch size", title=title)
         _log2_axis(ax, all_batches, plt)
         below = [b for b in all_batches if b < plan["normal_batch"]]
-        if _normal_epochs_text(plan) != str(plan["epochs"]) and below:
+        if not _epochs_held_equal(plan) and below:
             # The step into the normal batch also holds its extra epochs (H2
             # compares batches of equal epochs): shaded, so no one reads it
             # as the batch's effect alone.
@@ -418,7 +424,7 @@ def plot_all(document, folder):
     if plan.get("test_images"):
         axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
                          xycoords="axes fraction", fontsize=7)
-    held = "epochs held equal" if _normal_epochs_text(plan) == str(plan["epochs"]) else (
+    held = "epochs held equal" if _epochs_held_equal(plan) else (
         f"{plan['epochs']} epochs, {_normal_epochs_text(plan)} at batch {plan['normal_batch']}")
     fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, {held})")
     fig.tight_layout()
