@@ -98,8 +98,10 @@ def test_quick_mode_publishes_tables_figures_and_the_readme_section_from_the_row
     cell = f"{np.mean(values):.1f} ± {half:.1f}"  # mean and the 95% CI's half-width
     line = next(li for li in table.splitlines() if li.startswith("| `resnet20_xbn` |"))
     assert line.split(" | ")[1] == cell
-    for name in ("results.json", "study.md", *report.PLOTS.values()):
+    for name in ("results.json", "study.md", *(f for n, f in report.PLOTS.items() if n != "convergence")):
         assert (root / "pub" / name).is_file()
+    # The quick plan trains no convergence runs: no figure of them, and none linked.
+    assert not (root / "pub" / report.PLOTS["convergence"]).exists() and report.PLOTS["convergence"] not in table
     assert (root / "pub" / "study_depth.png").read_bytes().startswith(b"\x89PNG")
     text = (root / "README.md").read_text()
     assert "![depth](pub/study_depth.png)" in text and text.endswith("## After\n")
@@ -468,6 +470,71 @@ def test_convergence_can_be_checked_at_half_the_epochs_as_well():
     assert report.convergence_verdict(-0.5, 0.3, rise=0.2).endswith("past its best, not under-trained)")
 
 
+def test_a_norm_can_be_checked_at_more_multiples_of_its_epochs(tmp_path):
+    """``form_convergence_factors`` (issue 21: GN+WS's reference was lower
+    with twice its epochs, so the rule asks what doubling once more does):
+    only that norm's forms get the extra convergence runs, every doubling is
+    paired by seed (80 -> 160, not only from the reference), the verdict
+    follows the curve past the reference, and a figure shows it."""
+    common = dict(batch_sizes=(2, 64), tune=False, depth=None, epochs=10, normal_epochs=40, convergence_seeds=(0, 1),
+                  seeds=(0, 1, 2), convergence_factors=(0.5, 2))
+    base, plan = study_plan(**common), study_plan(**common, form_convergence_factors={"gnws": (4,)})
+    gnws = next(f for f in plan.sweep if f.norm == "gnws")
+    added = {c.name for c in plan.cells()} - {c.name for c in base.cells()}
+    assert added == {f"{gnws.label}-bs64-s0-e160", f"{gnws.label}-bs64-s1-e160"}
+    assert {c.name for c in base.cells()} <= {c.name for c in plan.cells()}
+    assert plan.describe()["form_convergence_factors"] == {"gnws": [4]}
+    assert base.describe()["form_convergence_factors"] == {}
+    for bad, message in (({"ws": (4,)}, "form_convergence_factors names 'ws', a norm no form of the plan has"),
+                         ({"gnws": (2,)}, "form_convergence_factors: gnws=2 is among the plan's factors \\(0.5, 2\\) "
+                                          "already"),
+                         ({"gnws": (0.33,)}, "convergence factor 0.33 must be positive, not 1, and give whole epochs "
+                                            "of at least 1 for every reference \\(it gives 13.2\\)")):
+        with pytest.raises(ValueError, match=message):
+            study_plan(**common, form_convergence_factors=bad)
+
+    top1 = {("resnet20", 20): 0.880, ("resnet20", 40): 0.890, ("resnet20", 80): 0.891,
+            ("resnet20_gnws", 20): 0.887, ("resnet20_gnws", 40): 0.901, ("resnet20_gnws", 80): 0.896,
+            ("resnet20_gnws", 160): 0.890}
+    rows = []
+    for (model, epochs), value in top1.items():
+        for seed, noise in zip((0, 1), (0.001, -0.001)):
+            rows.append({"model": model, "norm": model.partition("_")[2] or "bn", "batch_size": 64, "seed": seed,
+                         "epochs": epochs, "steps": 39 * epochs, "purpose": "study" if epochs == 40 else "convergence",
+                         "top1_ema": value + noise * (epochs != 40), "top1_precise_bn": value, "layer_shifts": []})
+    found = analysis.convergence(rows, 64)
+    assert {k: round(100 * e.mean, 6) for k, e in found["resnet20_gnws"].items()} == {
+        (20, 40): 1.4, (40, 80): -0.5, (80, 160): -0.6}
+    assert set(found["resnet20"]) == {(20, 40), (40, 80)}
+    document = {"plan": {**plan.describe(), "test_images": 2000}, "rows": rows}
+    text = "\n".join(report._convergence_lines(document))
+    assert ("the batch-64 runs trained again at half and twice their epochs (40), `resnet20_gnws` also at four "
+            "times (160)") in text
+    assert "- `resnet20_gnws`: 20 -> 40 epochs +1.4 points" in text and "80 -> 160 epochs -0.6 points" in text
+    assert ("near its peak: higher than with half the epochs and lower with twice, lower still at 160 (80 -> 160 "
+            "-0.6), so the best trained of the four; no doubling up to 160 epochs stays within 0.3 points"
+            ) in text
+    assert report.convergence_verdict(0.5, 0.3, later=[(80, 160, 0.1)]) == (
+        "**not converged** (still improving); then 80 -> 160 +0.1: converged from 80 epochs on")
+    assert report.convergence_verdict(-0.5, 0.3, rise=1.0, later=[(80, 160, 0.9)]) == (
+        "**not converged** (lower with twice the epochs, higher again at 160: not its best); then 80 -> 160 +0.9: "
+        "no doubling up to 160 epochs stays within 0.3 points")
+    assert report.convergence_verdict(-0.5, 0.3, later=[(80, 160, -0.4)]) == (
+        "**not converged** (lower with twice the epochs: past its best, not under-trained); then 80 -> 160 -0.4: "
+        "no doubling up to 160 epochs stays within 0.3 points")
+    assert study_cli._convergence_factors(["0.5", "2", "gnws=4", "gnws=8"]) == ([0.5, 2.0], {"gnws": (4.0, 8.0)})
+    assert study_cli._convergence_factors(None) == (None, {})
+    assert study_cli._convergence_factors(["gnws=4"]) == (None, {"gnws": (4.0,)})  # beside the default 2
+    assert report.convergence_verdict(0.1, 0.3, later=[(80, 160, -0.2)]) == (
+        "converged; then 80 -> 160 -0.2: within 0.3 points as well")
+    paths = report.plot_all(document, tmp_path)
+    assert tmp_path / report.PLOTS["convergence"] in paths and (tmp_path / report.PLOTS["convergence"]).is_file()
+    curves = analysis.convergence_curves(rows, 64)
+    assert {e: round(100 * v.mean, 6) for e, v in curves["resnet20_gnws"].items()} == {
+        20: 88.7, 40: 90.1, 80: 89.6, 160: 89.0}
+    assert curves["resnet20_gnws"][160].n == 2
+
+
 def test_a_run_folder_of_another_purpose_gives_its_row_where_the_training_is_the_same(tmp_path):
     """A form's own normal epochs can equal another plan's convergence
     epochs: the folder ``...-e20`` then holds a study run where a
@@ -544,6 +611,10 @@ def test_learning_rates_are_chosen_on_the_validation_split():
     (["--normal-epochs", "gnws=2", "gnws=3"], "--normal-epochs names gnws twice (gnws=2 and gnws=3)"),
     (["--normal-epochs", "2", "ws=3"], "form_normal_epochs names 'ws', a norm no form of the plan has"),
     (["--convergence-factors", "3"], "must include 2: doubling the epochs is the test of convergence"),
+    (["--convergence-factors", "2", "gnws=x"], "--convergence-factors takes F or NORM=F with F a positive number, "
+                                               "e.g. 0.5 2 gnws=4; got 'gnws=x'"),
+    (["--convergence-factors", "2", "ws=4"], "form_convergence_factors names 'ws', a norm no form of the plan has"),
+    (["--convergence-factors", "2", "-1"], "--convergence-factors takes F or NORM=F with F a positive number"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

@@ -25,6 +25,7 @@ Examples::
     xbn-study --from-results models/study/results.json --readme models/README.md
     xbn-study --seeds 0 1 2 3 4 5 6 7 --reuse models/study/results.json --publish models/study
     xbn-study --epochs 10 --normal-epochs 40 gnws=20 --out runs/study
+    xbn-study --epochs 10 --normal-epochs 40 --convergence-factors 0.5 2 gnws=4 --out runs/study
 """
 
 import json
@@ -63,9 +64,10 @@ def build_parser():
                    help="corruption severities scored at the normal batch (default 1 2 3 4 5)")
     p.add_argument("--convergence-seeds", type=int, nargs="+", metavar="S",
                    help="seeds whose normal-batch runs are trained again at other epochs (default: all)")
-    p.add_argument("--convergence-factors", type=float, nargs="+", metavar="F",
+    p.add_argument("--convergence-factors", nargs="+", metavar=("F", "NORM=F"),
                    help="multiples of the references' epochs those runs train for, 2 among them (default 2; "
-                   "0.5 2: half as well, which tells a reference at its peak from one past it)")
+                   "0.5 2: half as well, which tells a reference near its peak from one past it); NORM=F adds a "
+                   "multiple for the forms of a norm alone, e.g. 0.5 2 gnws=4")
     p.add_argument("--depth-seeds", type=int, nargs="+", metavar="S",
                    help="seeds of the deeper network's runs, at least 2 of --seeds (default: all); it costs 2.8 "
                    "times the sweep's network per run")
@@ -101,26 +103,60 @@ def _without_reuse(argv):
     return kept
 
 
+def _per_norm(option, values, parse, wanted):
+    """``([plain value, ...], [(norm, value, text), ...])`` from ``option``'s
+    ``V [NORM=V ...]``; ``parse(text)`` gives a value or ``None`` where the
+    text is not one (``wanted`` says what is)."""
+    plain, own = [], []
+    for text in values:
+        norm, _, number = text.rpartition("=")
+        value = parse(number)
+        if value is None or (norm == "" and "=" in text):
+            raise ValueError(f"{option} takes {wanted}; got {text!r}.")
+        if norm:
+            own.append((norm, value, text))
+        else:
+            plain.append(value)
+    return plain, own
+
+
 def _normal_epochs(values):
     """``(epochs, {norm: epochs})`` from ``--normal-epochs N [NORM=N ...]``."""
     if not values:
         return None, {}
-    plain, own = [], {}
-    for value in values:
-        norm, _, number = value.rpartition("=")
-        if not number.isdigit() or (norm == "" and "=" in value):
-            raise ValueError(f"--normal-epochs takes N or NORM=N with N a whole number, e.g. 40 gnws=20; "
-                             f"got {value!r}.")
-        if not norm:
-            plain.append(int(number))
-        elif norm in own:
-            raise ValueError(f"--normal-epochs names {norm} twice ({norm}={own[norm]} and {value}); give it once.")
-        else:
-            own[norm] = int(number)
+    plain, given = _per_norm("--normal-epochs", values, lambda n: int(n) if n.isdigit() else None,
+                             "N or NORM=N with N a whole number, e.g. 40 gnws=20")
+    own = {}
+    for norm, epochs, text in given:
+        if norm in own:
+            raise ValueError(f"--normal-epochs names {norm} twice ({norm}={own[norm]} and {text}); give it once.")
+        own[norm] = epochs
     if len(plain) > 1:
         raise ValueError(f"--normal-epochs takes one plain N (the plan's) and NORM=N for the others; got "
                          f"{' '.join(values)}.")
     return (plain[0] if plain else None), own
+
+
+def _positive(text):
+    """``text`` as a positive number, or ``None``."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _convergence_factors(values):
+    """``(factors or None, {norm: factors})`` from ``--convergence-factors
+    F [F ...] [NORM=F ...]`` (a norm may take several)."""
+    if not values:
+        return None, {}
+    plain, given = _per_norm("--convergence-factors", values, _positive,
+                             "F or NORM=F with F a positive number, e.g. 0.5 2 gnws=4")
+    own = {}
+    for norm, factor, _ in given:
+        own[norm] = (*own.get(norm, ()), factor)
+    return plain or None, own
 
 
 def _read_results(option, path, fix):
@@ -157,9 +193,10 @@ def _body(argv):
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         normal_epochs, own = _normal_epochs(args.normal_epochs)
+        factors, own_factors = _convergence_factors(args.convergence_factors)
         plan = study_plan(args.quick, args.model, depth, args.seeds, args.epochs, args.batch_sizes,
                           args.tune, args.brn, args.convergence_seeds, args.severities, normal_epochs,
-                          args.depth_seeds, args.depth_batch_sizes, own, args.convergence_factors)
+                          args.depth_seeds, args.depth_batch_sizes, own, factors, own_factors)
         reuse = _read_results("--reuse", args.reuse, "name a study's results.json") if args.reuse else None
         runner.run_study(plan, args.out, args.jobs, command=command, reuse=reuse, reuse_source=str(args.reuse))
         out = Path(args.out)

@@ -397,26 +397,44 @@ def _h4(rows, cells, normal_batch):
     return lines, verdicts
 
 
-def convergence(rows, normal_batch):
-    """Per form, per step between its reference's epochs and a convergence
-    run's: ``{model: {(fewer, more): Estimate}}``, test top-1 with the more
-    epochs minus with the fewer, paired by seed (``(40, 80)``: doubling the
-    reference; ``(20, 40)``: into it from half)."""
-    study = by_cell(study_rows(rows))
+def _top1_by_epochs(rows, normal_batch):
+    """``{model: {epochs: {seed: top1}}}`` of the normal batch's study runs
+    and convergence runs, for the forms that have convergence runs."""
+    checked = {r["model"] for r in rows if r.get("purpose") == "convergence"}
     out = {}
-    for epochs in sorted({r["epochs"] for r in rows if r.get("purpose") == "convergence"}):
-        checked = by_cell([r for r in rows if r.get("purpose") == "convergence" and r["epochs"] == epochs])
-        for (model, batch), runs in checked.items():
-            base = study.get((model, batch), {})
-            seeds = [s for s in sorted(set(runs) & set(base))
-                     if runs[s].get("top1_ema") is not None and base[s].get("top1_ema") is not None]
-            if not seeds:
-                continue
-            reference = base[seeds[0]]["epochs"]
-            sign = 1 if epochs > reference else -1
-            step = (min(epochs, reference), max(epochs, reference))
-            out.setdefault(model, {})[step] = Estimate.of(
-                [sign * (runs[s]["top1_ema"] - base[s]["top1_ema"]) for s in seeds])
+    for row in (*study_rows(rows), *(r for r in rows if r.get("purpose") == "convergence")):
+        if (row["model"] in checked and row["batch_size"] == normal_batch and not row.get("diverged")
+                and row.get("top1_ema") is not None):
+            out.setdefault(row["model"], {}).setdefault(row["epochs"], {})[row["seed"]] = row["top1_ema"]
+    return {model: dict(sorted(levels.items())) for model, levels in out.items() if len(levels) > 1}
+
+
+def convergence(rows, normal_batch):
+    """Per form, per step between consecutive epochs its reference and
+    convergence runs trained for: ``{model: {(fewer, more): Estimate}}``,
+    test top-1 with the more epochs minus with the fewer, paired by seed
+    (``(40, 80)``: doubling the reference; ``(20, 40)``: into it from half;
+    ``(80, 160)``: doubling once more)."""
+    out = {}
+    for model, levels in _top1_by_epochs(rows, normal_batch).items():
+        epochs = list(levels)
+        for fewer, more in zip(epochs, epochs[1:]):
+            seeds = sorted(set(levels[fewer]) & set(levels[more]))
+            if seeds:
+                out.setdefault(model, {})[fewer, more] = Estimate.of(
+                    [levels[more][s] - levels[fewer][s] for s in seeds])
+    return out
+
+
+def convergence_curves(rows, normal_batch):
+    """Per form, its test top-1 at each epochs its reference and
+    convergence runs trained for, over the seeds trained at all of them:
+    ``{model: {epochs: Estimate}}`` (the curves of the convergence figure)."""
+    out = {}
+    for model, levels in _top1_by_epochs(rows, normal_batch).items():
+        seeds = set.intersection(*(set(runs) for runs in levels.values()))
+        if seeds:
+            out[model] = {e: Estimate.of([runs[s] for s in sorted(seeds)]) for e, runs in levels.items()}
     return out
 
 

@@ -24,7 +24,9 @@ Three kinds of run (:attr:`Cell.purpose`):
   reference is converged when doubling the epochs changes test top-1 by
   less than :data:`CONVERGED_POINTS`.  Half the epochs as well says what a
   reference that twice leaves lower is: one still rising into its epochs
-  and past its best after them sits near its peak.
+  and past its best after them sits near its peak; more multiples for one
+  norm's forms (:attr:`Plan.form_convergence_factors`) follow its curve
+  further (every doubling is paired by seed).
 
 The schedule holds **epochs** equal across batch sizes (Wu & He, 2018, do
 the same): every run sees every training image ``epochs`` times, so a run
@@ -182,6 +184,9 @@ class Plan:
         convergence_factors: the multiples of a reference's epochs its
             convergence runs train for (``(2,)``: twice; ``(0.5, 2)``:
             half and twice).
+        form_convergence_factors: ``(norm, factors)`` pairs: more multiples
+            for the forms of that norm alone (``("gnws", (4,))``: GN+WS's
+            reference, lower with twice its epochs, doubled once more).
         data_args: options of the data source as ``(key, value)`` pairs
             (the quick plan renders each digit once: a sixth of the test
             images to score).
@@ -212,6 +217,7 @@ class Plan:
     depth_seeds: tuple = None
     form_normal_epochs: tuple = ()
     convergence_factors: tuple = (2,)
+    form_convergence_factors: tuple = ()
 
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
@@ -228,21 +234,21 @@ class Plan:
         if self.normal_epochs is not None and self.normal_epochs < self.epochs:
             raise ValueError(f"`normal_epochs` must be >= `epochs` ({self.epochs}): the normal batch takes the "
                              f"fewest steps per epoch; got {self.normal_epochs}.")
-        norms = {f.norm for f in (*self.sweep, *self.depth)}
+        _check_norms("form_normal_epochs", self.form_normal_epochs, (*self.sweep, *self.depth))
         for norm, epochs in self.form_normal_epochs:
-            if norm not in norms:
-                raise ValueError(f"form_normal_epochs names {norm!r}, a norm no form of the plan has; the plan's are "
-                                 f"{', '.join(sorted(norms))}.")
             if not isinstance(epochs, int) or epochs < self.epochs:
                 raise ValueError(f"form_normal_epochs: {norm}'s epochs must be an integer >= `epochs` "
                                  f"({self.epochs}); got {epochs!r}.")
-        if len(dict(self.form_normal_epochs)) != len(self.form_normal_epochs):
-            raise ValueError(f"form_normal_epochs names a norm twice: {self.form_normal_epochs}.")
         for factor in self.convergence_factors:
-            epochs = [factor * self.epochs_at(self.normal_batch, f) for f in self.sweep]
-            if factor <= 0 or factor == 1 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs):
-                raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
-                                 f"at least 1 for every reference (it gives {', '.join(f'{e:g}' for e in epochs)}).")
+            self._check_factor(factor, self.sweep)
+        _check_norms("form_convergence_factors", self.form_convergence_factors, self.sweep)
+        for norm, factors in self.form_convergence_factors:
+            for factor in factors:
+                if factor in self.convergence_factors:
+                    raise ValueError(f"form_convergence_factors: {norm}={factor:g} is among the plan's factors "
+                                     f"({', '.join(f'{f:g}' for f in sorted(self.convergence_factors))}) already; "
+                                     "leave it out.")
+                self._check_factor(factor, [f for f in self.sweep if f.norm == norm])
         if 2 not in self.convergence_factors:
             raise ValueError(f"convergence factors {self.convergence_factors} must include 2: doubling the epochs "
                              "is the test of convergence.")
@@ -261,6 +267,19 @@ class Plan:
                 f"unknown models {', '.join(missing)}; the study needs a registered network with _xbn and "
                 "_gnws forms, e.g. resnet20 (xbn.models.list_models())."
             )
+
+    def _check_factor(self, factor, forms):
+        """Refuse a convergence factor that gives ``forms``' references no
+        whole number of epochs (or their own)."""
+        epochs = [factor * self.epochs_at(self.normal_batch, f) for f in forms]
+        if factor <= 0 or factor == 1 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs):
+            raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
+                             f"at least 1 for every reference (it gives {', '.join(f'{e:g}' for e in epochs)}).")
+
+    def factors_of(self, form):
+        """The multiples of ``form``'s reference epochs its convergence runs
+        train for (:attr:`convergence_factors` and its norm's own)."""
+        return tuple(sorted({*self.convergence_factors, *dict(self.form_convergence_factors).get(form.norm, ())}))
 
     def epochs_at(self, batch_size, form=None):
         """The epochs of a run at ``batch_size`` (at the normal batch
@@ -353,9 +372,10 @@ class Plan:
             # A seed's convergence runs follow its study runs, so that an
             # interrupted study has whole seeds, each with its check.
             if seed in converged and not self.steps_per_epoch:  # a capped (quick) plan has nothing to converge
+                factors = sorted({factor for form in self.sweep for factor in self.factors_of(form)})
                 cells += [Cell(form, self.normal_batch, seed, lr_scale=scale(form, self.normal_batch),
                                epochs=round(factor * self.epochs_at(self.normal_batch, form)), purpose="convergence")
-                          for factor in sorted(self.convergence_factors) for form in self.sweep]
+                          for factor in factors for form in self.sweep if factor in self.factors_of(form)]
         return cells
 
     def describe(self):
@@ -378,8 +398,22 @@ class Plan:
             "corruptions": sorted({name for name, _ in self.corruptions}),
             "severities": sorted({severity for _, severity in self.corruptions}),
             "convergence_seeds": list(self.seeds if self.convergence_seeds is None else self.convergence_seeds),
-            "convergence_factors": sorted(self.convergence_factors), "data_args": dict(self.data_args),
+            "convergence_factors": sorted(self.convergence_factors),
+            "form_convergence_factors": {norm: sorted(factors) for norm, factors in self.form_convergence_factors},
+            "data_args": dict(self.data_args),
         }
+
+
+def _check_norms(option, pairs, forms):
+    """Refuse ``(norm, value)`` pairs that name a norm twice or one no form
+    of ``forms`` has."""
+    norms = {f.norm for f in forms}
+    for norm, _ in pairs:
+        if norm not in norms:
+            raise ValueError(f"{option} names {norm!r}, a norm no form of the plan has; the plan's are "
+                             f"{', '.join(sorted(norms))}.")
+    if len(dict(pairs)) != len(pairs):
+        raise ValueError(f"{option} names a norm twice: {pairs}.")
 
 
 def _all_corruptions(severities=(1, 2, 3, 4, 5)):
@@ -396,7 +430,8 @@ EPOCHS = 20
 
 def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epochs=None, batch_sizes=None,
                tune=True, brn=True, convergence_seeds=None, severities=None, normal_epochs=None, depth_seeds=None,
-               depth_batch_sizes=None, form_normal_epochs=None, convergence_factors=None):
+               depth_batch_sizes=None, form_normal_epochs=None, convergence_factors=None,
+               form_convergence_factors=None):
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
@@ -422,9 +457,12 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         convergence_factors: the multiples of the references' epochs the
             convergence runs train for (default ``(2,)``; ``(0.5, 2)`` adds
             half).
+        form_convergence_factors: ``{norm: factors}``: more multiples for
+            the forms of a norm alone (``{"gnws": (4,)}``).
     """
     factors = tuple(sorted(set(convergence_factors))) if convergence_factors else (2,)
     own = tuple(sorted((form_normal_epochs or {}).items()))
+    extra = tuple(sorted((norm, tuple(sorted(set(f)))) for norm, f in (form_convergence_factors or {}).items()))
     if quick:
         return Plan(
             # Batch renormalization only adds a form to train; its ramp is
@@ -433,7 +471,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
             seeds=tuple(seeds or (0, 1)), epochs=epochs or 1, normal_batch=16, steps_per_epoch=3,
             corruptions=(("gaussian_noise", 1), ("gaussian_noise", 5), ("contrast", 3)),
             precise_bn_batches=2, tune=False, data_args=(("renders", (1, 1, 1)),), normal_epochs=normal_epochs,
-            form_normal_epochs=own, convergence_factors=factors,
+            form_normal_epochs=own, convergence_factors=factors, form_convergence_factors=extra,
         )
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     for option, value in (("depth_seeds", depth_seeds), ("depth_batch_sizes", depth_batch_sizes)):
@@ -448,5 +486,5 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
         corruptions=_all_corruptions(tuple(sorted(set(severities))) if severities else (1, 2, 3, 4, 5)), tune=tune,
         convergence_seeds=tuple(convergence_seeds) if convergence_seeds else None, normal_epochs=normal_epochs,
         depth_seeds=tuple(depth_seeds) if depth_seeds and depth else None, form_normal_epochs=own,
-        convergence_factors=factors,
+        convergence_factors=factors, form_convergence_factors=extra,
     )

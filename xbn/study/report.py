@@ -1,5 +1,6 @@
 """Tables and figures of the study, generated from its ``results.json`` alone."""
 
+import itertools
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from xbn.study.analysis import (
     Estimate,
     by_cell,
     convergence,
+    convergence_curves,
     depth_slope,
     hypotheses,
     matched_layers,
@@ -19,6 +21,7 @@ from xbn.study.plan import CONVERGED_POINTS
 
 PLOTS = {
     "accuracy": "study_accuracy.png",
+    "convergence": "study_convergence.png",
     "shift": "study_shift.png",
     "depth": "study_depth.png",
     "depth_variance": "study_depth_variance.png",
@@ -122,8 +125,10 @@ def _convergence_lines(document):
     else:
         factors = document["plan"].get("convergence_factors", [2])
         others = "".join(f"; `{m}`'s {e}" for m, e in own.items())
-        head = (f"trained again at {' and '.join(_FACTOR_WORDS.get(f, f'{f:g}x') for f in factors)} their "
-                f"epochs ({epochs}{others}); test top-1 with the more minus with the fewer epochs")
+        norms = {r["model"]: r.get("norm") for r in study_rows(document["rows"])}
+        more = _more_factors_text(document["plan"], norms, references, factors)
+        head = (f"trained again at {' and '.join(_factor_word(f) for f in factors)} their epochs ({epochs}{others})"
+                f"{more}; test top-1 with the more minus with the fewer epochs")
     lines = [f"**Converged references**: the batch-{normal} runs {head} (converged when the mean moves by less "
              f"than {limit} points):", ""]
     for model, steps in found.items():
@@ -137,7 +142,9 @@ def _convergence_lines(document):
             verdict = "not checked (no run at twice its epochs)"
         else:
             rise = steps.get((reference // 2, reference)) if reference % 2 == 0 else None
-            verdict = convergence_verdict(100 * doubled.mean, limit, None if rise is None else 100 * rise.mean)
+            later = [(a, b, 100 * e.mean) for (a, b), e in sorted(steps.items()) if a >= 2 * reference]
+            verdict = convergence_verdict(100 * doubled.mean, limit, None if rise is None else 100 * rise.mean,
+                                          later)
         lines.append(f"- `{model}`: {text}: {verdict}")
     twins = sorted({r["model"] for r in document["rows"] if r.get("same_run_as")})
     if twins:
@@ -146,23 +153,75 @@ def _convergence_lines(document):
     return lines + [""]
 
 
-_FACTOR_WORDS = {0.5: "half", 2: "twice"}
+_FACTOR_WORDS = {0.5: "half", 2: "twice", 4: "four times", 8: "eight times"}
+_COUNT_WORDS = {3: "three", 4: "four", 5: "five", 6: "six"}
 
 
-def convergence_verdict(points, limit, rise=None):
+def _factor_word(factor):
+    return _FACTOR_WORDS.get(factor, f"{factor:g}x")
+
+
+def _more_factors_text(plan, norms, references, factors):
+    """``, `resnet20_gnws` also at four times (160)``: the multiples only
+    some forms were trained at (:attr:`~xbn.study.plan.Plan.form_convergence_factors`)."""
+    parts = []
+    for norm, more in sorted((plan.get("form_convergence_factors") or {}).items()):
+        extra = [f for f in more if f not in factors]
+        for model in (m for m in plan["sweep"] if m in references and norms.get(m) == norm):
+            parts.append(f"`{model}` also at {' and '.join(_factor_word(f) for f in extra)} "
+                         f"({', '.join(f'{round(f * references[model])}' for f in extra)})")
+    return "".join(f", {part}" for part in parts)
+
+
+def convergence_verdict(points, limit, rise=None, later=()):
     """What doubling the epochs says of a reference that moved by ``points``:
     converged within ``limit``; still improving (under-trained, which would
     favour the small batches); or lower with more training: past its best,
     or, where half the epochs were ``rise`` points lower (by ``limit`` or
-    more), near its peak: the best trained of the three."""
+    more), near its peak: the best trained of the points measured.
+
+    ``later``: ``(fewer, more, points)`` of the doublings after the
+    reference's (``80 -> 160``), in order: said after the verdict, which
+    then ends with where the curve first moves by less than ``limit``, or
+    that no doubling measured does."""
+    levels = list(itertools.accumulate(p for _, _, p in later))
+    levels = [points + level for level in levels]  # each later point minus the reference
+    steps = "; ".join(f"{a} -> {b} {p:+.1f}" for a, b, p in later)
     if abs(points) < limit:
-        return "converged"
-    if points > 0:
-        return "**not converged** (still improving)"
-    if rise is not None and rise >= limit:
-        return ("**not converged** by the rule, but near its peak: higher than with half the epochs and lower "
-                "with twice, so the best trained of the three")
-    return "**not converged** (lower with twice the epochs: past its best, not under-trained)"
+        verdict = "converged"
+    elif points > 0:
+        verdict = "**not converged** (still improving)"
+    elif any(level > 0 for level in levels):
+        higher = next(b for (_, b, _), level in zip(later, levels) if level > 0)
+        verdict = f"**not converged** (lower with twice the epochs, higher again at {higher}: not its best)"
+    elif rise is not None and rise >= limit:
+        after = "".join(f", {_step_word(p, limit)} at {b} ({a} -> {b} {p:+.1f})" for a, b, p in later)
+        count = 3 + len(later)
+        verdict = (f"**not converged** by the rule, but near its peak: higher than with half the epochs and lower "
+                   f"with twice{after}, so the best trained of the {_COUNT_WORDS.get(count, count)}")
+        steps = ""  # the verdict says them
+    else:
+        verdict = "**not converged** (lower with twice the epochs: past its best, not under-trained)"
+    if not later:
+        return verdict
+    flat = next((a for a, _, p in later if abs(p) < limit), None)
+    if abs(points) < limit:
+        end = f"within {limit} points as well" if all(abs(p) < limit for _, _, p in later) else ""
+    elif flat is not None:
+        end = f"converged from {flat} epochs on"
+    elif rise is None or abs(rise) >= limit:
+        end = f"no doubling up to {later[-1][1]} epochs stays within {limit} points"
+    else:
+        end = ""
+    said = f"{verdict}; then {steps}" if steps else verdict
+    return f"{said}{': ' if steps else '; '}{end}" if end else said
+
+
+def _step_word(points, limit):
+    """How a doubling past the reference moved top-1."""
+    if abs(points) < limit:
+        return "about the same"
+    return "higher again" if points > 0 else "lower still"
 
 
 def _normal_epochs(plan):
@@ -316,8 +375,8 @@ def to_markdown(document, command, picture_prefix=""):
     tuning = _tuning_table(document)
     if tuning:
         lines += [tuning, ""]
-    lines += [f"![{name}]({picture_prefix}{file})" for name, file in PLOTS.items()
-              if name != "corruption" or corruption]
+    shown = {"corruption": bool(corruption), "convergence": bool(convergence_curves(all_rows, normal))}
+    lines += [f"![{name}]({picture_prefix}{file})" for name, file in PLOTS.items() if shown.get(name, True)]
     return "\n".join(lines) + "\n"
 
 
@@ -387,7 +446,8 @@ def _log2_axis(ax, batches, plt):
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a panel with nothing to draw has no legend
+        ax.legend(fontsize=7)
 
 
 def plot_all(document, folder):
@@ -429,6 +489,9 @@ def plot_all(document, folder):
     fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, {held})")
     fig.tight_layout()
     paths.append(_plotting.save_png(fig, folder / PLOTS["accuracy"]))
+    curves = convergence_curves(document["rows"], plan["normal_batch"])
+    if curves:
+        paths.append(plot_convergence(curves, plan, folder / PLOTS["convergence"]))
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key in zip(axes, ("mean_shift", "var_shift")):
@@ -475,6 +538,35 @@ def plot_all(document, folder):
         fig.tight_layout()
         paths.append(_plotting.save_png(fig, folder / PLOTS["corruption"]))
     return paths
+
+
+def plot_convergence(curves, plan, path):
+    """The references' test top-1 against the epochs they were trained
+    for (log2 axis), one line per form, mean and 95% CI over the seeds
+    trained at every point (``curves``: :func:`~xbn.study.analysis.convergence_curves`)."""
+    from xbn import _plotting
+
+    plt = _plotting.pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ticks = sorted({e for levels in curves.values() for e in levels})
+    for model, levels in curves.items():
+        epochs = list(levels)
+        means = np.array([100 * levels[e].mean for e in epochs])
+        halves = np.array([0.0 if math.isnan(levels[e].low) else 100 * (levels[e].mean - levels[e].low)
+                           for e in epochs])
+        line, = ax.plot(epochs, means, "o-", markersize=3, label=f"{model} ({levels[epochs[0]].n} seeds)")
+        ax.fill_between(epochs, means - halves, means + halves, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axvline(_normal_epochs(plan), color="0.5", linestyle=":", linewidth=1)
+    ax.set(xlabel=f"epochs at batch {plan['normal_batch']}", ylabel="test top-1 (%), mean and 95% CI over seeds")
+    _log2_axis(ax, ticks, plt)
+    if plan.get("test_images"):
+        ax.annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
+                    xycoords="axes fraction", fontsize=7)
+    ax.set_title(f"Converged references: top-1 against epochs at batch {plan['normal_batch']}\n(dotted: the "
+                 f"references' {_normal_epochs(plan)} epochs; converged where doubling moves it by < "
+                 f"{_converged_points(plan)} points)", fontsize=9)
+    fig.tight_layout()
+    return _plotting.save_png(fig, path)
 
 
 def plot_depth(rows, plan, path, key="mean_shift"):
