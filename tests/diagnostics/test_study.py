@@ -511,9 +511,8 @@ def test_a_norm_can_be_checked_at_more_multiples_of_its_epochs(tmp_path):
     assert ("the batch-64 runs trained again at half and twice their epochs (40), `resnet20_gnws` also at four "
             "times (160)") in text
     assert "- `resnet20_gnws`: 20 -> 40 epochs +1.4 points" in text and "80 -> 160 epochs -0.6 points" in text
-    assert ("near its peak: higher than with half the epochs and lower with twice, lower still at 160 (80 -> 160 "
-            "-0.6), so the best trained of the four; no doubling up to 160 epochs stays within 0.3 points"
-            ) in text
+    assert ("near its peak: higher than with half the epochs and lower with twice, lower still at 160, so the best "
+            "trained of the four; no doubling up to 160 epochs stays within 0.3 points") in text
     assert report.convergence_verdict(0.5, 0.3, later=[(80, 160, 0.1)]) == (
         "**not converged** (still improving); then 80 -> 160 +0.1: converged from 80 epochs on")
     assert report.convergence_verdict(-0.5, 0.3, rise=1.0, later=[(80, 160, 0.9)]) == (

@@ -195,7 +195,7 @@ def convergence_verdict(points, limit, rise=None, later=()):
         higher = next(b for (_, b, _), level in zip(later, levels) if level > 0)
         verdict = f"**not converged** (lower with twice the epochs, higher again at {higher}: not its best)"
     elif rise is not None and rise >= limit:
-        after = "".join(f", {_step_word(p, limit)} at {b} ({a} -> {b} {p:+.1f})" for a, b, p in later)
+        after = "".join(f", {_step_word(p, limit)} at {b}" for _, b, p in later)  # the steps are listed before
         count = 3 + len(later)
         verdict = (f"**not converged** by the rule, but near its peak: higher than with half the epochs and lower "
                    f"with twice{after}, so the best trained of the {_COUNT_WORDS.get(count, count)}")
@@ -564,7 +564,8 @@ def plot_convergence(curves, plan, path):
                     xycoords="axes fraction", fontsize=7)
     ax.set_title(f"Converged references: top-1 against epochs at batch {plan['normal_batch']}\n(dotted: the "
                  f"references' {_normal_epochs(plan)} epochs; converged where doubling moves it by < "
-                 f"{_converged_points(plan)} points)", fontsize=9)
+                 f"{_converged_points(plan)} points;\nbands: the spread between seeds; the text pairs each doubling "
+                 "by seed, which is tighter)", fontsize=9)
     fig.tight_layout()
     return _plotting.save_png(fig, path)
 
