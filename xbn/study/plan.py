@@ -269,8 +269,9 @@ class Plan:
             )
 
     def _check_factor(self, factor, forms):
-        """Refuse a convergence factor that gives ``forms``' references no
-        whole number of epochs (or their own)."""
+        """Refuse a convergence factor that is not positive, is 1, or gives
+        a reference of ``forms`` (at its own normal epochs) no whole number
+        of epochs."""
         epochs = [factor * self.epochs_at(self.normal_batch, f) for f in forms]
         if factor <= 0 or factor == 1 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs):
             raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
@@ -290,12 +291,17 @@ class Plan:
             return dict(self.form_normal_epochs)[form.norm]
         return self.normal_epochs or self.epochs
 
+    @property
+    def own_normal_epochs(self):
+        """``{norm: epochs}`` of the norms whose normal-batch epochs differ
+        from the plan's (:attr:`form_normal_epochs` less those equal to it)."""
+        return {norm: epochs for norm, epochs in self.form_normal_epochs
+                if epochs != (self.normal_epochs or self.epochs)}
+
     def _has_own_epochs(self, form, batch_size):
         """Whether ``form`` trains at ``batch_size`` for epochs of its own,
         not the plan's (:attr:`form_normal_epochs`)."""
-        own = dict(self.form_normal_epochs)
-        return (form is not None and batch_size == self.normal_batch and form.norm in own
-                and own[form.norm] != (self.normal_epochs or self.epochs))
+        return form is not None and batch_size == self.normal_batch and form.norm in self.own_normal_epochs
 
     def _cell(self, form, batch_size, seed, **kwargs):
         """A study or tuning run of ``form`` at ``batch_size``: its epochs,
@@ -386,8 +392,7 @@ class Plan:
             "depth_seeds": list(self.seeds if self.depth_seeds is None else self.depth_seeds) if self.depth else [],
             "seeds": list(self.seeds), "epochs": self.epochs, "normal_batch": self.normal_batch,
             "normal_epochs": self.epochs_at(self.normal_batch),
-            "form_normal_epochs": {norm: epochs for norm, epochs in self.form_normal_epochs
-                                   if epochs != self.epochs_at(self.normal_batch)},
+            "form_normal_epochs": self.own_normal_epochs,
             "lr": f"{self.lr_at_64:g} x batch / 64"
                   + (" x tuned scale" if self.tune else " (the linear rule, not tuned)"),
             "lr_scales": list(LR_SCALES),
