@@ -447,7 +447,8 @@ def test_convergence_can_be_checked_at_half_the_epochs_as_well():
     assert study_plan(**common).describe()["convergence_factors"] == [2]
     for bad, message in (((0.33, 2), "convergence factor 0.33 must be positive, not 1, and give whole epochs of "
                                      "at least 1 for every reference \\(it gives 13.2, 13.2, 13.2, 13.2\\)"),
-                         ((0.5,), "must include 2"), ((1, 2), "convergence factor 1 must be")):
+                         ((0.5,), "must include 2"), ((1, 2), "convergence factor 1 must be"),
+                         ((2, math.inf), "convergence factor inf must be positive, not 1, and give whole epochs")):
         with pytest.raises(ValueError, match=message):
             study_plan(**common, convergence_factors=bad)
 
@@ -614,6 +615,7 @@ def test_learning_rates_are_chosen_on_the_validation_split():
                                                "e.g. 0.5 2 gnws=4; got 'gnws=x'"),
     (["--convergence-factors", "2", "ws=4"], "form_convergence_factors names 'ws', a norm no form of the plan has"),
     (["--convergence-factors", "2", "-1"], "--convergence-factors takes F or NORM=F with F a positive number"),
+    (["--convergence-factors", "2", "gnws=inf"], "--convergence-factors takes F or NORM=F with F a positive number"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

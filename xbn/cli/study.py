@@ -29,6 +29,7 @@ Examples::
 """
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -143,7 +144,7 @@ def _positive(text):
         value = float(text)
     except ValueError:
         return None
-    return value if value > 0 else None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _convergence_factors(values):

@@ -44,6 +44,7 @@ result row records both its epochs and its steps.
 """
 
 import dataclasses
+import math
 
 # The CIFAR-style ResNets' learning rate at batch 64, scaled linearly with
 # the batch (Goyal et al., 2017) and then by the tuned scale.
@@ -273,7 +274,8 @@ class Plan:
         a reference of ``forms`` (at its own normal epochs) no whole number
         of epochs."""
         epochs = [factor * self.epochs_at(self.normal_batch, f) for f in forms]
-        if factor <= 0 or factor == 1 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs):
+        if (not math.isfinite(factor) or factor <= 0 or factor == 1
+                or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs)):
             raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
                              f"at least 1 for every reference (it gives {', '.join(f'{e:g}' for e in epochs)}).")
 
