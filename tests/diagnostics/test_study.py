@@ -177,6 +177,11 @@ def test_from_results_regenerates_without_training(quick, tmp_path, capsys):
     assert "Command: `xbn-study --quick --jobs 2" in readme.read_text()
     assert study_cli.main(["--from-results", str(tmp_path / "none.json")]) == 2
     assert "no such file; run the study first" in capsys.readouterr().err
+    for text in ("[]", '{"rows": []}', '{"plan": {}, "rows": [1]}'):  # JSON, but no study's results
+        (tmp_path / "other.json").write_text(text)
+        assert study_cli.main(["--from-results", str(tmp_path / "other.json")]) == 2
+        assert (f"--from-results {tmp_path / 'other.json'} is not a study's results.json (it has no 'plan' and "
+                "'rows'); run the study first") in capsys.readouterr().err
 
 
 def test_the_published_plan():
@@ -616,6 +621,10 @@ def test_learning_rates_are_chosen_on_the_validation_split():
     (["--convergence-factors", "2", "ws=4"], "form_convergence_factors names 'ws', a norm no form of the plan has"),
     (["--convergence-factors", "2", "-1"], "--convergence-factors takes F or NORM=F with F a positive number"),
     (["--convergence-factors", "2", "gnws=inf"], "--convergence-factors takes F or NORM=F with F a positive number"),
+    (["--batch-sizes", "2", "64"], "the quick plan is fixed (batch 4 and 16, no deeper network, no convergence "
+                                   "runs, 3 corruptions): it takes no batch_sizes"),
+    (["--depth-seeds", "0", "1", "--severities", "3"], "it takes no severities, depth_seeds"),
+    (["--convergence-seeds", "0"], "it takes no convergence_seeds"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

@@ -161,14 +161,20 @@ def _convergence_factors(values):
 
 
 def _read_results(option, path, fix):
-    """The parsed results.json that ``option`` names; a missing file or one
-    that is not JSON is refused with ``option``, the path and ``fix``."""
+    """The parsed results.json that ``option`` names; a missing file, one
+    that is not JSON or not a study's results is refused with ``option``,
+    the path and ``fix``."""
+    from xbn.study import runner
+
     if not path.is_file():
         raise FileNotFoundError(f"{option} {path}: no such file; {fix}.")
     try:
-        return json.loads(path.read_text())
+        document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{option} {path} is not JSON ({error}); {fix}.") from None
+    if not runner.is_results(document):
+        raise ValueError(f"{option} {path} is not a study's results.json (it has no 'plan' and 'rows'); {fix}.")
+    return document
 
 
 def _body(argv):

@@ -442,7 +442,9 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
     """The published plan, or with ``quick`` the small one the tests run.
 
     Args:
-        quick: the tests' plan (2 batch sizes, 3 steps per epoch).
+        quick: the tests' plan (2 batch sizes, 3 steps per epoch); it takes
+            the seeds, epochs, sweep network and normal epochs, and refuses
+            the options it has no use for.
         sweep: the network of the batch-size sweep (its forms: :func:`forms_of`).
         depth: the deeper network of the depth figure, or ``None`` for none.
         seeds, epochs: the plan's (default :data:`SEEDS`, :data:`EPOCHS`).
@@ -471,6 +473,13 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
     own = tuple(sorted((form_normal_epochs or {}).items()))
     extra = tuple(sorted((norm, tuple(sorted(set(f)))) for norm, f in (form_convergence_factors or {}).items()))
     if quick:
+        ignored = [name for name, value in (("batch_sizes", batch_sizes), ("convergence_seeds", convergence_seeds),
+                                            ("severities", severities), ("depth_seeds", depth_seeds),
+                                            ("depth_batch_sizes", depth_batch_sizes)) if value]
+        if ignored:
+            raise ValueError("the quick plan is fixed (batch 4 and 16, no deeper network, no convergence runs, 3 "
+                             f"corruptions): it takes no {', '.join(ignored)}; drop them, or drop quick for a "
+                             "plan that takes them.")
         return Plan(
             # Batch renormalization only adds a form to train; its ramp is
             # sized without training (tests/diagnostics/test_study.py).

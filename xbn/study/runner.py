@@ -397,6 +397,13 @@ def twin_row(cell, plan, rows):
     return None
 
 
+def is_results(document):
+    """Whether a parsed JSON document is a study's ``results.json``: a
+    ``plan`` and a list of row objects."""
+    return (isinstance(document, dict) and isinstance(document.get("plan"), dict)
+            and isinstance(document.get("rows"), list) and all(isinstance(row, dict) for row in document["rows"]))
+
+
 def reuse_rows(document, plan, out, log=print, source="the results", scales=None):
     """Seed ``OUT/runs`` with the finished rows of another study's results.
 
@@ -430,8 +437,7 @@ def reuse_rows(document, plan, out, log=print, source="the results", scales=None
     """
     from xbn import _files
 
-    if (not isinstance(document, dict) or not isinstance(document.get("rows"), list) or "plan" not in document
-            or not all(isinstance(row, dict) for row in document["rows"])):
+    if not is_results(document):
         raise ValueError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
     mine = json.loads(json.dumps(plan.describe()))  # tuples as the file has them: lists
     changed = {k: (document["plan"].get(k), mine[k]) for k in SHARED_SETTINGS if document["plan"].get(k) != mine[k]}
