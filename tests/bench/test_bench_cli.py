@@ -160,6 +160,16 @@ def test_other_backends_run_the_layer_and_model_suites(backend, tmp_path):
     assert f", {name} {result['machine'][backend]}, Keras" in (tmp_path / f"out{i}" / "results.md").read_text()
 
 
+def test_a_readme_that_is_not_there_is_refused_before_anything_runs(tmp_path, capfd):
+    """A mistyped --readme once wrote a new Markdown file (and its folder)
+    after the whole benchmark had run."""
+    missing = tmp_path / "nowhere" / "READM.md"
+    assert cli.main(["--suite", "layers", "--quick", "--out", str(tmp_path / "out"), "--readme", str(missing)]) == 2
+    assert (f"--readme {missing}: no such file; name an existing Markdown file (its generated 'bench' section is "
+            "replaced, or appended where it has none)") in capfd.readouterr().err
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out").exists()
+
+
 def test_tensorflow_suites_are_refused_on_another_backend(capfd):
     assert cli.main(["--backend", "jax", "--suite", "export", "--quick"]) == 2
     assert "run it with --backend tensorflow" in capfd.readouterr().err

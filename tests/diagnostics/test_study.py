@@ -177,6 +177,12 @@ def test_from_results_regenerates_without_training(quick, tmp_path, capsys):
     assert "Command: `xbn-study --quick --jobs 2" in readme.read_text()
     assert study_cli.main(["--from-results", str(tmp_path / "none.json")]) == 2
     assert "no such file; run the study first" in capsys.readouterr().err
+    missing = tmp_path / "nowhere" / "READM.md"  # refused before anything is trained or written
+    for argv in (["--from-results", str(root / "pub" / "results.json")], ["--quick", "--out", str(tmp_path / "s")]):
+        assert study_cli.main([*argv, "--readme", str(missing)]) == 2
+        assert f"--readme {missing}: no such file; name an existing Markdown file (its generated 'study' section" \
+            in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "s").exists()
     for text in ("[]", '{"rows": []}', '{"plan": {}, "rows": [1]}'):  # JSON, but no study's results
         (tmp_path / "other.json").write_text(text)
         assert study_cli.main(["--from-results", str(tmp_path / "other.json")]) == 2

@@ -177,6 +177,15 @@ def parser_from_doc(prog, doc, **kwargs):
     return argparse.ArgumentParser(prog=prog, description=kwargs.pop("description", description), **kwargs)
 
 
+def check_readme(path, section):
+    """Refuse a ``--readme`` that is not there before any work is done (a
+    mistyped path once became a new Markdown file, and its folder, after
+    the whole run)."""
+    if path is not None and not os.path.isfile(path):
+        raise FileNotFoundError(f"--readme {path}: no such file; name an existing Markdown file (its generated "
+                                f"'{section}' section is replaced, or appended where it has none).")
+
+
 def console_main(prog, body):
     """The ``main(argv=None)`` of a console script: TensorFlow's start-up
     chatter silenced, then ``body(argv)`` under :func:`run_main`."""

@@ -68,6 +68,7 @@ def _body(argv):
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         raise ValueError("--repeats must be >= 1 and --warmup >= 0.")
+    _common.check_readme(args.readme, "bench")
     from xbn import bench
     from xbn.bench import report
 

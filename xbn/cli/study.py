@@ -191,6 +191,7 @@ def _body(argv):
     command = " ".join([program, *map(shlex.quote, _without_reuse(argv))])
     if args.from_results and args.reuse:
         raise ValueError("--reuse trains what a results.json lacks, --from-results trains nothing: give one of them.")
+    _common.check_readme(args.readme, "study")
     if args.from_results:
         document = _read_results("--from-results", args.from_results, "run the study first")
         command = document.get("command", command)
