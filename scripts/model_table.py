@@ -11,16 +11,30 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _body(argv):
+    parser = argparse.ArgumentParser(prog="model_table.py", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help="registered names (default: all)")
-    parser.add_argument("--readme", default="models/README.md")
+    parser.add_argument("--readme", default="models/README.md",
+                        help="Markdown file whose generated 'models' section is replaced (default models/README.md)")
     args = parser.parse_args(argv)
+    from xbn.cli import _common
+    from xbn.models.registry import list_models
     from xbn.models.summary import write_readme_table
 
+    _common.check_readme(args.readme, "models")
+    unknown = [name for name in args.models if name not in list_models()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; the registered ones are listed by "
+                         "xbn.models.list_models().")
     write_readme_table(args.readme, args.models or None)
     print(f"[model-table] wrote the 'models' section of {args.readme}")
     return 0
+
+
+def main(argv=None):
+    from xbn.cli import _common
+
+    return _common.run_main("model_table.py", _body, argv)
 
 
 if __name__ == "__main__":

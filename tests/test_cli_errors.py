@@ -120,3 +120,24 @@ def test_a_batch_larger_than_the_data_in_both_wordings(tmp_path, capsys):
     assert train_cli.main(argv) == 2
     assert capsys.readouterr().err.strip().endswith(
         "--batch-size 16 is larger than the 8 training examples of --data synthetic; use --batch-size 8 or less.")
+
+
+def test_the_model_table_script_refuses_a_missing_readme_and_unknown_models(tmp_path, capsys):
+    """scripts/model_table.py wrote a new README where the path was wrong,
+    after counting every model, and an unknown name ended in a traceback."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "model_table.py"
+    spec = importlib.util.spec_from_file_location("model_table", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    missing = tmp_path / "nowhere" / "README.md"
+    assert script.main(["--readme", str(missing), "resnet20"]) == 2
+    assert (f"model_table.py: error: --readme {missing}: no such file; name an existing Markdown file (its "
+            "generated 'models' section") in capsys.readouterr().err
+    assert not missing.parent.exists()
+    readme = tmp_path / "README.md"
+    readme.write_text("# Models\n")
+    assert script.main(["--readme", str(readme), "resnet20", "resnet21"]) == 2
+    assert "unknown model(s) resnet21; the registered ones" in capsys.readouterr().err
+    assert readme.read_text() == "# Models\n"
