@@ -374,3 +374,22 @@ def test_numpy_file_of_images_and_labels(tmp_path):
         load_source(f"numpy:{path}")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_source(f"numpy:{tmp_path / 'none.npz'}")
+
+
+def test_recorded_data_can_be_opened_with_other_options():
+    """``open_recorded(data_args=...)``: the run's own data with its own
+    options is the run's (its held-out split); other options make it other
+    data, opened whole, as another spec would be."""
+    from xbn.data.sources import data_record, open_recorded
+
+    record = data_record({"data": "digits_m", "val_split": 0.1, "data_args": {"renders": (1, 1, 1)}})
+    source, own = open_recorded(record)
+    assert own and source.splits["test"].size == 359 and source.splits["val"].size == 180
+    same, own = open_recorded(record, data_args={"renders": (1, 1, 1)})
+    assert own and same.splits["test"].size == 359
+    read = {**record, "data_args": {"renders": [1, 1, 1]}}  # as run.json and xbn.json give it back
+    assert open_recorded(read, data_args={"renders": (1, 1, 1)})[1]
+    other, own = open_recorded(record, data_args={"renders": (1, 1, 2)})
+    assert not own and other.splits["test"].size == 718
+    named, own = open_recorded(None, "digits_m", data_args={"renders": (1, 1, 1)})
+    assert not own and named.splits["test"].size == 359

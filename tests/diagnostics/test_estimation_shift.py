@@ -142,6 +142,29 @@ def test_cli_reads_data_and_split_from_a_run_folder(tiny_zoo, tmp_path, capsys):
     assert "digits, test split" in printed
 
 
+def test_evaluate_and_shift_take_data_args_for_the_data_they_score(tiny_zoo, tmp_path, capsys):  # noqa: F811
+    """--data-arg (the help of --data promised it; the commands had none):
+    the plain-digits run scored on digits_m rendered once per scan (359 test
+    images, not the default 2,154); a misspelt option is named."""
+    from xbn.cli import evaluate as evaluate_cli
+    from xbn.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(model="tiny_xbn", model_args={}, out=str(run), image_size=32, batch_size=64, epochs=1,
+                      warmup_epochs=0.0, recalibrate_bn=0, export=False, verbose=False))
+    once = ["--data", "digits_m", "--data-arg", "renders=(1, 1, 1)", "--split", "test"]
+    assert evaluate_cli.main([str(run), *once, "--json", str(tmp_path / "e.json")]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "e.json").read_text())["examples"] == 359
+    assert shift_cli.main([str(run), *once, "--out", str(tmp_path / "s")]) == 0, capsys.readouterr().err
+    (report,) = json.loads((tmp_path / "s" / "shift.json").read_text())
+    assert report["examples"] == 359
+    for command in (evaluate_cli, shift_cli):
+        assert command.main([str(run), "--data", "digits_m", "--data-arg", "render=2"]) == 2
+        assert "render" in capsys.readouterr().err
+        assert command.main([str(run), "--data-arg", "renders"]) == 2
+        assert "--data-arg expects KEY=VALUE" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["{keras}"], "is not a run folder; say which data to measure on with --data"),
     (["{keras}", "{keras}", "--weights", "w.h5"], "describe one registered model; give one SOURCE"),

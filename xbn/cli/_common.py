@@ -198,6 +198,14 @@ def console_main(prog, body):
     return main
 
 
+def add_data_arg(parser):
+    """``--data-arg KEY=VALUE`` of the commands that score a ``--data``
+    source (parse with :func:`parse_key_values`)."""
+    parser.add_argument("--data-arg", action="append", metavar="KEY=VALUE",
+                        help="an option of the --data source (its options are listed under --data), repeatable; "
+                        "options other than the run's make its data other data, scored whole")
+
+
 def add_model_arg(parser, help="builder argument of a registered model, repeatable (e.g. alpha=0.35)"):
     """``--model-arg KEY=VALUE`` (repeatable; parse with :func:`parse_key_values`)."""
     parser.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help=help)

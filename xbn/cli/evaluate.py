@@ -31,6 +31,7 @@ def build_parser():
     p = _common.parser_from_doc("xbn-evaluate", __doc__)
     p.add_argument("export", metavar="MODEL", help="an export folder, a run folder or a .keras file")
     p.add_argument("--data", help=f"the data to evaluate on (default: the run's data). {_common.data_help()}")
+    _common.add_data_arg(p)
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="default: the run's held-out split on its own data, all of other data")
     p.add_argument("--val-split", type=float, help="hold-out fraction (default: the run's on its own data, else 0)")
@@ -56,7 +57,8 @@ def _keras_scorer(path, args):
 
     loaded = load_trained(path)
     record = data_record(loaded.settings) if loaded.settings else None
-    source, _ = open_recorded(record, args.data, args.val_split, args.skip_bad_images, where=str(path))
+    source, _ = open_recorded(record, args.data, args.val_split, args.skip_bad_images, where=str(path),
+                              data_args=args.data_args)
     split = args.split or next((s for s in ("test", "val") if s in source.splits), "train")
     named = "all" if split == "train" and len(source.splits) == 1 else split
     if source.num_classes != len(loaded.class_names):
@@ -91,7 +93,7 @@ def scorer(path, args):
         def score(corruption):
             return evaluate_export(
                 path, args.data, split=args.split, batch_size=args.batch_size, val_split=args.val_split,
-                skip_bad_images=args.skip_bad_images, corruption=corruption,
+                skip_bad_images=args.skip_bad_images, corruption=corruption, data_args=args.data_args,
             )
 
         score.class_names = list(load_info(path)["class_names"])
@@ -128,6 +130,7 @@ def _body(argv):
     args = build_parser().parse_args(argv)
     if args.batch_size < 1:
         raise ValueError("--batch-size must be >= 1.")
+    args.data_args = _common.parse_key_values(args.data_arg, "--data-arg") or None
     if args.baseline and not args.corruption:
         raise ValueError("--baseline is the reference of the corruption benchmark; add --corruption NAME or all.")
     from xbn import _files

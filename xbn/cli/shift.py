@@ -25,6 +25,7 @@ def build_parser():
     p = _common.parser_from_doc("xbn-shift", __doc__)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folder, .keras file, or registered model name")
     p.add_argument("--data", help=f"the data to measure on (default: the run's own data). {_common.data_help()}")
+    _common.add_data_arg(p)
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="split to measure on (default: test where there is one, else val)")
     p.add_argument("--val-split", type=float,
@@ -68,12 +69,13 @@ def measure(args, log=print):
     import keras
 
     from xbn.data import Augment, Pipeline
-    from xbn.data.sources import data_record, open_recorded
+    from xbn.data.sources import data_record, is_recorded, open_recorded
     from xbn.diagnostics import StatisticsCollector, estimation_shift, recalibrate_bn
     from xbn.training.trained import load_trained
 
     reports, sources = [], {}
     model_args = _common.parse_key_values(args.model_arg)
+    data_args = _common.parse_key_values(args.data_arg, "--data-arg") or None
     loaded = [
         load_trained(source, args.weights, image_size=args.image_size, model_args=model_args)
         for source in args.sources
@@ -84,13 +86,13 @@ def measure(args, log=print):
         if data is None:
             raise ValueError(f"SOURCE {source} is not a run folder; say which data to measure on with --data.")
         record = data_record(settings)
-        own = data == settings.get("data")
+        own = is_recorded(record, data, data_args)
         # Other data: a tenth held out, as a run would, to measure on.
         val_split = args.val_split if args.val_split is not None or own else 0.1
-        key = (data, val_split, repr(record) if own else None)
+        key = (data, val_split, repr(record) if own else repr(data_args))
         if key not in sources:
             sources[key] = open_recorded(
-                record, data, val_split, skip_bad_images=args.skip_bad_images, progress=log
+                record, data, val_split, skip_bad_images=args.skip_bad_images, progress=log, data_args=data_args
             )[0]
         source_data = sources[key]
         split = args.split or ("test" if "test" in source_data.splits else "val")

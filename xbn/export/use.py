@@ -26,7 +26,7 @@ def load_export(directory):
 
 
 def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=None, skip_bad_images=False,
-                    progress=None, corruption=None):
+                    progress=None, corruption=None, data_args=None):
     """Top-1 and top-5 accuracy of an export on a ``--data`` source.
 
     By default the export is scored on the data it was trained on and the
@@ -45,6 +45,8 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
         skip_bad_images: as for training.
         corruption: ``(name, severity)`` of :mod:`xbn.data.corruptions`, applied
             to every image at the export's input size (seeded by its index).
+        data_args: the data source's options (``--data-arg``); options other
+            than the run's make its data other data, scored whole.
 
     Returns:
         ``{"examples", "top1", "topk", "k", "split", "data"}``.
@@ -61,7 +63,7 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
 
     loaded, info = load_export(directory)
     source, _ = open_recorded(
-        info.get("data"), data, val_split, skip_bad_images, progress, where=str(directory)
+        info.get("data"), data, val_split, skip_bad_images, progress, where=str(directory), data_args=data_args
     )
     data = source.spec
     if source.class_names != info["class_names"]:

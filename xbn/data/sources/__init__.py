@@ -34,7 +34,7 @@ from xbn.data.sources.base import (
     SourceKind,
     Split,
 )
-from xbn.data.sources.records import data_record, open_recorded
+from xbn.data.sources.records import data_record, is_recorded, open_recorded
 from xbn.data.sources.registry import (
     _SOURCES,
     SOURCE_MODULES,
@@ -49,7 +49,7 @@ from xbn.data.sources.splits import array_split, hold_out, refuse_bad, stratifie
 __all__ = [
     "CACHE_LIMIT", "PHOTO_DEFAULTS", "SCAN_DEFAULTS", "SPLIT_SEED", "SOURCE_MODULES", "DataSource",
     "SourceKind", "Split", "array_split", "check_data_args", "data_help", "data_record", "hold_out",
-    "load_source", "open_recorded", "parse_spec", "refuse_bad", "register_source", "source_kinds",
+    "is_recorded", "load_source", "open_recorded", "parse_spec", "refuse_bad", "register_source", "source_kinds",
     "stratified_split",
 ]
 

@@ -15,11 +15,14 @@ def data_record(settings):
 
 
 def open_recorded(record, data=None, val_split=None, skip_bad_images=False, progress=None,
-                  where="this model"):
+                  where="this model", data_args=None):
     """Open the data a run or an export recorded (:func:`data_record`), or
     ``data`` instead: the recorded data comes back with the same splits and
     options, so its held-out split is the one training never saw; other data
     is opened whole (``val_split`` 0 unless given).
+
+    ``data_args`` are the source's options (``{"renders": (1, 1, 1)}``):
+    the recorded data with options other than its own is other data.
 
     Returns ``(source, own)``; ``own`` says whether it is the recorded data.
     ``where`` names the run or export in the error raised when nothing is
@@ -34,7 +37,7 @@ def open_recorded(record, data=None, val_split=None, skip_bad_images=False, prog
             f"{where} does not record the data it was trained on (it was not made from an "
             "xbn-train run folder); say which data to use with `data`."
         )
-    own = data == record.get("spec")
+    own = is_recorded(record, data, data_args)
     if own:
         source = _load(
             data, val_split=record.get("val_split", 0.1) if val_split is None else val_split,
@@ -44,6 +47,20 @@ def open_recorded(record, data=None, val_split=None, skip_bad_images=False, prog
     else:
         source = _load(
             data, val_split=0.0 if val_split is None else val_split,
-            skip_bad_images=skip_bad_images, progress=progress,
+            skip_bad_images=skip_bad_images, data_args=data_args, progress=progress,
         )
     return source, own
+
+
+def is_recorded(record, data, data_args=None):
+    """Whether ``data`` with ``data_args`` (``None``: any) is the data
+    ``record`` holds, options included."""
+    record = record or {}
+    return data == record.get("spec") and (data_args is None or _as_json(data_args) == _as_json(
+        record.get("data_args") or {}))  # a record read from JSON has lists where the caller may give tuples
+
+
+def _as_json(options):
+    import json
+
+    return json.loads(json.dumps(dict(options), sort_keys=True))
