@@ -628,9 +628,9 @@ def test_learning_rates_are_chosen_on_the_validation_split():
     (["--convergence-factors", "2", "-1"], "--convergence-factors takes F or NORM=F with F a positive number"),
     (["--convergence-factors", "2", "gnws=inf"], "--convergence-factors takes F or NORM=F with F a positive number"),
     (["--batch-sizes", "2", "64"], "the quick plan is fixed (batch 4 and 16, no deeper network, no convergence "
-                                   "runs, 3 corruptions): it takes no batch_sizes"),
-    (["--depth-seeds", "0", "1", "--severities", "3"], "it takes no severities, depth_seeds"),
-    (["--convergence-seeds", "0"], "it takes no convergence_seeds"),
+                                   "runs, 3 corruptions): it takes no --batch-sizes; drop them, or drop --quick"),
+    (["--depth-seeds", "0", "1", "--severities", "3"], "it takes no --severities, --depth-seeds"),
+    (["--convergence-seeds", "0"], "it takes no --convergence-seeds"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys, tmp_path):
     assert study_cli.main([*argv, "--quick", "--out", str(tmp_path)]) == 2

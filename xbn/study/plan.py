@@ -478,8 +478,8 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
                                             ("depth_batch_sizes", depth_batch_sizes)) if value]
         if ignored:
             raise ValueError("the quick plan is fixed (batch 4 and 16, no deeper network, no convergence runs, 3 "
-                             f"corruptions): it takes no {', '.join(ignored)}; drop them, or drop quick for a "
-                             "plan that takes them.")
+                             f"corruptions): it takes no {', '.join(f'`{name}`' for name in ignored)}; drop them, "
+                             "or drop `quick` for a plan that takes them.")
         return Plan(
             # Batch renormalization only adds a form to train; its ramp is
             # sized without training (tests/diagnostics/test_study.py).
