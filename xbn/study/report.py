@@ -126,7 +126,7 @@ def _convergence_lines(document):
         factors = document["plan"].get("convergence_factors", [2])
         others = "".join(f"; `{m}`'s {e}" for m, e in own.items())
         norms = {r["model"]: r.get("norm") for r in study_rows(document["rows"])}
-        more = _more_factors_text(document["plan"], norms, references, factors)
+        more = _more_factors_text(document["plan"], norms, references)
         head = (f"trained again at {' and '.join(_factor_word(f) for f in factors)} their epochs ({epochs}{others})"
                 f"{more}; test top-1 with the more minus with the fewer epochs")
     lines = [f"**Converged references**: the batch-{normal} runs {head} (converged when the mean moves by less "
@@ -161,12 +161,11 @@ def _factor_word(factor):
     return _FACTOR_WORDS.get(factor, f"{factor:g}x")
 
 
-def _more_factors_text(plan, norms, references, factors):
+def _more_factors_text(plan, norms, references):
     """``, `resnet20_gnws` also at four times (160)``: the multiples only
     some forms were trained at (:attr:`~xbn.study.plan.Plan.form_convergence_factors`)."""
     parts = []
-    for norm, more in sorted((plan.get("form_convergence_factors") or {}).items()):
-        extra = [f for f in more if f not in factors]
+    for norm, extra in sorted((plan.get("form_convergence_factors") or {}).items()):  # the plan refuses its own
         for model in (m for m in plan["sweep"] if m in references and norms.get(m) == norm):
             parts.append(f"`{model}` also at {' and '.join(_factor_word(f) for f in extra)} "
                          f"({', '.join(f'{round(f * references[model])}' for f in extra)})")
@@ -184,8 +183,8 @@ def convergence_verdict(points, limit, rise=None, later=()):
     reference's (``80 -> 160``), in order: said after the verdict, which
     then ends with where the curve first moves by less than ``limit``, or
     that no doubling measured does."""
-    levels = list(itertools.accumulate(p for _, _, p in later))
-    levels = [points + level for level in levels]  # each later point minus the reference
+    # Each later point minus the reference.
+    levels = list(itertools.accumulate((p for _, _, p in later), initial=points))[1:]
     steps = "; ".join(f"{a} -> {b} {p:+.1f}" for a, b, p in later)
     if abs(points) < limit:
         verdict = "converged"
@@ -450,6 +449,13 @@ def _log2_axis(ax, batches, plt):
         ax.legend(fontsize=7)
 
 
+def _one_image_note(ax, plan):
+    """What one test image is worth, in the corner of an accuracy panel."""
+    if plan.get("test_images"):
+        ax.annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
+                    xycoords="axes fraction", fontsize=7)
+
+
 def plot_all(document, folder):
     """Write the study's figures into ``folder``; returns their paths."""
     from pathlib import Path
@@ -481,9 +487,7 @@ def plot_all(document, folder):
             ax.annotate(f"epochs {plan['epochs']} -> {_normal_epochs_text(plan)}", (0.98, 0.02),
                         xycoords="axes fraction", ha="right", fontsize=7, color="0.35")
     axes[0].set_ylabel("test top-1 (%), mean and 95% CI over seeds")
-    if plan.get("test_images"):
-        axes[0].annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
-                         xycoords="axes fraction", fontsize=7)
+    _one_image_note(axes[0], plan)
     held = "epochs held equal" if _epochs_held_equal(plan) else (
         f"{plan['epochs']} epochs, {_normal_epochs_text(plan)} at batch {plan['normal_batch']}")
     fig.suptitle(f"H2/H3: accuracy against batch size ({plan['data']}, {held})")
@@ -559,9 +563,7 @@ def plot_convergence(curves, plan, path):
     ax.axvline(_normal_epochs(plan), color="0.5", linestyle=":", linewidth=1)
     ax.set(xlabel=f"epochs at batch {plan['normal_batch']}", ylabel="test top-1 (%), mean and 95% CI over seeds")
     _log2_axis(ax, ticks, plt)
-    if plan.get("test_images"):
-        ax.annotate(f"one test image = {100 / plan['test_images']:.3f} points", (0.02, 0.02),
-                    xycoords="axes fraction", fontsize=7)
+    _one_image_note(ax, plan)
     ax.set_title(f"Converged references: top-1 against epochs at batch {plan['normal_batch']}\n(dotted: the "
                  f"references' {_normal_epochs(plan)} epochs; converged where doubling moves it by < "
                  f"{_converged_points(plan)} points;\nbands: the spread between seeds; the text pairs each doubling "
