@@ -139,5 +139,5 @@ def test_the_model_table_script_refuses_a_missing_readme_and_unknown_models(tmp_
     readme = tmp_path / "README.md"
     readme.write_text("# Models\n")
     assert script.main(["--readme", str(readme), "resnet20", "resnet21"]) == 2
-    assert "unknown model(s) resnet21; the registered ones" in capsys.readouterr().err
+    assert "Unknown model 'resnet21'. The registered models are: mobilenetv2," in capsys.readouterr().err
     assert readme.read_text() == "# Models\n"
