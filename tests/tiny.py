@@ -21,8 +21,8 @@ import keras
 import pytest
 
 from xbn.layers.norms import NormSpec
-from xbn.models import common, variants
-from xbn.models.registry import register_model, unregister_model
+from xbn.models.common import build
+from xbn.models.registry import Network, register_model, unregister_model
 
 # xbn-train with the tiny family registered, for subprocess tests (see tiny_train.py).
 TINY_TRAIN = str(Path(__file__).with_name("tiny_train.py"))
@@ -36,44 +36,36 @@ XBN_ROLES = ("dw",)
 BN = NormSpec("bn")
 
 
-def _tiny_net(norms, facts, include_top=True, weights=None, input_tensor=None, input_shape=None,
-              pooling=None, classes=10, classifier_activation="softmax", name=None, width=16):
-    input_shape = common.check_common_args(
-        facts.name, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, facts.default_size,
-    )
-    inputs = common.image_input(input_tensor, input_shape)
+def _tiny_trunk(inputs, config, norms, owner, width=16):
     x = norms.conv_layer(width, 3, name="stem", strides=2, use_bias=False)(inputs)
     x = keras.layers.ReLU()(norms.norm("stem", width, "stem_bn")(x))
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
     x = keras.layers.ReLU()(norms.norm("dw", width, "dw_bn")(x))
     x = norms.conv_layer(2 * width, 1, name="project", use_bias=False)(x)
     x = keras.layers.ReLU()(norms.norm("project", 2 * width, "project_bn")(x))
-    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation)
-    return common.finish_model(inputs, input_tensor, x, name or facts.name, facts, weights)
+    return x, {2: x}
+
+
+# The family's network: its trunk, its one layout, its XBN roles.
+TINY = Network(trunk=_tiny_trunk, layout=lambda config, layout, owner: (config, BN),
+               xbn_roles=lambda config, args, owner: XBN_ROLES)
 
 
 def tiny(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-         classes=10, classifier_activation="softmax", name=None, width=16, bn_kind="bn",
+         classes=10, classifier_activation="softmax", name=None, features_only=False, width=16, bn_kind="bn",
          bn_options=None):
-    norms = variants.vanilla(BN, bn_kind, bn_options, owner="tiny")
-    return _tiny_net(norms, tiny.facts, include_top, weights, input_tensor, input_shape, pooling,
-                     classes, classifier_activation, name, width)
+    return build(tiny, locals())
 
 
 def tiny_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-             classes=10, classifier_activation="softmax", name=None, width=16, gn_groups=4,
+             classes=10, classifier_activation="softmax", name=None, features_only=False, width=16, xbn_groups=4,
              bn_kind="bn", bn_options=None):
-    norms = variants.xbn(BN, XBN_ROLES, gn_groups, bn_kind, bn_options, owner="tiny_xbn")
-    return _tiny_net(norms, tiny_xbn.facts, include_top, weights, input_tensor, input_shape,
-                     pooling, classes, classifier_activation, name, width)
+    return build(tiny_xbn, locals())
 
 
 def tiny_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-              classes=10, classifier_activation="softmax", name=None, width=16, gn_groups=4):
-    norms = variants.gnws(gn_groups, owner="tiny_gnws")
-    return _tiny_net(norms, tiny_gnws.facts, include_top, weights, input_tensor, input_shape,
-                     pooling, classes, classifier_activation, name, width)
+              classes=10, classifier_activation="softmax", name=None, features_only=False, width=16, gn_groups=4):
+    return build(tiny_gnws, locals())
 
 
 def register():
@@ -83,7 +75,7 @@ def register():
     for builder, variant in ((tiny, "vanilla"), (tiny_xbn, "xbn"), (tiny_gnws, "gnws")):
         if builder.__name__ not in list_models():
             register_model(
-                family="tiny", variant=variant, default_size=32, preprocessing="tf",
+                family="tiny", variant=variant, network=TINY, default_size=32, preprocessing="tf",
                 description=f"a tiny test network ({variant})",
             )(builder)
 

@@ -11,8 +11,11 @@ so that a user can fix the call without reading the source.
 
 import numbers
 
+from xbn.errors import UsageError, UsageTypeError
+
 
 def _fail(owner, name, expected, value, error=ValueError):
+    error = {ValueError: UsageError, TypeError: UsageTypeError}.get(error, error)
     raise error(f"{owner}: argument `{name}` must be {expected}. Received: {name}={value!r}")
 
 
@@ -102,10 +105,10 @@ def check_crop_scale(owner, value):
     """``(min, max)`` with ``0 < min <= max <= 1``: a random crop's area range
     (for training settings, recipes, flags and ``Augment`` alike)."""
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError(f"{owner}: `crop_scale` must be two numbers (MIN, MAX); got {value!r}.")
+        raise UsageError(f"{owner}: `crop_scale` must be two numbers (MIN, MAX); got {value!r}.")
     low, high = (check_float(owner, "crop_scale", v, minimum=0.0, maximum=1.0, min_inclusive=False) for v in value)
     if low > high:
-        raise ValueError(
+        raise UsageError(
             f"{owner}: `crop_scale` must be (MIN, MAX) with MIN <= MAX ({high:g}, {low:g}?); got {value!r}."
         )
     return (low, high)

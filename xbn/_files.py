@@ -122,14 +122,15 @@ def atomic_path(destination):
         with atomic_path("run/model.keras") as tmp:
             model.save(tmp)
 
-    The temporary keeps the destination's suffix (keras checks it).  On any
-    exception it is removed and ``destination`` is untouched.
+    The temporary keeps the destination's suffix (keras checks it, and
+    ``.weights.h5`` whole).  On any exception it is removed and
+    ``destination`` is untouched.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temporaries(destination)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(destination), suffix=destination.suffix,
-                               dir=destination.parent)
+    suffix = ".weights.h5" if destination.name.endswith(".weights.h5") else destination.suffix
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(destination), suffix=suffix, dir=destination.parent)
     os.close(fd)
     try:
         with disk_full_errors(destination.parent, f"writing {destination.name}"):
@@ -196,7 +197,7 @@ def atomic_directory(destination, overwrite=False):
     destination = Path(destination)
     if destination.exists() and not overwrite:
         raise FileExistsError(
-            f"{destination} already exists; pass overwrite=True (--overwrite) to "
+            f"{destination} already exists; pass `overwrite` to "
             "replace it, or choose another destination."
         )
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import pytest
 from xbn.layers import BatchNorm, GroupNorm
 from xbn.layers.norms import NormSpec, is_batch_norm, make_norm, norm_kinds, register_norm
 from xbn.models import get_model, list_models, model_facts
-from xbn.models.blocks import PadShortcut, block_type
+from xbn.models.blocks import BASIC, BOTTLENECK, PadShortcut
 from xbn.models.registry import twin
 
 
@@ -35,9 +35,9 @@ def test_trainable_parameters_equal_the_official_models(name, kwargs, count):
 
 def test_torchvision_layout_is_torchs():
     model = get_model("resnet50", layout="torchvision", include_top=False, input_shape=(64, 64, 3))
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs and not any(c.use_bias for c in convs)
-    bns = [l for l in model.layers if isinstance(l, BatchNorm)]
+    bns = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
     assert {(b.epsilon, b.momentum) for b in bns} == {(1e-5, 0.9)}
     # The stride sits on the 3x3 conv.
     assert model.get_layer("conv3_block1_2_conv").strides == (2, 2)
@@ -48,9 +48,9 @@ def test_torchvision_layout_is_torchs():
 
 def test_basic_block_xbn_puts_groupnorm_after_the_first_3x3_and_in_the_stem():
     model = get_model("resnet18_xbn", include_top=False, input_shape=(64, 64, 3))
-    gns = {l.name for l in model.layers if isinstance(l, GroupNorm)}
+    gns = {layer.name for layer in model.layers if isinstance(layer, GroupNorm)}
     assert gns == {"conv1_gn"} | {f"conv{s}_block{b}_1_gn" for s in (2, 3, 4, 5) for b in (1, 2)}
-    assert block_type("basic").xbn_role == "p1" and block_type("bottleneck").xbn_role == "p2"
+    assert BASIC.xbn_role == "p1" and BOTTLENECK.xbn_role == "p2"
     # 64 groups, capped at the channels.
     assert model.get_layer("conv2_block1_1_gn").groups == 64
 
@@ -78,13 +78,13 @@ def test_bn_kind_and_options_reach_every_batchnorm_position(name):
     renorm = get_model(name, include_top=False, input_shape=(32, 32, 3), bn_kind="brn",
                        bn_options={"momentum": 0.5, "renorm_clipping": {"rmax": 2.0}}, **kwargs)
     none = get_model(name, include_top=False, input_shape=(32, 32, 3), bn_kind="none", **kwargs)
-    bns = [l for l in renorm.layers if is_batch_norm(l)]
-    assert len(bns) == sum(is_batch_norm(l) for l in base.layers) > 0
-    assert all(l.renorm and l.momentum == 0.5 and l.renorm_clipping["rmax"] == 2.0 for l in bns)
-    assert not any(is_batch_norm(l) for l in none.layers)
+    bns = [layer for layer in renorm.layers if is_batch_norm(layer)]
+    assert len(bns) == sum(is_batch_norm(layer) for layer in base.layers) > 0
+    assert all(layer.renorm and layer.momentum == 0.5 and layer.renorm_clipping["rmax"] == 2.0 for layer in bns)
+    assert not any(is_batch_norm(layer) for layer in none.layers)
     # GroupNorms of the XBN rule stay.
-    assert sum(isinstance(l, GroupNorm) for l in none.layers) == sum(
-        isinstance(l, GroupNorm) for l in base.layers
+    assert sum(isinstance(layer, GroupNorm) for layer in none.layers) == sum(
+        isinstance(layer, GroupNorm) for layer in base.layers
     )
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     assert np.all(np.isfinite(np.asarray(renorm(x, training=True))))

@@ -7,9 +7,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from keras.src.legacy.saving import legacy_h5_format
-
 from conftest import dtype_policy
+from keras.src.legacy.saving import legacy_h5_format
 
 from xbn.layers import BatchNorm
 from xbn.models import (
@@ -189,15 +188,15 @@ def test_keras_weights_load_into_xbn_twin_for_every_shared_layer(tmp_path, keras
     with pytest.warns(UserWarning, match="left at their initial values"):
         ours = xbn_builder(weights=str(path), input_shape=(SIZE, SIZE, 3))
     report = ours.xbn_weights_report
-    group_norms = [l.name for l in ours.layers if type(l).__name__ == "GroupNorm"]
+    group_norms = [layer.name for layer in ours.layers if type(layer).__name__ == "GroupNorm"]
     assert sorted(report.left_initial) == sorted(group_norms)
-    replaced = {l.name for l in theirs.layers if isinstance(l, keras.layers.BatchNormalization)} - {
-        l.name for l in ours.layers
+    replaced = {layer.name for layer in theirs.layers if isinstance(layer, keras.layers.BatchNormalization)} - {
+        layer.name for layer in ours.layers
     }
     assert sorted(report.unused) == sorted(replaced)
     assert len(replaced) == len(group_norms)
-    shared = [l for l in ours.layers if l.weights and l.name not in group_norms]
-    keras_layers = {l.name: l for l in theirs.layers}
+    shared = [layer for layer in ours.layers if layer.weights and layer.name not in group_norms]
+    keras_layers = {layer.name: layer for layer in theirs.layers}
     for layer in shared:
         for a, b in zip(layer.get_weights(), keras_layers[layer.name].get_weights()):
             np.testing.assert_array_equal(a, b)

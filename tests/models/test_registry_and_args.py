@@ -7,6 +7,7 @@ from keras.applications import imagenet_utils
 
 from xbn.layers.norms import gn_name, resolve_groups
 from xbn.models import (
+    get_builder,
     get_model,
     list_models,
     mobilenetv2,
@@ -105,9 +106,10 @@ BAD = [
     ({"input_shape": (31, 64, 3)}, ValueError, "at least 32 pixels"),
     ({"input_shape": (64, 64)}, ValueError, "tuple of three positive integers"),
     ({"input_shape": (None, None, 3)}, ValueError, "include_top=True needs a static input size"),
-    ({"weights": "imagenet"}, ValueError, "never downloads"),
-    ({"weights": "/no/such/file.h5"}, FileNotFoundError, "does not exist"),
-    ({"weights": 3}, TypeError, "`weights` must be None or the path"),
+    ({"weights": "imagenet21k"}, FileNotFoundError, "`weights` 'imagenet21k' is neither a weights name of "
+                                                    "mobilenetv2_xbn (it has no named weights) nor a file on disk"),
+    ({"weights": "/no/such/file.h5"}, FileNotFoundError, "'/no/such/file.h5' is neither a weights name"),
+    ({"weights": 3}, TypeError, "`weights` must be None, a weights name (it has no named weights) or the path"),
     ({"pooling": "mean"}, ValueError, "`pooling` must be one of None, 'avg', 'max'"),
     ({"classes": 0}, ValueError, "`classes` must be an integer >= 1"),
     ({"include_top": "yes"}, TypeError, "`include_top` must be True or False"),
@@ -175,12 +177,34 @@ def test_every_family_declares_its_models_one_way():
         expected = mobilenet if family == "mobilenetv2" else resnet
         assert params[:len(expected)] == expected, name
         rest = params[len(expected):]
+        assert rest[0] == "features_only", name
         if family == "shufflenetv2":
-            assert rest[:2] == ["alpha", "layout"], name
-        elif family != "resnet_cifar":
-            assert rest[0] == "layout", name
+            assert rest[1:3] == ["alpha", "layout"], name
+        else:
+            assert rest[1] == "layout", name
         for param in params:
             assert param in builder.__doc__, (name, param)
+
+
+def test_every_builder_is_imported_by_name_where_editors_see_it():
+    """Issue 42: ``xbn/models/__init__.py`` names every registered builder in
+    an import statement (no ``globals().update``), so an editor, a type
+    checker and ``help(xbn.models)`` resolve ``from xbn.models import
+    resnet50_xbn``; and each body is the one builder shape."""
+    import ast
+    import inspect
+
+    import xbn.models
+
+    tree = ast.parse(inspect.getsource(xbn.models))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names}
+    assert set(list_models()) <= imported
+    assert set(list_models()) <= set(xbn.models.__all__)
+    assert "globals" not in inspect.getsource(xbn.models)
+    for name in list_models():
+        body = ast.parse(inspect.getsource(get_builder(name))).body[0].body
+        assert ast.unparse(body[-1]) == f"return build({name}, locals())", name
 
 
 def test_shufflenetv2_says_where_its_width_went():

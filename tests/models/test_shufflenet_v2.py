@@ -5,8 +5,8 @@ import keras
 import numpy as np
 import pytest
 import torch
-
 from torch_shufflenet import reference
+
 from xbn.layers import GroupNorm
 from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, load_torch_weights

@@ -4,8 +4,8 @@ and answer as PyTorch does (references: tests/models/torch_resnet.py)."""
 import numpy as np
 import pytest
 import torch
-
 from torch_resnet import reference, save_as_the_official_script
+
 from xbn.cli import convert as cli
 from xbn.models import get_model, load_torch_weights
 from xbn.models.torch_weights import read_torch_state

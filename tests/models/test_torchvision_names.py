@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 import torch
-
 import torch_shufflenet
 import torch_torchvision
+
 from xbn.models import get_model, load_torch_weights, model_from_torch
 
 SIZE = 64
@@ -32,7 +32,8 @@ def test_torchvision_shufflenet_v2_loads_by_its_names(alpha, xbn):
     state = torch_model.state_dict()
     assert "stage2.0.branch1.0.weight" in state and "conv5.1.running_var" in state and "fc.bias" in state
     name = "shufflenetv2_xbn" if xbn else "shufflenetv2"
-    model, report = model_from_torch(name, state, image_size=SIZE, model_args={"alpha": alpha, "classifier_activation": None})
+    model, report = model_from_torch(name, state, image_size=SIZE,
+                                     model_args={"alpha": alpha, "classifier_activation": None})
     assert report.complete and len(report.loaded) == len(model.weights)
     assert model.get_layer("stage2_unit2_shuffle") is not None  # the torchvision layout was chosen
     assert _agree(model, torch_model) <= 1e-5
@@ -44,7 +45,8 @@ def test_torchvision_mobilenet_v2_loads_by_its_names(xbn):
     state = torch_model.state_dict()
     assert "features.1.conv.0.0.weight" in state and "features.18.1.running_mean" in state
     name = "mobilenetv2_xbn" if xbn else "mobilenetv2"
-    model, report = model_from_torch(name, state, image_size=SIZE, model_args={"alpha": 0.35, "classifier_activation": None})
+    model, report = model_from_torch(name, state, image_size=SIZE,
+                                     model_args={"alpha": 0.35, "classifier_activation": None})
     assert report.complete and len(report.loaded) == len(model.weights)
     assert _agree(model, torch_model) <= 1e-5
 

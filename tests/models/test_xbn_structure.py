@@ -32,7 +32,7 @@ def _blocks():
 
 
 def _norms(model):
-    return {l.name: l for l in model.layers if isinstance(l, (BatchNorm, GroupNorm))}
+    return {layer.name: layer for layer in model.layers if isinstance(layer, (BatchNorm, GroupNorm))}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_resnet50_xbn_positions(position, suffix, width):
     model = resnet50_xbn(input_shape=SHAPE, include_top=False, xbn_position=position)
     norms = _norms(model)
     expected_gn = {"conv1_gn"} | {f"{b}_{suffix}_gn" for _, b in _blocks()}
-    assert {n for n, l in norms.items() if isinstance(l, GroupNorm)} == expected_gn
+    assert {n for n, layer in norms.items() if isinstance(layer, GroupNorm)} == expected_gn
     for stage, block in _blocks():
         gn = norms[f"{block}_{suffix}_gn"]
         channels = BOTTLENECK_WIDTH[stage] * width
@@ -60,41 +60,43 @@ def test_resnet50_xbn_positions(position, suffix, width):
         if block.endswith("block1"):
             assert isinstance(norms[f"{block}_0_bn"], BatchNorm)
     assert norms["conv1_gn"].get_config()["groups"] == 64
-    assert len([l for l in norms.values() if isinstance(l, GroupNorm)]) == 17
+    assert len([layer for layer in norms.values() if isinstance(layer, GroupNorm)]) == 17
 
 
 def test_seed_004_variant_is_32_groups_and_a_bn_stem():
     model = resnet50_xbn(input_shape=SHAPE, include_top=False, xbn_groups=32, stem_norm="bn")
     norms = _norms(model)
     assert isinstance(norms["conv1_bn"], BatchNorm)
-    gns = [l for l in norms.values() if isinstance(l, GroupNorm)]
+    gns = [layer for layer in norms.values() if isinstance(layer, GroupNorm)]
     assert len(gns) == 16
-    assert {l.get_config()["groups"] for l in gns} == {32}
+    assert {layer.get_config()["groups"] for layer in gns} == {32}
 
 
 def test_xbn_trainable_count_equals_vanilla_and_shared_weights_transfer(vanilla):
     model = resnet50_xbn(input_shape=SHAPE, include_top=False)
-    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    def count(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
     assert count(model) == count(vanilla)
     report = transfer_weights(vanilla, model)
     assert sorted(report.left_initial) == sorted(
-        n for n, l in _norms(model).items() if isinstance(l, GroupNorm)
+        n for n, layer in _norms(model).items() if isinstance(layer, GroupNorm)
     )
 
 
 def test_resnet50_gnws_is_group_norm_and_weight_standardization_throughout():
     model = resnet50_gnws(input_shape=SHAPE, include_top=False)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 53
-    assert all(isinstance(l, WSConv2D) for l in convs)
+    assert all(isinstance(layer, WSConv2D) for layer in convs)
     norms = _norms(model)
     assert len(norms) == 53
-    assert all(isinstance(l, GroupNorm) and l.get_config()["groups"] == 32 for l in norms.values())
+    assert all(isinstance(layer, GroupNorm) and layer.get_config()["groups"] == 32 for layer in norms.values())
 
 
 def test_gnws_group_count_is_an_argument():
     model = resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=16)
-    assert {l.get_config()["groups"] for l in _norms(model).values()} == {16}
+    assert {layer.get_config()["groups"] for layer in _norms(model).values()} == {16}
     with pytest.raises(ValueError, match="resnet50_gnws: argument `gn_groups` must be an integer >= 1"):
         resnet50_gnws(input_shape=SHAPE, include_top=False, gn_groups=0)
 
@@ -107,14 +109,14 @@ def test_mobilenetv2_gnws_warns_where_32_groups_degenerate_and_fewer_do_not():
         warnings.simplefilter("error")
         model = mobilenetv2_gnws(input_shape=(32, 32, 3), alpha=0.35, classes=10, gn_groups=8)
     assert model.get_layer("block_13_project_GN").get_config()["groups"] == 8
-    assert max(l.get_config()["groups"] for l in _norms(model).values()) == 8
+    assert max(layer.get_config()["groups"] for layer in _norms(model).values()) == 8
 
 
 def test_vanilla_convs_take_the_fast_input_gradient_except_the_strided_stem():
     model = resnet50(input_shape=SHAPE, include_top=False)
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    assert len(convs) == 53 and all(isinstance(l, Conv2D) for l in convs)
-    assert [l.name for l in convs if not l.fast_input_gradient] == ["conv1_conv"]  # 7x7, stride 2
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 53 and all(isinstance(layer, Conv2D) for layer in convs)
+    assert [layer.name for layer in convs if not layer.fast_input_gradient] == ["conv1_conv"]  # 7x7, stride 2
 
 
 def test_resnext_puts_the_group_norm_after_the_grouped_3x3_conv():
@@ -127,7 +129,9 @@ def test_resnext_puts_the_group_norm_after_the_grouped_3x3_conv():
     assert not conv.use_bias
     for _, block in _blocks():
         assert isinstance(model.get_layer(f"{block}_2_gn"), GroupNorm)
-    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    def count(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
     assert count(model) == count(vanilla_x)
 
 
@@ -149,7 +153,7 @@ def test_mobilenetv2_xbn_positions_and_group_fallback():
         model = mobilenetv2_xbn(input_shape=SHAPE, include_top=False, alpha=0.75)
     assert len([w for w in caught if "groups do not divide" in str(w.message)]) == 1
     norms = _norms(model)
-    gns = {n: l for n, l in norms.items() if isinstance(l, GroupNorm)}
+    gns = {n: layer for n, layer in norms.items() if isinstance(layer, GroupNorm)}
     expected = ["expanded_conv_depthwise_GN"] + [f"block_{i}_depthwise_GN" for i in range(1, 17)]
     assert sorted(gns) == sorted(expected)
     for name, channels in zip(expected, _depthwise_channels(0.75)):
@@ -162,14 +166,14 @@ def test_mobilenetv2_xbn_positions_and_group_fallback():
     assert gns["expanded_conv_depthwise_GN"].get_config()["requested_groups"] == 16
     bn_names = {"bn_Conv1", "Conv_1_bn"} | {f"block_{i}_expand_BN" for i in range(1, 17)}
     bn_names |= {"expanded_conv_project_BN"} | {f"block_{i}_project_BN" for i in range(1, 17)}
-    assert {n for n, l in norms.items() if isinstance(l, BatchNorm)} == bn_names
+    assert {n for n, layer in norms.items() if isinstance(layer, BatchNorm)} == bn_names
 
 
 def test_mobilenetv2_gnws():
     model = mobilenetv2_gnws(input_shape=SHAPE, include_top=False, alpha=0.35)
-    assert all(isinstance(l, GroupNorm) for l in _norms(model).values())
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    assert convs and all(isinstance(l, WSConv2D) for l in convs)
+    assert all(isinstance(layer, GroupNorm) for layer in _norms(model).values())
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(isinstance(layer, WSConv2D) for layer in convs)
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.35, 0.6, 0.75, 1.0, 1.4])
@@ -179,7 +183,9 @@ def test_every_alpha_builds_and_trains(alpha):
 
     model = mobilenetv2_xbn(input_shape=(32, 32, 3), alpha=alpha, classes=3)
     twin = mobilenetv2(input_shape=(32, 32, 3), alpha=alpha, classes=3)
-    count = lambda m: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+    def count(m):
+        return sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+
     assert count(model) == count(twin)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (4, 32, 32, 3)).astype("float32")

@@ -12,8 +12,8 @@ variant: see ``test_zoo_variants.py``.
 import keras
 import numpy as np
 import pytest
-
 from conftest import with_moving_statistics
+
 from xbn.fold import fold_batchnorm
 from xbn.layers.norms import is_batch_norm
 from xbn.models import get_model, list_models, model_facts
@@ -104,7 +104,7 @@ def test_batchnorm_folds_into_an_equal_inference_model(representative):
     a = np.asarray(model(x, training=False))
     b = np.asarray(folded(x, training=False))
     assert np.abs(a - b).max() <= 1e-4 * max(np.abs(a).max(), 1e-3)
-    assert not any(is_batch_norm(l) for l in folded.layers) or report.kept
+    assert not any(is_batch_norm(layer) for layer in folded.layers) or report.kept
 
 
 FEATURES = {"resnet": 2048, "resnext": 2048, "mobilenetv2": 1280, "resnet_cifar": 64, "shufflenetv2": 1024}

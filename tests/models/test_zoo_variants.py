@@ -22,8 +22,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import dtype_policy, with_moving_statistics
+
 from xbn.export import export_model
 from xbn.models import get_model, list_models, model_facts
 

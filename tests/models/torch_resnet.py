@@ -6,6 +6,8 @@ models/resnet_XBNBlock_P2.py) and torchvision's ResNeXt: the same module
 names (conv1, bn1, layer{S}.{B}.conv{K}/bn{K}, downsample.0/1, fc), the
 stride on the 3x3 conv, no conv biases, ``nn.GroupNorm(64, C)`` where XBN
 puts it (a basic block's bn1, a bottleneck's bn2, and the stem's bn1).
+``reference(name, ..., group_norm=32)`` is timm's ``resnet50_gn`` instead:
+``nn.GroupNorm(32, C)`` at every norm's place, torchvision's module names.
 """
 
 import torch
@@ -14,7 +16,13 @@ from torch import nn
 XBN_GROUPS = 64
 
 
+# 0: BatchNorm outside the XBN places; N: a GroupNorm of N groups at every norm's place (timm's resnet50_gn).
+_EVERY_NORM = {"groups": 0}
+
+
 def _norm(channels, group_norm):
+    if _EVERY_NORM["groups"]:
+        return nn.GroupNorm(_EVERY_NORM["groups"], channels)
     return nn.GroupNorm(min(XBN_GROUPS, channels), channels) if group_norm else nn.BatchNorm2d(channels)
 
 
@@ -26,7 +34,7 @@ class BasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = _norm(planes, xbn)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = _norm(planes, False)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -43,11 +51,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         width = int(planes * base_width / 64) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = _norm(width, False)
         self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
         self.bn2 = _norm(width, xbn)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.bn3 = _norm(planes * 4, False)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -72,7 +80,7 @@ class ResNet(nn.Module):
             if stride != 1 or self.inplanes != planes * block.expansion:
                 downsample = nn.Sequential(
                     nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                    nn.BatchNorm2d(planes * block.expansion),
+                    _norm(planes * block.expansion, False),
                 )
             stage = [block(self.inplanes, planes, stride, downsample, xbn, groups, width_per_group)]
             self.inplanes = planes * block.expansion
@@ -89,19 +97,27 @@ class ResNet(nn.Module):
 
 ARCHITECTURES = {
     "resnet18": (BasicBlock, (2, 2, 2, 2), {}),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), {}),
     "resnet50": (Bottleneck, (3, 4, 6, 3), {}),
     "resnet101": (Bottleneck, (3, 4, 23, 3), {}),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), {}),
     "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}),
+    "resnext101_32x8d": (Bottleneck, (3, 4, 23, 3), {"groups": 32, "width_per_group": 8}),
 }
 
 
-def reference(name, num_classes, seed=0):
+def reference(name, num_classes, seed=0, group_norm=0):
     """The PyTorch model of xbn's ``name`` (``_xbn`` for the XBN form), with
-    random weights, affine parameters and running statistics, in eval mode."""
+    random weights, affine parameters and running statistics, in eval mode;
+    ``group_norm=32``: a ``group_norm``-group GroupNorm at every norm's place."""
     base, xbn = (name[:-4], True) if name.endswith("_xbn") else (name, False)
     block, layers, options = ARCHITECTURES[base]
     torch.manual_seed(seed)
-    return randomize_norms(ResNet(block, layers, num_classes, xbn=xbn, **options), seed)
+    _EVERY_NORM["groups"] = group_norm
+    try:
+        return randomize_norms(ResNet(block, layers, num_classes, xbn=xbn, **options), seed)
+    finally:
+        _EVERY_NORM["groups"] = 0
 
 
 def randomize_norms(model, seed):

@@ -10,7 +10,6 @@ depthwise conv (the largest divisor of the channels not above the groups).
 
 import torch
 from torch import nn
-
 from torch_resnet import randomize_norms
 
 WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),

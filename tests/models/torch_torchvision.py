@@ -19,7 +19,6 @@ do (the largest divisor of the channels not above ``groups``).
 
 import torch
 from torch import nn
-
 from torch_resnet import randomize_norms
 
 SHUFFLE_WIDTHS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024)}

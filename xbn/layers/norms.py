@@ -1,9 +1,10 @@
 """The norm table: every kind of normalization and convolution, registered once.
 
-Model builders never name a layer class.  They describe each position of a
-network with a :class:`NormSpec` (a registered *kind* and its options) and
-each convolution with a registered conv kind, and ask :func:`make_norm` and
-:func:`make_conv` for the layer, as timm's ``create_norm`` does.  Everything
+Model builders never name a norm layer class.  They describe each position
+of a network with a :class:`NormSpec` (a registered *kind* and its options)
+and ask :func:`make_norm` for the layer, as timm's ``create_norm`` does; a
+variant names its convolution class (``Conv2D``, or ``WSConv2D`` for weight
+standardization) as an object, as timm passes ``block=Bottleneck``.  Everything
 else that must know what a kind *is* asks this table too: folding
 (:mod:`xbn.fold`), BatchNorm statistics, precise BN and the estimation
 shift all call :func:`is_batch_norm`.
@@ -20,11 +21,8 @@ kind       layer                                                  batch stats
 ``none``   ``keras.layers.Identity`` (no normalization)            no
 =========  =====================================================  ==========
 
-Conv kinds: ``conv`` (:class:`~xbn.layers.Conv2D`) and ``ws``
-(:class:`~xbn.layers.WSConv2D`, weight standardization).
-
-Adding a kind is one :func:`register_norm` (or :func:`register_conv`) call,
-usually beside the layer's class; every family and variant can then use it.
+Adding a kind is one :func:`register_norm` call, usually beside the layer's
+class; every family and variant can then use it.
 
 Group counts that do not divide the channels
 --------------------------------------------
@@ -45,10 +43,9 @@ from typing import Callable
 import keras
 
 from xbn import _checks
+from xbn.errors import UsageError, UsageTypeError
 from xbn.layers.batch_norm import BatchNorm
-from xbn.layers.conv import Conv2D
 from xbn.layers.group_norm import GroupNorm
-from xbn.layers.ws_conv import WSConv2D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,34 +76,20 @@ class NormKind:
 
 
 _NORMS = {}
-_CONVS = {}
 
 
 def register_norm(name, build, *, options, batch_statistics, layer_class, tag=None, description=""):
     """Register a norm kind (see :class:`NormKind`); returns it."""
     if name in _NORMS:
-        raise ValueError(f"register_norm: the norm kind {name!r} is already registered.")
+        raise UsageError(f"register_norm: the norm kind {name!r} is already registered.")
     kind = NormKind(name, build, dict(options), batch_statistics, layer_class, tag, description)
     _NORMS[name] = kind
     return kind
 
 
-def register_conv(name, layer_class):
-    """Register a conv kind: ``layer_class(filters, kernel_size, name=..., **kwargs)``."""
-    if name in _CONVS:
-        raise ValueError(f"register_conv: the conv kind {name!r} is already registered.")
-    _CONVS[name] = layer_class
-    return layer_class
-
-
 def norm_kinds():
     """The registered norm kinds, in registration order."""
     return tuple(_NORMS)
-
-
-def conv_kinds():
-    """The registered conv kinds, in registration order."""
-    return tuple(_CONVS)
 
 
 def norm_kind(name):
@@ -115,6 +98,7 @@ def norm_kind(name):
     return _NORMS[name]
 
 
+@dataclasses.dataclass(frozen=True, init=False)
 class NormSpec:
     """How to normalize at one position: a registered kind and its options.
 
@@ -129,21 +113,19 @@ class NormSpec:
     ValueError: NormSpec: the norm kind 'bn' takes no option 'groups'; its options are epsilon, momentum, synchronized.
     """
 
-    __slots__ = ("kind", "options")
+    kind: str
+    options: tuple  # ((name, value), ...), sorted by name
 
     def __init__(self, kind="bn", **options):
         defaults = norm_kind(kind).options
         for key in options:
             if key not in defaults:
-                raise ValueError(
+                raise UsageError(
                     f"NormSpec: the norm kind {kind!r} takes no option {key!r}; its options "
                     f"are {', '.join(defaults) or 'none'}."
                 )
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "kind", kind)  # frozen: set once, here
         object.__setattr__(self, "options", tuple(sorted(options.items())))
-
-    def __setattr__(self, name, value):
-        raise AttributeError("NormSpec is immutable; use replace()")
 
     def resolved(self):
         """Every option of the kind, the spec's own over the defaults."""
@@ -156,12 +138,6 @@ class NormSpec:
             return NormSpec(self.kind, **{**dict(self.options), **options})
         keep = {k: v for k, v in self.options if k in norm_kind(kind).options}
         return NormSpec(kind, **{**keep, **options})
-
-    def __eq__(self, other):
-        return isinstance(other, NormSpec) and (self.kind, self.options) == (other.kind, other.options)
-
-    def __hash__(self):
-        return hash((self.kind, self.options))
 
     def __repr__(self):
         options = "".join(f", {k}={v!r}" for k, v in self.options)
@@ -215,15 +191,9 @@ def make_norm(spec, channels, name, axis=-1):
         axis: the channel axis.
     """
     if not isinstance(spec, NormSpec):
-        raise TypeError(f"make_norm: `spec` must be a NormSpec; got {spec!r}.")
+        raise UsageTypeError(f"make_norm: `spec` must be a NormSpec; got {spec!r}.")
     kind = _NORMS[spec.kind]
     return kind.build(channels, layer_name(name, kind.tag), axis, **spec.resolved())
-
-
-def make_conv(kind, filters, kernel_size, name, **kwargs):
-    """A convolution of the registered conv kind ``kind`` (``"conv"``, ``"ws"``)."""
-    _checks.check_choice("make_conv", "kind", kind, conv_kinds())
-    return _CONVS[kind](filters, kernel_size, name=name, **kwargs)
 
 
 def is_batch_norm(layer):
@@ -276,5 +246,3 @@ register_norm(
     "none", _identity, options={}, batch_statistics=False, layer_class=keras.layers.Identity,
     tag="id", description="no normalization (identity)",
 )
-register_conv("conv", Conv2D)
-register_conv("ws", WSConv2D)

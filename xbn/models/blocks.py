@@ -1,13 +1,14 @@
 """Residual block types: what a ResNet stage repeats.
 
-A block type declares its *expansion* (output channels over the stage's
-width), its norm *roles* (the slots a variant fills, see
+A :class:`BlockType` declares its *expansion* (output channels over the
+stage's width), its norm *roles* (the slots a variant fills, see
 :mod:`xbn.models.variants`) and the role the XBNBlock rule turns into a
-GroupNorm.  :func:`xbn.models.resnet.build_resnet` takes any registered
-type, so ResNet-18/34 (basic), ResNet-50+ and ResNeXt (bottleneck) and the
-CIFAR ResNets are configurations of one builder.
+GroupNorm.  A ``ResNetConfig`` holds its block type as an object
+(``block=BOTTLENECK``, as timm passes ``block=Bottleneck``), so ResNet-18/34
+(:data:`BASIC`), ResNet-50+ and ResNeXt (:data:`BOTTLENECK`) and the CIFAR
+ResNets are configurations of one network.
 
-Adding a block type is one function decorated with :func:`register_block`.
+Adding a block type is one function and one ``BlockType(...)`` of it.
 
 Layer names follow keras.applications: ``{block}_{slot}_conv`` and
 ``{block}_{slot}_bn`` for slot 1, 2, ... and slot 0 for the projection
@@ -18,16 +19,16 @@ import dataclasses
 from typing import Callable
 
 import keras
-
 from keras import ops
 
 from xbn import _checks
+from xbn.errors import UsageError
 from xbn.models.common import channel_axis
 
 
 @dataclasses.dataclass(frozen=True)
 class BlockType:
-    """A registered residual block.
+    """A residual block.
 
     Attributes:
         name: ``"bottleneck"`` or ``"basic"``.
@@ -45,28 +46,9 @@ class BlockType:
     xbn_role: str
     build: Callable
 
-
-_BLOCKS = {}
-
-
-def register_block(name, *, expansion, roles, xbn_role):
-    """Decorator registering a block-building function as a :class:`BlockType`."""
-
-    def decorate(build):
-        if name in _BLOCKS:
-            raise ValueError(f"register_block: the block type {name!r} is already registered.")
-        if xbn_role not in roles:
-            raise ValueError(f"register_block: xbn_role {xbn_role!r} is not one of the roles {roles}.")
-        _BLOCKS[name] = BlockType(name, expansion, tuple(roles), xbn_role, build)
-        return build
-
-    return decorate
-
-
-def block_type(name):
-    """The :class:`BlockType` registered as ``name``."""
-    _checks.check_choice("ResNetConfig", "block", name, tuple(_BLOCKS))
-    return _BLOCKS[name]
+    def __post_init__(self):
+        if self.xbn_role not in self.roles:
+            raise UsageError(f"BlockType: xbn_role {self.xbn_role!r} is not one of the roles {self.roles}.")
 
 
 def _conv_norm(x, norms, role, channels, kernel, name, config, axis, stride=1, groups=1):
@@ -126,7 +108,6 @@ class PadShortcut(keras.layers.Layer):
         return {**super().get_config(), "extra": self.extra, "stride": self.stride}
 
 
-@register_block("bottleneck", expansion=4, roles=("p1", "p2", "p3", "shortcut"), xbn_role="p2")
 def bottleneck(x, filters, stride, name, config, norms):
     """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1 with 4x expansion (He et al., 2016).
 
@@ -146,7 +127,6 @@ def bottleneck(x, filters, stride, name, config, norms):
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-@register_block("basic", expansion=1, roles=("p1", "p2", "shortcut"), xbn_role="p1")
 def basic(x, filters, stride, name, config, norms):
     """3x3 -> 3x3 at the stage width, the stride on the first (He et al., 2016).
 
@@ -160,3 +140,8 @@ def basic(x, filters, stride, name, config, norms):
     x = _conv_norm(x, norms, "p2", filters, 3, f"{name}_2", config, axis)
     x = keras.layers.Add(name=f"{name}_add")([short, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+BOTTLENECK = BlockType("bottleneck", expansion=4, roles=("p1", "p2", "p3", "shortcut"), xbn_role="p2",
+                       build=bottleneck)
+BASIC = BlockType("basic", expansion=1, roles=("p1", "p2", "shortcut"), xbn_role="p1", build=basic)

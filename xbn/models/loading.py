@@ -6,6 +6,8 @@ opened by :func:`xbn.training.trained.load_trained`.)
 
 from pathlib import Path
 
+from xbn.errors import UsageError
+
 
 def _default_names(classes):
     return [f"class_{i}" for i in range(classes)]
@@ -17,7 +19,7 @@ def read_class_names(path, classes):
         return _default_names(classes)
     names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
     if len(names) != classes:
-        raise ValueError(f"{path} lists {len(names)} class names; the model has {classes} classes.")
+        raise UsageError(f"{path} lists {len(names)} class names; the model has {classes} classes.")
     return names
 
 
@@ -40,7 +42,7 @@ def load_model(path):
         return keras.saving.load_model(path)
     except (TypeError, ValueError) as error:
         if "Could not locate" in str(error):
-            raise ValueError(
+            raise UsageError(
                 f"{path} uses layers that neither keras nor xbn provides (keras: "
                 f"{str(error).split('Exception encountered:')[-1].strip()[:200]}...)."
             ) from None

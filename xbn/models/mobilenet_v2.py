@@ -4,7 +4,7 @@
   al., 2018, arXiv:1801.04381): same layer names, weights and parameter
   counts, every ``alpha``.
 - XBN (Huang et al., CVPR 2022): the BatchNorm after every depthwise conv
-  becomes a 16-group GroupNorm, as in seed 004 and the XBNBlock code; the
+  becomes a 16-group GroupNorm, as in the Keras article xbn started from and the XBNBlock code; the
   expand, project, stem and last-conv BatchNorms stay.
 - GN+WS: every BatchNorm a GroupNorm (``gn_groups=32``, capped) and every regular
   convolution a ``WSConv2D``; the depthwise convolutions (9 weights per
@@ -19,16 +19,24 @@ right of an even input), BatchNorm epsilon 1e-5 and momentum 0.9 (torch's
 
 Channel counts follow keras' ``_make_divisible(v, 8)``, so a requested group
 count need not divide them; the largest divisor of the channels not above
-the request is used (see :mod:`xbn.layers.factory`).  Every positive
+the request is used (see :mod:`xbn.layers.norms`).  Every positive
 ``alpha`` builds.
+
+Feature maps (``features_only=True``): the last map at each stride,
+``"P1"`` (``expanded_conv_project_BN``, stride 2), ``"P2"`` (``block_2_add``),
+``"P3"`` (``block_5_add``), ``"P4"`` (``block_12_add``) and ``"P5"``
+(``out_relu``, the last conv's, stride 32).
 """
+
+import dataclasses
 
 import keras
 
 from xbn import _checks
 from xbn.layers.norms import NormSpec
-from xbn.models import common, variants
-from xbn.models.registry import register_model
+from xbn.models import common
+from xbn.models.common import build
+from xbn.models.registry import Network, register_model
 
 BN = NormSpec("bn", epsilon=1e-3, momentum=0.999)
 # The BatchNorm of each layout (see the module docstring).
@@ -54,6 +62,22 @@ BLOCKS = (
     (6, 160, 2), (6, 160, 1), (6, 160, 1),
     (6, 320, 1),
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class MobileNetV2Config:
+    """The shape of a MobileNetV2.
+
+    Attributes:
+        blocks: ``(expansion, filters, stride)`` of each inverted residual block.
+        layout: ``"keras"`` or ``"torchvision"`` (see the module docstring).
+    """
+
+    blocks: tuple = BLOCKS
+    layout: str = "keras"
+
+
+MOBILENETV2 = MobileNetV2Config()
 
 
 def make_divisible(v, divisor=8, min_value=None):
@@ -112,36 +136,12 @@ def _inverted_res_block(inputs, expansion, stride, alpha, filters, block_id, nor
     return x
 
 
-def _bn(layout, owner):
-    """The BatchNorm spec of ``layout`` (checked: one of :data:`LAYOUTS`)."""
-    return LAYOUT_BN[_checks.check_choice(owner, "layout", layout, LAYOUTS)]
-
-
-def build_mobilenetv2(
-    norms,
-    facts,
-    input_shape=None,
-    alpha=1.0,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    classifier_activation="softmax",
-    name=None,
-    layout="keras",
-):
-    """Build a MobileNetV2 from its norm configuration (see module docstring)."""
-    owner = facts.name
-    _checks.check_choice(owner, "layout", layout, LAYOUTS)
+def mobilenetv2_trunk(img_input, config, norms, owner, alpha=1.0):
+    """The stem, the inverted residual blocks and the last conv; returns the
+    last feature map and ``{stride: the last map at that stride}``."""
     alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
-    input_shape = common.check_common_args(
-        owner, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, facts.default_size,
-    )
-    img_input = common.image_input(input_tensor, input_shape)
+    layout = config.layout
     axis = common.channel_axis()
-
     first_filters = make_divisible(32 * alpha, 8)
     if layout == "torchvision":
         x = _stride_2_pad(img_input, layout, "Conv1_pad")
@@ -150,16 +150,30 @@ def build_mobilenetv2(
         x = norms.conv_layer(first_filters, 3, name="Conv1", strides=2, padding="same", use_bias=False)(img_input)
     x = norms.norm("stem", first_filters, "bn_Conv1", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="Conv1_relu")(x)
-    for block_id, (expansion, filters, stride) in enumerate(BLOCKS):
-        x = _inverted_res_block(x, expansion, stride, alpha, filters, block_id, norms, layout)
+    features, stride = {}, 2
+    for block_id, (expansion, filters, block_stride) in enumerate(config.blocks):
+        if block_stride == 2:
+            features[stride] = x
+            stride *= 2
+        x = _inverted_res_block(x, expansion, block_stride, alpha, filters, block_id, norms, layout)
     # As in the paper, alpha does not shrink the last conv (it does widen it).
     last_filters = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = norms.conv_layer(last_filters, 1, name="Conv_1", use_bias=False)(x)
     x = norms.norm("last", last_filters, "Conv_1_bn", axis=axis)(x)
     x = keras.layers.ReLU(6.0, name="out_relu")(x)
-    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation,
-                              dropout=0.2 if layout == "torchvision" else 0.0)
-    return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
+    features[stride] = x
+    return x, features
+
+
+def _layout(config, layout, owner):
+    layout = _checks.check_choice(owner, "layout", config.layout if layout is None else layout, LAYOUTS)
+    return dataclasses.replace(config, layout=layout), LAYOUT_BN[layout]
+
+
+MOBILENETV2_NETWORK = Network(
+    trunk=mobilenetv2_trunk, layout=_layout, xbn_roles=lambda config, args, owner: XBN_ROLES,
+    head=lambda config, own: {"dropout": 0.2 if config.layout == "torchvision" else 0.0},
+)
 
 
 _DOC = """MobileNetV2{what}.
@@ -170,8 +184,10 @@ _DOC = """MobileNetV2{what}.
         alpha: width multiplier; any positive number (keras' ImageNet
             weights exist for 0.35, 0.5, 0.75, 1.0, 1.3 and 1.4).
         include_top, weights, input_tensor, pooling, classes,
-        classifier_activation, name: as for :func:`xbn.models.resnet50`
-            (``weights`` is ``None`` or a path on disk).
+        classifier_activation, name, features_only: as for
+            :func:`xbn.models.resnet50` (``weights``: ``None``, a name such
+            as ``"imagenet"`` or ``"torchvision"``, or a path on disk;
+            ``features_only`` gives ``"P1"`` to ``"P5"``).
         layout: ``"keras"`` (keras.applications') or ``"torchvision"``
             (torchvision's padding, BatchNorm and dropout; see
             :mod:`xbn.models.mobilenet_v2`).{extra}
@@ -189,7 +205,8 @@ _BN_ARGS = """
 def _mobilenet(variant, what, extra, description, keras_application=None):
     """:func:`register_model` with the family's facts and its docstring for ``variant``."""
     return register_model(
-        family="mobilenetv2", variant=variant, default_size=224, preprocessing="tf", small_args=SMALL_ARGS,
+        family="mobilenetv2", variant=variant, network=MOBILENETV2_NETWORK, config=MOBILENETV2, default_size=224,
+        preprocessing="tf", small_args=SMALL_ARGS,
         description=description, keras_application=keras_application, doc=_DOC.format(what=what, extra=extra),
     )
 
@@ -202,31 +219,22 @@ def _mobilenet(variant, what, extra, description, keras_application=None):
             "MobileNetV2 (keras.applications.MobileNetV2)", keras_application="MobileNetV2")
 def mobilenetv2(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras", bn_kind="bn",
-    bn_options=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, features_only=False,
+    layout="keras", bn_kind="bn", bn_options=None,
 ):
-    norms = variants.vanilla(_bn(layout, "mobilenetv2"), bn_kind, bn_options, owner="mobilenetv2")
-    return build_mobilenetv2(
-        norms, mobilenetv2.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name, layout,
-    )
+    return build(mobilenetv2, locals())
 
 
 @_mobilenet("xbn", " with XBN: a GroupNorm after every depthwise conv", """
-        xbn_groups: GroupNorm groups after each depthwise conv (16 in seed
-            004 and the XBNBlock code), reduced to a divisor of the channels.""" + _BN_ARGS,
+        xbn_groups: GroupNorm groups after each depthwise conv (16 in the
+            Keras article and the XBNBlock code), reduced to a divisor of the channels.""" + _BN_ARGS,
             "MobileNetV2 with a GroupNorm after every depthwise conv (XBN)")
 def mobilenetv2_xbn(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
-    xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, features_only=False,
+    layout="keras", xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None,
 ):
-    norms = variants.xbn(_bn(layout, "mobilenetv2_xbn"), XBN_ROLES, xbn_groups, bn_kind, bn_options,
-                         owner="mobilenetv2_xbn")
-    return build_mobilenetv2(
-        norms, mobilenetv2_xbn.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name, layout,
-    )
+    return build(mobilenetv2_xbn, locals())
 
 
 @_mobilenet("gnws", " with GroupNorm + weight standardization", """
@@ -239,11 +247,7 @@ def mobilenetv2_xbn(
             "MobileNetV2 with GroupNorm + weight-standardized convs (GN+WS)")
 def mobilenetv2_gnws(
     input_shape=None, alpha=1.0, include_top=True, weights=None, input_tensor=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, layout="keras",
-    gn_groups=GNWS_GROUPS,
+    pooling=None, classes=1000, classifier_activation="softmax", name=None, features_only=False,
+    layout="keras", gn_groups=GNWS_GROUPS,
 ):
-    norms = variants.gnws(gn_groups, owner="mobilenetv2_gnws")
-    return build_mobilenetv2(
-        norms, mobilenetv2_gnws.facts, input_shape, alpha, include_top, weights,
-        input_tensor, pooling, classes, classifier_activation, name, layout,
-    )
+    return build(mobilenetv2_gnws, locals())

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 from xbn import _files
+from xbn.errors import UsageError
 
 GRAPHVIZ_HINT = (
     "Model diagrams need the graphviz binary 'dot', which is not on this machine's "
@@ -42,7 +43,7 @@ def plot_model(name, out, image_size=None, show_shapes=True, rankdir="TB", dpi=9
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"plot_model: `out` must end in one of {', '.join(FORMATS)}; got {out}.")
+        raise UsageError(f"plot_model: `out` must end in one of {', '.join(FORMATS)}; got {out}.")
     check_graphviz()
     size = image_size or model_facts(name).default_size
     model_args.setdefault("input_shape", (size, size, 3))

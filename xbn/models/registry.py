@@ -5,13 +5,21 @@ Each entry carries the model's *facts*, the things training, evaluation and
 export need to know about it without restating them by hand: its family,
 its normalization variant, its default input size and its preprocessing mode
 (as in ``keras.applications``: ``"caffe"`` for ResNets, ``"tf"`` for
-MobileNetV2).
+MobileNetV2); and how it is built: its family's :class:`Network` and its
+configuration (a ``ResNetConfig`` row, say), which :func:`build` turns into
+a model.  Every registered builder's body is that one call::
+
+    @register_model(family="resnet", variant="xbn", network=RESNET, config=RESNET50, ...)
+    def resnet50_xbn(include_top=True, weights=None, ..., xbn_groups=64, ...):
+        return build(resnet50_xbn, locals())
 """
 
 import dataclasses
 import re
+from typing import Any, Callable
 
 from xbn import _checks
+from xbn.errors import UsageError, UsageTypeError
 
 PREPROCESSING_MODES = ("caffe", "tf", "torch")
 VARIANTS = ("vanilla", "xbn", "gnws")
@@ -23,7 +31,8 @@ class ModelFacts:
 
     Attributes:
         name: the registered name (``"resnet50_xbn"``).
-        family: ``"resnet"``, ``"resnext"`` or ``"mobilenetv2"``.
+        family: ``"resnet"``, ``"resnext"``, ``"resnet_cifar"``, ``"mobilenetv2"``
+            or ``"shufflenetv2"``.
         variant: ``"vanilla"``, ``"xbn"`` (XBNBlock) or ``"gnws"`` (GN+WS).
         default_size: the side of the square input it was designed for.
         preprocessing: the ``keras.applications`` preprocessing mode.
@@ -57,43 +66,90 @@ class ModelFacts:
         return self.name[: -len(suffix)] if self.name.endswith(suffix) else self.name
 
 
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """How a family's networks are built, for :func:`build` (one per family module).
+
+    Attributes:
+        trunk: ``trunk(inputs, config, norms, owner, **own) -> (x, features)``:
+            the network from its input to its last feature map, ``own`` being
+            the family's own builder arguments (MobileNetV2's ``alpha``) and
+            ``owner`` the builder's name, for errors;
+            ``features`` maps each stride (4, 8, ...) to the last feature map
+            at that stride, in order (what ``features_only=True`` returns).
+        layout: ``layout(config, layout, owner) -> (config, bn)``: the
+            configuration in ``layout`` (``None``: its default) and the
+            BatchNorm spec of that layout.
+        xbn_roles: ``xbn_roles(config, args, owner) -> roles``: the norm roles
+            the XBNBlock rule makes GroupNorms; takes (pops) the family's own
+            XBN arguments from ``args`` (ResNet's ``xbn_position``).
+        head: ``head(config, own) -> dict``: the classifier's
+            :func:`xbn.models.common.classifier_top` options (``use_bias``,
+            ``dropout``) of that configuration.
+    """
+
+    trunk: Callable
+    layout: Callable
+    xbn_roles: Callable
+    head: Callable = lambda config, own: {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    builder: Callable
+    facts: ModelFacts
+    network: Network
+    config: Any
+
+
 _REGISTRY = {}
 
 
 def register_model(
-    *, family, variant, default_size, preprocessing, description, keras_application=None,
-    small_args=None, min_size=32, doc=None,
+    *, family, variant, network, default_size, preprocessing, description, config=None,
+    keras_application=None, small_args=None, min_size=32, doc=None,
 ):
     """Decorator registering a builder under its function name (see :class:`ModelFacts`).
 
     Every family registers its public builders this one way: an explicit
-    keras.applications-style signature, decorated with its facts and
-    ``doc``, the docstring (a family formats one shared template per model,
-    so ``help()``, editors and ``inspect.signature`` all see the real thing).
+    keras.applications-style signature whose body is ``return
+    build(NAME, locals())``, decorated with its facts, its family's
+    :class:`Network`, its ``config`` (what the network builds: a table row
+    such as ``RESNET50``) and ``doc``, the docstring (a family formats one
+    shared template per model, so ``help()``, editors and
+    ``inspect.signature`` all see the real thing).
     """
     if variant not in VARIANTS:
-        raise ValueError(f"register_model: variant must be one of {VARIANTS}; got {variant!r}")
+        raise UsageError(f"register_model: variant must be one of {VARIANTS}; got {variant!r}")
     if preprocessing not in PREPROCESSING_MODES:
-        raise ValueError(
+        raise UsageError(
             f"register_model: preprocessing must be one of {PREPROCESSING_MODES}; "
             f"got {preprocessing!r}"
         )
+    if not isinstance(network, Network):
+        raise UsageTypeError(f"register_model: `network` must be a Network; got {network!r}.")
 
     def decorate(builder):
         name = builder.__name__
         if name in _REGISTRY:
-            raise ValueError(f"register_model: {name!r} is already registered")
+            raise UsageError(f"register_model: {name!r} is already registered")
         facts = ModelFacts(
             name, family, variant, default_size, preprocessing, description, keras_application,
             dict(small_args or {}), min_size,
         )
-        _REGISTRY[name] = (builder, facts)
+        _REGISTRY[name] = _Entry(builder, facts, network, config)
         builder.facts = facts
         if doc is not None:
             builder.__doc__ = doc
         return builder
 
     return decorate
+
+
+def registration(name):
+    """``(facts, network, config)`` of the registered model ``name``."""
+    entry = _entry(name)
+    return entry.facts, entry.network, entry.config
 
 
 def _natural_key(name):
@@ -113,23 +169,23 @@ def list_models(family=None, variant=None):
     ['resnext50_32x4d_xbn', 'resnext101_32x8d_xbn']
     """
     if variant is not None and variant not in VARIANTS:
-        raise ValueError(f"list_models: variant must be one of {VARIANTS}; got {variant!r}.")
+        raise UsageError(f"list_models: variant must be one of {VARIANTS}; got {variant!r}.")
     names = [
-        name for name, (_, facts) in _REGISTRY.items()
-        if (family is None or facts.family == family) and (variant is None or facts.variant == variant)
+        name for name, entry in _REGISTRY.items()
+        if (family is None or entry.facts.family == family) and (variant is None or entry.facts.variant == variant)
     ]
-    if family is not None and not names and not any(f.family == family for _, f in _REGISTRY.values()):
-        families = sorted({f.family for _, f in _REGISTRY.values()})
-        raise ValueError(f"list_models: unknown family {family!r}; the families are {', '.join(families)}.")
+    if family is not None and not names and not any(e.facts.family == family for e in _REGISTRY.values()):
+        families = sorted({e.facts.family for e in _REGISTRY.values()})
+        raise UsageError(f"list_models: unknown family {family!r}; the families are {', '.join(families)}.")
     return sorted(names, key=_natural_key)
 
 
 def twin(name, variant):
     """The registered ``variant`` form of the model ``name`` (``twin("resnet50",
     "xbn")`` -> ``"resnet50_xbn"``), or ``None`` where there is none."""
-    base = _entry(name)[1].base
-    for other, (_, facts) in _REGISTRY.items():
-        if facts.base == base and facts.variant == variant:
+    base = _entry(name).facts.base
+    for other, entry in _REGISTRY.items():
+        if entry.facts.base == base and entry.facts.variant == variant:
             return other
     return None
 
@@ -142,7 +198,7 @@ def unregister_model(name):
 
 def _entry(name):
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(
+        raise UsageError(
             f"Unknown model {name!r}. The registered models are: {', '.join(list_models())}."
         )
     return _REGISTRY[name]
@@ -150,7 +206,7 @@ def _entry(name):
 
 def get_builder(name):
     """The builder function registered as ``name``."""
-    return _entry(name)[0]
+    return _entry(name).builder
 
 
 def check_arguments(name, kwargs, exclude=(), flag="argument"):
@@ -165,7 +221,7 @@ def check_arguments(name, kwargs, exclude=(), flag="argument"):
     known = [p for p in parameters if p not in exclude]
     for key in kwargs:
         if key not in parameters:
-            raise ValueError(
+            raise UsageError(
                 f"{flag} {key}: {name} takes no argument {key!r}{_checks.close_match(key, known)}. Its arguments: "
                 f"{', '.join(known)}."
             )
@@ -193,14 +249,14 @@ def model_facts(model_or_name):
     ``name=``), else by its name.
     """
     if isinstance(model_or_name, str):
-        return _entry(model_or_name)[1]
+        return _entry(model_or_name).facts
     facts = getattr(model_or_name, "xbn_facts", None)
     if facts is not None:
         return facts
     name = getattr(model_or_name, "name", None)
     if name in _REGISTRY:
-        return _REGISTRY[name][1]
-    raise ValueError(
+        return _REGISTRY[name].facts
+    raise UsageError(
         f"model_facts: the model {name!r} was not built by an xbn builder and its name "
         f"is not a registered model; pass the registered name instead (one of "
         f"{', '.join(list_models())})."

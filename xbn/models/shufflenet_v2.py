@@ -32,14 +32,22 @@ Widths per ``alpha`` (stage outputs; last conv): 0.5: 48, 96, 192; 1024.
   above it, e.g. 24 of 48 at 0.5x, where the official code fails).
 - GN+WS: every BatchNorm a GroupNorm (``gn_groups=32``, capped) and every
   regular convolution a ``WSConv2D``; depthwise convs are left as they are.
+
+Feature maps (``features_only=True``): ``"P2"`` (after the max-pool, stride
+4), ``"P3"`` and ``"P4"`` (stages 2 and 3) and ``"P5"`` (the last conv's,
+stride 32).
 """
+
+import dataclasses
 
 import keras
 
 from xbn import _checks
+from xbn.errors import UsageError
 from xbn.layers.norms import NormSpec
-from xbn.models import common, variants
-from xbn.models.registry import register_model
+from xbn.models import common
+from xbn.models.common import build
+from xbn.models.registry import Network, register_model
 
 BN = NormSpec("bn", epsilon=1e-5, momentum=0.9)  # torch's defaults (momentum 0.1)
 XBN_GROUPS = 29
@@ -179,52 +187,75 @@ def _unit(x, out_channels, stride, name, norms, layout="official"):
     return ChannelShuffle(2, name=f"{name}_shuffle")(x) if torchvision else x
 
 
-def build_shufflenetv2(
-    norms, facts, include_top=True, weights=None, input_tensor=None, input_shape=None,
-    pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0, layout="official",
-):
-    """Build a ShuffleNetV2 from its norms (see the module docstring)."""
-    owner = facts.name
-    if not isinstance(include_top, bool) and isinstance(include_top, (int, float)):
-        raise TypeError(
-            f"{owner}: `include_top` must be a bool. Received: include_top={include_top!r}. The width is the "
-            f"keyword argument `alpha` and comes after keras' arguments: {owner}(alpha={include_top!r})."
-        )
-    _checks.check_choice(owner, "layout", layout, LAYOUTS)
+@dataclasses.dataclass(frozen=True)
+class ShuffleNetV2Config:
+    """The shape of a ShuffleNetV2.
+
+    Attributes:
+        repeats: units per stage.
+        widths: ``{alpha: (stage widths..., last conv)}``.
+        layout: ``"official"`` or ``"torchvision"`` (see the module docstring).
+    """
+
+    repeats: tuple = REPEATS
+    widths: dict = dataclasses.field(default_factory=lambda: dict(ALPHAS))
+    layout: str = "official"
+
+    def __hash__(self):
+        return hash((self.repeats, tuple(self.widths.items()), self.layout))
+
+
+SHUFFLENETV2 = ShuffleNetV2Config()
+
+
+def shufflenetv2_trunk(img_input, config, norms, owner, alpha=1.0):
+    """The stem, the three stages and the last conv; returns the last feature
+    map and ``{stride: the last map at that stride}``."""
     alpha = _checks.check_float(owner, "alpha", alpha, minimum=0.0, min_inclusive=False)
-    if alpha not in ALPHAS:
-        raise ValueError(
-            f"{owner}: argument `alpha` must be one of {', '.join(str(a) for a in ALPHAS)} (the official "
+    if alpha not in config.widths:
+        raise UsageError(
+            f"{owner}: argument `alpha` must be one of {', '.join(str(a) for a in config.widths)} (the official "
             f"widths). Received: alpha={alpha!r}"
         )
-    input_shape = common.check_common_args(
-        owner, include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, facts.default_size,
-    )
-    img_input = common.image_input(input_tensor, input_shape)
     axis = common.channel_axis()
-    widths = ALPHAS[alpha]
+    widths = config.widths[alpha]
     x = keras.layers.ZeroPadding2D(1, name="stem_pad")(img_input)
     x = norms.conv_layer(STEM, 3, name="stem_conv", strides=2, use_bias=False)(x)
     x = norms.norm("stem", STEM, "stem_bn", axis=axis)(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool_pad")(x)  # after ReLU: zeros act as -inf
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool")(x)
-    for stage, (repeats, width) in enumerate(zip(REPEATS, widths[:3])):
+    features, stride = {4: x}, 4
+    for stage, (repeats, width) in enumerate(zip(config.repeats, widths[:-1])):
+        stride *= 2
         for index in range(repeats):
-            x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms, layout)
-    x = _conv_norm_relu(x, norms, widths[3], "last", "last")
-    x = common.classifier_top(x, include_top, pooling, classes, classifier_activation,
-                              use_bias=layout == "torchvision", dropout=0.2 if alpha == 2.0 else 0.0)
-    return common.finish_model(img_input, input_tensor, x, name or facts.name, facts, weights)
+            x = _unit(x, width, 2 if index == 0 else 1, f"stage{stage + 2}_unit{index + 1}", norms, config.layout)
+        features[stride] = x
+    x = _conv_norm_relu(x, norms, widths[-1], "last", "last")
+    features[stride] = x
+    return x, features
+
+
+def _layout(config, layout, owner):
+    layout = _checks.check_choice(owner, "layout", config.layout if layout is None else layout, LAYOUTS)
+    return dataclasses.replace(config, layout=layout), BN
+
+
+SHUFFLENETV2_NETWORK = Network(
+    trunk=shufflenetv2_trunk, layout=_layout, xbn_roles=lambda config, args, owner: XBN_ROLES,
+    head=lambda config, own: {"use_bias": config.layout == "torchvision",
+                              "dropout": 0.2 if own.get("alpha") == 2.0 else 0.0},
+)
 
 
 _DOC = """ShuffleNetV2{what} (the official XBNBlock code's layout, or torchvision's).
 
     Args:
         include_top, weights, input_tensor, input_shape, pooling, classes,
-        classifier_activation, name: as for :func:`xbn.models.resnet50`
-            (``weights`` is ``None`` or a path on disk; sides of at least 32).
+        classifier_activation, name, features_only: as for
+            :func:`xbn.models.resnet50` (``weights``: ``None``, a name such as
+            ``"torchvision"``, or a path on disk; sides of at least 32;
+            ``features_only`` gives ``"P2"`` to ``"P5"``).
         alpha: width, one of 0.5, 1.0, 1.5, 2.0 (after keras' arguments,
             as ``layout`` and the variant's own are in every family).
         layout: ``"official"`` (the XBNBlock code's, Megvii's) or
@@ -241,7 +272,8 @@ _BN_ARGS = """
 def _shufflenet(variant, what, extra):
     """:func:`register_model` with the family's facts and its docstring for ``variant``."""
     return register_model(
-        family="shufflenetv2", variant=variant, default_size=224, preprocessing="torch",
+        family="shufflenetv2", variant=variant, network=SHUFFLENETV2_NETWORK, config=SHUFFLENETV2, default_size=224,
+        preprocessing="torch",
         small_args={"alpha": 0.5}, description=f"ShuffleNetV2{what}", doc=_DOC.format(what=what, extra=extra),
     )
 
@@ -252,30 +284,24 @@ def _shufflenet(variant, what, extra):
 
 @_shufflenet("vanilla", "", _BN_ARGS)
 def shufflenetv2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", name=None, alpha=1.0, layout="official",
-                 bn_kind="bn", bn_options=None):
-    norms = variants.vanilla(BN, bn_kind, bn_options, owner="shufflenetv2")
-    return build_shufflenetv2(norms, shufflenetv2.facts, include_top, weights, input_tensor, input_shape,
-                              pooling, classes, classifier_activation, name, alpha, layout)
+                 classes=1000, classifier_activation="softmax", name=None, features_only=False, alpha=1.0,
+                 layout="official", bn_kind="bn", bn_options=None):
+    return build(shufflenetv2, locals())
 
 
 @_shufflenet("xbn", " with XBN: a GroupNorm after every depthwise conv", """
         xbn_groups: GroupNorm groups after each depthwise conv (29, the
             official 1.0x script's), reduced to a divisor of the channels.""" + _BN_ARGS)
-def shufflenetv2_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                     pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0,
+def shufflenetv2_xbn(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                     classes=1000, classifier_activation="softmax", name=None, features_only=False, alpha=1.0,
                      layout="official", xbn_groups=XBN_GROUPS, bn_kind="bn", bn_options=None):
-    norms = variants.xbn(BN, XBN_ROLES, xbn_groups, bn_kind, bn_options, owner="shufflenetv2_xbn")
-    return build_shufflenetv2(norms, shufflenetv2_xbn.facts, include_top, weights, input_tensor, input_shape,
-                              pooling, classes, classifier_activation, name, alpha, layout)
+    return build(shufflenetv2_xbn, locals())
 
 
 @_shufflenet("gnws", " with GroupNorm + weight standardization", """
         gn_groups: groups of every GroupNorm (32, as in the GN paper),
             reduced to a divisor of each layer's channels.""")
-def shufflenetv2_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None,
-                      pooling=None, classes=1000, classifier_activation="softmax", name=None, alpha=1.0,
+def shufflenetv2_gnws(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                      classes=1000, classifier_activation="softmax", name=None, features_only=False, alpha=1.0,
                       layout="official", gn_groups=GNWS_GROUPS):
-    norms = variants.gnws(gn_groups, owner="shufflenetv2_gnws")
-    return build_shufflenetv2(norms, shufflenetv2_gnws.facts, include_top, weights, input_tensor, input_shape,
-                              pooling, classes, classifier_activation, name, alpha, layout)
+    return build(shufflenetv2_gnws, locals())

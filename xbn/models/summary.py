@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from xbn import _files
+from xbn.errors import UsageError
 
 _TABLE_HEADER = (
     "| model | variant | input | params | trainable | GMACs | GFLOPs | description |\n"
@@ -29,7 +30,7 @@ def count_params(model):
 def count_macs(model):
     """Multiply-accumulates of one forward pass of one image."""
     if any(d is None for d in model.input_shape[1:]):
-        raise ValueError(
+        raise UsageError(
             f"count_macs: {model.name!r} has no static input size "
             f"{model.input_shape}; build it with input_shape=(H, W, 3)."
         )

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xbn.errors import UsageError
+
 # The families whose PyTorch names this module maps (see _LAYER_NAMES below).
 FAMILIES = ("resnet", "resnext", "resnet_cifar", "shufflenetv2", "mobilenetv2")
 _KERAS_NAMES = {
@@ -95,12 +97,12 @@ def _read_file(path):
     """The state of a checkpoint file, or one line saying what is wrong with the file."""
     where = f"load_torch_weights: {path}"
     if path.is_dir():
-        raise ValueError(f"{where} is a folder, not a checkpoint file; name the .pth/.pt/.safetensors file in it.")
+        raise UsageError(f"{where} is a folder, not a checkpoint file; name the .pth/.pt/.safetensors file in it.")
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file.")
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(f"{where} is empty (0 bytes): the save or the copy did not finish; fetch it again.")
+        raise UsageError(f"{where} is empty (0 bytes): the save or the copy did not finish; fetch it again.")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if path.suffix == ".safetensors":
@@ -114,7 +116,7 @@ def _read_file(path):
         try:
             return load_file(str(path))
         except Exception as error:  # noqa: BLE001 - the library's errors are not typed
-            raise ValueError(f"{where} is not a readable safetensors file ({_first_line(error)}).") from None
+            raise UsageError(f"{where} is not a readable safetensors file ({_first_line(error)}).") from None
     try:
         import torch
     except ImportError:
@@ -125,20 +127,20 @@ def _read_file(path):
     import zipfile
 
     if head.startswith(b"PK") and not zipfile.is_zipfile(path):
-        raise ValueError(f"{where} is damaged or truncated: it starts as torch.save's zip archive but its end "
+        raise UsageError(f"{where} is damaged or truncated: it starts as torch.save's zip archive but its end "
                          f"is missing ({size:,} bytes); fetch or save it again.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling errors have many types
         text = _ANSI.sub("", str(error))
         if "Unsupported global" in text or "can still be loaded" in text:
-            raise ValueError(
+            raise UsageError(
                 f"{where} holds pickled Python objects, not only tensors (a whole model saved with "
                 "torch.save(model)?), which are not loaded unseen. If you trust the file, load it in the code "
                 "that defines the model and save model.state_dict() instead."
             ) from None
         reason = "not a torch.save file" if "invalid load key" in text else _first_line(error)
-        raise ValueError(f"{where} is not a PyTorch checkpoint of tensors ({reason}).") from None
+        raise UsageError(f"{where} is not a PyTorch checkpoint of tensors ({reason}).") from None
 
 
 def _first_line(error):
@@ -165,7 +167,7 @@ def read_torch_state(checkpoint):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not state:
-        raise ValueError(
+        raise UsageError(
             "load_torch_weights: expected a state dict ({name: tensor}) or a checkpoint holding one under "
             f"'state_dict' or 'model'; got {type(state).__name__}."
         )
@@ -301,7 +303,7 @@ def load_torch_weights(model, checkpoint, strict=True):
 
     facts = model_facts(model)
     if facts.family not in FAMILIES:
-        raise ValueError(
+        raise UsageError(
             f"load_torch_weights: {facts.name} is a {facts.family} model; PyTorch names are mapped for the "
             f"{', '.join(FAMILIES)} families."
         )
@@ -331,7 +333,7 @@ def load_torch_weights(model, checkpoint, strict=True):
     missing = [w.path for w in model.weights if w.path not in targets and w.path not in mismatched]
     report = TorchLoadReport({path: t[2] for path, t in targets.items()}, unused, missing, mismatched)
     if strict and not report.complete:
-        raise ValueError(f"load_torch_weights: the checkpoint does not fit {facts.name}: {report.summary()}. "
+        raise UsageError(f"load_torch_weights: the checkpoint does not fit {facts.name}: {report.summary()}. "
                          f"{_likely_cause(report, model)} Nothing was loaded.")
     for variable, value, _ in targets.values():
         variable.assign(value.astype(variable.dtype))
@@ -387,13 +389,13 @@ def model_from_torch(name, checkpoint, image_size=None, model_args=None, strict=
 
     facts = model_facts(name)
     model_args = dict(model_args or {})
-    check_arguments(name, model_args, exclude=("input_shape", "classes", "weights"), flag="--model-arg")
+    check_arguments(name, model_args, exclude=("input_shape", "classes", "weights"), flag="`model_args`")
     state = read_torch_state(checkpoint)
     if "layout" in inspect.signature(get_builder(name)).parameters:
         model_args.setdefault("layout", _layout_of(state, facts.family))
     classifier = next((state[k] for k in CLASSIFIERS if k in state), None)
     if classifier is None and model_args.get("include_top", True):
-        raise ValueError(
+        raise UsageError(
             f"model_from_torch: the checkpoint has no classifier (fc.weight); pass include_top=False "
             f"to convert {name}'s features."
         )

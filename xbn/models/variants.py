@@ -22,7 +22,9 @@ kind's options (``momentum``, ``synchronized``, ``renorm_clipping``, ...).
 import dataclasses
 
 from xbn import _checks
-from xbn.layers.norms import NormSpec, make_conv, make_norm, norm_kind, norm_kinds
+from xbn.errors import UsageError, UsageTypeError
+from xbn.layers import Conv2D, WSConv2D
+from xbn.layers.norms import NormSpec, make_norm, norm_kind, norm_kinds
 
 # The XBNBlock code uses torch's nn.GroupNorm defaults: epsilon 1e-5.
 GN_EPSILON = 1e-5
@@ -35,12 +37,13 @@ class Norms:
     Attributes:
         default: the spec of every role not in ``at``.
         at: ``((role, spec), ...)``: the roles that differ from the default.
-        conv: the registered conv kind of the regular convolutions.
+        conv: the class of the regular convolutions (``Conv2D``, or
+            ``WSConv2D`` for weight standardization).
     """
 
     default: NormSpec
     at: tuple = ()
-    conv: str = "conv"
+    conv: type = Conv2D
 
     def spec(self, role):
         """The :class:`NormSpec` at ``role``."""
@@ -51,8 +54,8 @@ class Norms:
         return make_norm(self.spec(role), channels, name, axis=axis)
 
     def conv_layer(self, filters, kernel_size, name, **kwargs):
-        """A regular convolution of this variant's conv kind."""
-        return make_conv(self.conv, filters, kernel_size, name, **kwargs)
+        """A regular convolution of this variant's class."""
+        return self.conv(filters, kernel_size, name=name, **kwargs)
 
 
 def batch_norm(base, bn_kind="bn", bn_options=None, owner="model"):
@@ -64,14 +67,14 @@ def batch_norm(base, bn_kind="bn", bn_options=None, owner="model"):
     if bn_options is None:
         bn_options = {}
     if not isinstance(bn_options, dict):
-        raise TypeError(
+        raise UsageTypeError(
             f"{owner}: `bn_options` must be a dict of {bn_kind!r} options such as "
             f"{{'momentum': 0.9}}; got {bn_options!r}."
         )
     known = norm_kind(bn_kind).options
     unknown = [key for key in bn_options if key not in known]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"{owner}: bn_options {unknown[0]!r} is not an option of the norm kind "
             f"{bn_kind!r}; its options are {', '.join(known) or 'none'}."
         )
@@ -93,4 +96,26 @@ def xbn(base, roles, groups, bn_kind="bn", bn_options=None, owner="model"):
 def gnws(groups, owner="model"):
     """GN+WS: a ``groups``-group GroupNorm at every role, weight-standardized convs."""
     groups = _checks.check_int(owner, "gn_groups", groups, minimum=1)
-    return Norms(NormSpec("gn", groups=groups, epsilon=GN_EPSILON), conv="ws")
+    return Norms(NormSpec("gn", groups=groups, epsilon=GN_EPSILON), conv=WSConv2D)
+
+
+def for_variant(variant, base, xbn_roles, args, owner="model"):
+    """The :class:`Norms` of ``variant``, taking (popping) its arguments from
+    the builder's ``args``: ``bn_kind`` and ``bn_options`` (vanilla, XBN),
+    ``xbn_groups`` (XBN), ``gn_groups`` (GN+WS).
+
+    Args:
+        variant: ``"vanilla"``, ``"xbn"`` or ``"gnws"``.
+        base: the family's BatchNorm spec (of the layout).
+        xbn_roles: ``xbn_roles()`` gives the roles the XBN rule makes
+            GroupNorms (called for XBN only: it takes the family's own XBN
+            arguments from ``args``).
+        args: the builder's arguments; those of the variant are removed.
+        owner: the builder, for errors.
+    """
+    if variant == "gnws":
+        return gnws(args.pop("gn_groups"), owner)
+    bn_kind, bn_options = args.pop("bn_kind", "bn"), args.pop("bn_options", None)
+    if variant == "vanilla":
+        return vanilla(base, bn_kind, bn_options, owner)
+    return xbn(base, xbn_roles(), args.pop("xbn_groups"), bn_kind, bn_options, owner)

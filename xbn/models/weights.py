@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xbn.errors import UsageError
+
 
 @dataclasses.dataclass
 class TransferReport:
@@ -96,7 +98,7 @@ def read_weights(path):
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             if "model.weights.h5" not in archive.namelist():
-                raise ValueError(
+                raise UsageError(
                     f"read_weights: {path} is a zip file but not a .keras model "
                     "(it has no model.weights.h5)."
                 )
@@ -106,7 +108,7 @@ def read_weights(path):
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        raise ValueError(
+        raise UsageError(
             f"read_weights: {path} is neither an HDF5 weights file (.weights.h5, .h5) "
             f"nor a .keras file: {error}"
         ) from None
@@ -173,12 +175,12 @@ def load_weights(model, path, strict=True):
     mismatched = "; ".join(f"{k}: {v}" for k, v in list(report.mismatched.items())[:2])
     detail = f" (e.g. {mismatched})" if mismatched else ""
     if not report.loaded:
-        raise ValueError(
+        raise UsageError(
             f"load_weights: no layer of {model.name!r} matches a layer of {path} by name "
             f"and shape ({report.summary()}){detail}; is it a weights file of another model?"
         )
     if strict and 2 * len(report.loaded) < weighted:
-        raise ValueError(
+        raise UsageError(
             f"load_weights: only {len(report.loaded)} of the {weighted} layers of {model.name!r} "
             f"with weights found weights of their name and shape in {path}{detail}. The file is "
             "of another model, or of this one built with other arguments (alpha, groups, "
