@@ -124,3 +124,52 @@ def test_an_unbuilt_sequential_model_gets_one_true_refusal():
     for rewrite in (to_xbn, to_xbn_layers):
         with pytest.raises(ValueError, match=r"the Sequential model 'seq' is not built.*keras.Input"):
             rewrite(_sequential(built=False))
+
+
+def _channel_moments(values):
+    values = np.asarray(values, np.float64).reshape(-1, values.shape[-1])
+    return values.mean(axis=0), values.std(axis=0)
+
+
+def test_calibration_matches_each_groupnorm_to_the_batchnorm_it_replaces():
+    """Issue 39: each new GroupNorm's output has, channel by channel, the mean
+    and spread the trained BatchNorm gives its output while it normalizes
+    with the statistics of the images (beta, and |gamma| shrunk by the
+    epsilon), in a float64 NumPy reference of both, so the layers after it
+    get what they were trained on; uncalibrated, the network computes
+    something else."""
+    keras.utils.set_random_seed(5)
+    source = with_moving_statistics(get_model("resnet20", input_shape=(32, 32, 3), classes=10,
+                                              classifier_activation=None), seed=3)
+    for layer in source.layers:  # trained-looking scales (some negative) and offsets
+        if isinstance(layer, BatchNorm):
+            c = layer.gamma.shape[0]
+            layer.gamma.assign(np.random.default_rng(c).uniform(-0.5, 2.0, c).astype("float32"))
+            layer.beta.assign(np.random.default_rng(c + 1).normal(0, 0.5, c).astype("float32"))
+    images = np.random.default_rng(0).normal(0, 1, (96, 32, 32, 3)).astype("float32")
+    plain, _ = to_xbn(source, groups=16)
+    lines = []
+    model, report = to_xbn(source, groups=16, calibration=images, batch_size=40, progress=lines.append)
+    calibration = report.calibration
+    assert calibration.images == 96 and len(calibration.layers) == 19 == len(lines)  # every 3x3 conv's
+    assert calibration.layers["conv1_gn"] == "conv1_bn" and "GroupNorm(s) calibrated on 96 images" in report.summary()
+    pairs = list(calibration.layers.items())
+    outputs = keras.Model(model.input, [[model.get_layer(g).input, model.get_layer(g).output] for g, _ in pairs])
+    for (gn, bn_name), (x, got) in zip(pairs, outputs.predict(images, verbose=0)):
+        bn = source.get_layer(bn_name)
+        gamma, beta = (np.asarray(v, np.float64) for v in (bn.gamma, bn.beta))
+        variance = _channel_moments(x)[1] ** 2
+        got_mean, got_std = _channel_moments(got)
+        np.testing.assert_allclose(got_mean, beta, atol=1e-4 * max(1.0, np.abs(gamma).max()), err_msg=gn)
+        np.testing.assert_allclose(got_std, np.abs(gamma) * np.sqrt(variance / (variance + bn.epsilon)),
+                                   rtol=1e-4, atol=1e-6, err_msg=gn)
+    # The sign of a negative scale carries over: the output correlates as the BatchNorm's does.
+    first = keras.Model(model.input, model.get_layer("conv1_gn").output).predict(images, verbose=0)
+    source_first = keras.Model(source.input, source.get_layer("conv1_bn").output).predict(images, verbose=0)
+    correlation = [np.corrcoef(first[..., c].ravel(), source_first[..., c].ravel())[0, 1] for c in range(16)]
+    assert min(correlation) > 0.9
+    assert not np.allclose(np.asarray(plain.get_layer("conv1_gn").gamma), np.asarray(model.get_layer("conv1_gn").gamma))
+    with pytest.raises(ValueError, match="no GroupNorm of 'resnet20' takes the place of a BatchNorm"):
+        from xbn.surgery import calibrate_xbn
+
+        calibrate_xbn(source, source, images)
