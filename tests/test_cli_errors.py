@@ -141,3 +141,24 @@ def test_the_model_table_script_refuses_a_missing_readme_and_unknown_models(tmp_
     assert script.main(["--readme", str(readme), "resnet20", "resnet21"]) == 2
     assert "Unknown model 'resnet21'. The registered models are: mobilenetv2," in capsys.readouterr().err
     assert readme.read_text() == "# Models\n"
+
+
+CONSOLE_SCRIPTS = ("train", "evaluate", "predict", "export", "shift", "study", "bench", "plot", "convert")
+
+
+@pytest.mark.parametrize("script", CONSOLE_SCRIPTS)
+def test_every_option_says_what_it_does_and_its_default(script):
+    """Issue 40: --batch-size and --skip-bad-images of xbn-evaluate and
+    xbn-shift and --format of xbn-export had no help text."""
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(f"xbn.cli.{script}").build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = "/".join(action.option_strings) or action.dest
+        assert (action.help or "").strip(), f"xbn-{script} {name} has no help text"
+        shown = action.default not in (None, False, True, argparse.SUPPRESS, [])
+        if shown and action.option_strings:
+            assert "default" in action.help, f"xbn-{script} {name}: its default {action.default!r} is not stated"

@@ -120,7 +120,7 @@ def execution_warnings(mixed_precision="none", jit_compile=False, info=None, dev
         low, high = XLA_ON_CPU
         speed = f"{low:.2f}x" if low == high else f"{low:.2f}x to {high:.2f}x"
         notes.append(
-            "--jit-compile on a machine without a GPU or TPU: XLA's CPU code is slower than "
+            "`jit_compile` on a machine without a GPU or TPU: XLA's CPU code is slower than "
             "TensorFlow's own CPU kernels for these networks (a ResNet-50 training step ran "
             f"at {speed} the speed without XLA on the CPUs measured, see "
             f"models/README.md#benchmarks); drop --jit-compile here ({label}) unless you "
@@ -129,7 +129,7 @@ def execution_warnings(mixed_precision="none", jit_compile=False, info=None, dev
     if mixed_precision != "none" and mixed_precision not in native_precisions(info):
         needed = "AVX-512-BF16 or AMX-BF16" if mixed_precision == "bfloat16" else "AVX-512-FP16 or AMX-FP16"
         notes.append(
-            f"--mixed-precision {mixed_precision} on a CPU without {needed} ({label}): "
+            f"`mixed_precision` {mixed_precision} on a CPU without {needed} ({label}): "
             f"{mixed_precision} is emulated there and usually slower than float32; it pays on "
             "GPUs and on CPUs with those instructions."
         )

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from xbn import _graph
+from xbn.errors import UsageError, UsageTypeError
 from xbn.layers import WSConv2D
 from xbn.layers.norms import is_batch_norm
 
@@ -149,9 +150,9 @@ def fold_batchnorm(model):
         :class:`FoldReport`.  The source model is not modified.
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(f"fold_batchnorm: expected a keras Model; got {type(model).__name__}.")
+        raise UsageTypeError(f"fold_batchnorm: expected a keras Model; got {type(model).__name__}.")
     if not hasattr(model, "_nodes_by_depth"):  # Functional and Sequential models have a graph
-        raise ValueError(
+        raise UsageError(
             f"fold_batchnorm: {model.name!r} is a subclassed model, whose layer graph "
             "cannot be rewritten; build it functionally (as every xbn model is)."
         )

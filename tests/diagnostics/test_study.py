@@ -497,8 +497,8 @@ def test_a_norm_can_be_checked_at_more_multiples_of_its_epochs(tmp_path):
     assert {c.name for c in base.cells()} <= {c.name for c in plan.cells()}
     assert plan.describe()["form_convergence_factors"] == {"gnws": [4]}
     assert base.describe()["form_convergence_factors"] == {}
-    for bad, message in (({"ws": (4,)}, "form_convergence_factors names 'ws', a norm no form of the plan has"),
-                         ({"gnws": (2,)}, "form_convergence_factors: gnws=2 is among the plan's factors \\(0.5, 2\\) "
+    for bad, message in (({"ws": (4,)}, "`form_convergence_factors` names 'ws', a norm no form of the plan has"),
+                         ({"gnws": (2,)}, "`form_convergence_factors` gnws=2 is among the plan's factors \\(0.5, 2\\) "
                                           "already"),
                          ({"gnws": (0.33,)}, "convergence factor 0.33 must be positive, not 1, and give whole epochs "
                                             "of at least 1 for every reference \\(it gives 13.2\\)")):
@@ -620,11 +620,11 @@ def test_learning_rates_are_chosen_on_the_validation_split():
                                          "gnws=20; got 'gnws=x'"),
     (["--normal-epochs", "2", "3"], "--normal-epochs takes one plain N (the plan's) and NORM=N for the others"),
     (["--normal-epochs", "gnws=2", "gnws=3"], "--normal-epochs names gnws twice (gnws=2 and gnws=3)"),
-    (["--normal-epochs", "2", "ws=3"], "form_normal_epochs names 'ws', a norm no form of the plan has"),
+    (["--normal-epochs", "2", "ws=3"], "--normal-epochs names 'ws', a norm no form of the plan has"),
     (["--convergence-factors", "3"], "must include 2: doubling the epochs is the test of convergence"),
     (["--convergence-factors", "2", "gnws=x"], "--convergence-factors takes F or NORM=F with F a positive number, "
                                                "e.g. 0.5 2 gnws=4; got 'gnws=x'"),
-    (["--convergence-factors", "2", "ws=4"], "form_convergence_factors names 'ws', a norm no form of the plan has"),
+    (["--convergence-factors", "2", "ws=4"], "--convergence-factors names 'ws', a norm no form of the plan has"),
     (["--convergence-factors", "2", "-1"], "--convergence-factors takes F or NORM=F with F a positive number"),
     (["--convergence-factors", "2", "gnws=inf"], "--convergence-factors takes F or NORM=F with F a positive number"),
     (["--batch-sizes", "2", "64"], "the quick plan is fixed (batch 4 and 16, no deeper network, no convergence "

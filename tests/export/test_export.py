@@ -146,7 +146,7 @@ def test_existing_destination_needs_overwrite(tmp_path):
     target = tmp_path / "export"
     target.mkdir()
     (target / "keep.txt").write_text("old")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="pass `overwrite`"):
         export_model(model, target, class_names=CLASSES, preprocessing="tf", log=lambda m: None)
     assert (target / "keep.txt").read_text() == "old"
     export_model(model, target, class_names=CLASSES, preprocessing="tf", overwrite=True,
@@ -207,7 +207,7 @@ def test_export_source_from_keras_file_and_registered_name(exported, tmp_path):
     vanilla = mobilenetv2(alpha=0.35, input_shape=(SIZE, SIZE, 3), classes=3)
     weights = tmp_path / "v.weights.h5"
     vanilla.save_weights(weights)
-    with pytest.raises(ValueError, match="does not fit 'mobilenetv2' .* --model-arg alpha=0.35"):
+    with pytest.raises(ValueError, match="does not fit 'mobilenetv2' .* `model_args` alpha=0.35"):
         export_source("mobilenetv2", tmp_path / "half", weights=str(weights), image_size=SIZE)
     assert not (tmp_path / "half").exists()
     out = export_source("mobilenetv2", tmp_path / "from_name", weights=str(weights), image_size=SIZE,
@@ -215,7 +215,7 @@ def test_export_source_from_keras_file_and_registered_name(exported, tmp_path):
     info = json.loads((out / INFO_FILE).read_text())
     assert info["class_names"] == ["class_0", "class_1", "class_2"]
     assert "logits" not in info["outputs"]  # a softmax top has no logits
-    with pytest.raises(ValueError, match="needs --weights PATH"):
+    with pytest.raises(ValueError, match="needs `weights` NAME\\|PATH"):
         export_source("mobilenetv2", tmp_path / "nope")
     with pytest.raises(ValueError, match="neither a run folder, a .keras file nor a registered model"):
         export_source("resnet9000", tmp_path / "nope")

@@ -130,7 +130,7 @@ def test_an_empty_image_is_said_to_be_empty(export_dir, tmp_path, capsys):
 
 def test_missing_and_foreign_folders_are_told_apart(tmp_path, capsys):
     assert predict_cli.main([str(tmp_path / "nowhere"), "x.png"]) == 2
-    assert f"the export folder {tmp_path / 'nowhere'} does not exist" in capsys.readouterr().err
+    assert f"MODEL {tmp_path / 'nowhere'} does not exist; give an export folder" in capsys.readouterr().err
     assert evaluate_cli.main([str(tmp_path), "--data", "digits"]) == 2
     assert "is not an xbn export" in capsys.readouterr().err
 
@@ -191,3 +191,37 @@ def test_corruption_arguments_are_checked_before_any_model_loads(tmp_path, capsy
     assert "'frost' is not provided: it blends photographs of frost" in capsys.readouterr().err
     assert evaluate_cli.main([str(tmp_path / "nowhere"), "--baseline", str(tmp_path)]) == 2
     assert "--baseline is the reference of the corruption benchmark; add --corruption" in capsys.readouterr().err
+
+
+def test_predict_takes_a_folder_of_images_and_a_run_folder(setting, export_dir, capsys):
+    """Issue 40: ``xbn-predict DIR`` said "Is a directory"; a folder's images
+    are predicted now, and a run folder answers as its export does."""
+    root, data, written, _ = setting
+    assert predict_cli.main([str(export_dir), str(data)]) == 0
+    by_export = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    assert sorted(by_export) == sorted(str(p) for p in written)
+    assert predict_cli.main([str(root / "run"), str(data), "--top-k", "3"]) == 0
+    by_model = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    top1 = {path: labels.split(" (")[0] for path, labels in by_export.items()}
+    assert {path: labels.split(" (")[0] for path, labels in by_model.items()} == top1
+    assert all(labels.count("%") == 3 for labels in by_model.values())
+
+
+def test_predict_refuses_more_labels_than_the_export_holds(export_dir, setting, capsys):
+    _, data, written, _ = setting
+    image = str(next(iter(written)))
+    assert predict_cli.main([str(export_dir), image, "--top-k", "9"]) == 2
+    err = capsys.readouterr().err
+    assert "--top-k 9: the export" in err and "returns its top 3 labels" in err and "xbn-export --top-k 9" in err
+    empty = data.parent / "empty-folder"
+    empty.mkdir()
+    assert predict_cli.main([str(export_dir), str(empty)]) == 2
+    assert "is a folder without image files" in capsys.readouterr().err
+
+
+def test_an_export_is_a_folder_whatever_its_out_is_called(setting, capsys):
+    root, _, _, _ = setting
+    assert export_cli.main([str(root / "run"), "--out", str(root / "flowers.litert"), "--format", "litert"]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "names a file, but an export is a folder" in err and "flowers-litert" in err
+    assert not (root / "flowers.litert").exists()

@@ -42,10 +42,6 @@ EXPECTED_TESTS = {"BatchNorm": 33, "GroupNorm": 12, "Conv2D": 20}
 
 # (keras test, keras' pattern, the pattern of xbn's message for the same error)
 RELAXED = [
-    ("test_renorm_invalid_clipping_keys", "rmax should be",
-     r"renorm_clipping\['rmax'\] must be at least renorm_clipping\['rmin'\]"),
-    ("test_renorm_invalid_clipping_keys", "dmax should be non-negative",
-     r"renorm_clipping\['dmax'\] must be >= 0"),
     ("test_groups_bigger_than_dim_error", "cannot be more than the number of channels",
      r"groups=5 is more than the 4 channels of the input"),
     ("test_groups_not_a_multiple_of_dim_error", "must be a multiple of the number of channels",

@@ -44,7 +44,7 @@ def test_a_batch_that_leaves_data_out_of_every_epoch_is_named(photo_run):
     (note,) = [line for line in lines if "left out of every epoch" in line]
     assert note == (
         "xbn-train: note: batch 64 over 96 training images: 1 step(s) an epoch, and 32 images (33%) "
-        "left out of every epoch (other ones each epoch); --batch-size 48 would use them all."
+        "left out of every epoch (other ones each epoch); `batch_size` 48 would use them all."
     )
 
 
@@ -109,7 +109,7 @@ def test_a_finished_run_run_again_prints_its_results(photo_run):
         again = train(TrainConfig(model="tiny_xbn", model_args={}, data=metrics["data"], out=str(out),
                                   image_size=32, epochs=1, verbose=False), log=lines.append)
     assert again == metrics
-    assert any(line.endswith("is already complete (use --overwrite to train again).") for line in lines)
+    assert any(line.endswith("is already complete (use `overwrite` to train again).") for line in lines)
     assert "| val, precise BN statistics | 12 |" in lines[-1]
 
 

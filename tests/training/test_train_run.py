@@ -74,7 +74,7 @@ def test_running_a_finished_run_again_reports_it(run):
 
 def test_other_settings_on_the_same_folder_are_refused(run):
     out, _, _ = run
-    with pytest.raises(ValueError, match=r"other settings \(epochs: 2 -> 3\).*--overwrite"):
+    with pytest.raises(ValueError, match=r"other settings \(epochs: 2 -> 3\).*`overwrite`"):
         train(TrainConfig(out=str(out), **{**TINY, "epochs": 3}))
 
 

@@ -16,6 +16,8 @@ import os
 import platform
 import sys
 
+from xbn.errors import UsageError
+
 SUITES = ("layers", "models", "export", "pipeline")
 # The suites that measure TensorFlow itself (SavedModel serving, tf.data).
 TENSORFLOW_SUITES = ("export", "pipeline")
@@ -83,16 +85,16 @@ def run(suites=SUITES, quick=False, repeats=10, warmup=3, options=None, progress
     document = None
     for name in suites:
         if name not in SUITES:
-            raise ValueError(
+            raise UsageError(
                 f"xbn-bench: unknown suite {name!r}; the suites are {', '.join(SUITES)}."
             )
         from xbn.bench import backends
 
         if name in TENSORFLOW_SUITES and backends.backend() != "tensorflow":
-            raise ValueError(
+            raise UsageError(
                 f"xbn-bench: the {name} suite measures TensorFlow's "
                 f"{'SavedModel serving' if name == 'export' else 'tf.data input pipeline'}; "
-                f"run it with --backend tensorflow (this run's backend is {backends.backend()})."
+                f"run it with `backend` tensorflow (this run's backend is {backends.backend()})."
             )
         progress(f"[xbn-bench] suite {name} ...")
         module = _suite_module(name)

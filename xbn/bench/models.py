@@ -31,6 +31,7 @@ import keras
 from xbn._policy import dtype_policy
 from xbn.bench import backends
 from xbn.bench.timing import compare
+from xbn.errors import UsageError
 
 # The models compared with their keras.applications twin and their XBN form
 # (registered names), and the sizes: a CPU's, a GPU's (the ImageNet batch
@@ -69,7 +70,7 @@ def _contenders(model):
 
     facts = model_facts(model)
     if facts.keras_application is None or twin(model, "xbn") is None:
-        raise ValueError(
+        raise UsageError(
             f"xbn-bench: {model} has no keras.applications twin or no XBN form to compare with."
         )
     return f"keras.applications.{facts.keras_application}", model, twin(model, "xbn")

@@ -15,6 +15,8 @@ import statistics
 import threading
 import time
 
+from xbn.errors import UsageError
+
 
 @dataclasses.dataclass
 class Timing:
@@ -40,7 +42,7 @@ def _block(result):
 def measure(fn, warmup=3, repeats=10):
     """Time ``fn`` after ``warmup`` calls: median/min/max of ``repeats`` calls."""
     if warmup < 0 or repeats < 1:
-        raise ValueError(
+        raise UsageError(
             f"measure: need warmup >= 0 and repeats >= 1; got warmup={warmup}, "
             f"repeats={repeats}."
         )

@@ -1,9 +1,13 @@
 """Helpers every console script shares: value parsing and clean failure.
 
-A console script reports bad input as one clear line on stderr and exit
-status 2, never a traceback: :func:`run_main` turns the library's
-``ValueError``/``TypeError``/``FileNotFoundError``/``FileExistsError`` (whose
-messages name the problem and the fix) into that.
+A console script reports what its user got wrong as one clear line on
+stderr and exit status 2: :func:`run_main` turns the library's
+:class:`xbn.errors.UsageError` (a bad argument, setting, file or piece of
+data), missing or existing files and folders, a folder in use, a full disk
+and a place that cannot be written into that, in the words of its own flags
+(:func:`in_flags`).  Anything else is a bug, in xbn or below it, and keeps
+its traceback.  ``--debug`` (any script) or ``XBN_DEBUG=1`` shows the
+traceback of a usage error too.
 """
 
 import ast
@@ -12,35 +16,16 @@ import functools
 import os
 import re
 import sys
-import tempfile
+
+from xbn.errors import UsageError
 
 
 def quiet_tensorflow():
-    """Import TensorFlow without its C++ start-up chatter on the terminal.
+    """TensorFlow imported without its C++ start-up chatter, after keras'
+    backend (:func:`xbn._backend.tensorflow`: the order PyTorch's triton needs)."""
+    from xbn import _backend
 
-    ``TF_CPP_MIN_LOG_LEVEL`` silences most of it, but absl prints a few lines
-    ("Could not find cuda drivers ...") before it reads any setting.  The
-    import runs with file descriptor 2 sent to a temporary file, which is
-    replayed if the import fails, so no real error is ever hidden.  Set
-    ``XBN_VERBOSE_TF=1`` to see everything.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules or os.environ.get("XBN_VERBOSE_TF"):
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    _backend.tensorflow()
 
 
 def data_help():
@@ -62,15 +47,19 @@ def parse_value(text):
         return text
 
 
+# An example of each KEY=VALUE flag, for its error message.
+KEY_VALUE_EXAMPLES = {"--model-arg": "alpha=0.35", "--data-arg": "label_offset=-1"}
+
+
 def parse_key_values(items, flag="--model-arg"):
     """``["alpha=0.35", "xbn_groups=8"]`` -> ``{"alpha": 0.35, "xbn_groups": 8}``."""
     result = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
-            raise ValueError(
+            raise UsageError(
                 f"{flag} expects KEY=VALUE with KEY a Python identifier, e.g. "
-                f"{flag} alpha=0.35; got {item!r}."
+                f"{flag} {KEY_VALUE_EXAMPLES.get(flag, 'name=value')}; got {item!r}."
             )
         result[key.strip()] = parse_value(value.strip())
     return result
@@ -78,7 +67,8 @@ def parse_key_values(items, flag="--model-arg"):
 
 # Python argument names whose command-line flag is not the name with dashes.
 FLAG_ALIASES = {"model_args": "--model-arg", "data_args": "--data-arg", "fmt": "--format",
-                "learning_rate": "--lr"}
+                "learning_rate": "--lr", "form_normal_epochs": "--normal-epochs",
+                "form_convergence_factors": "--convergence-factors"}
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,31 +126,53 @@ def unwritable_message(error):
             "output argument of the command); nothing was written there.")
 
 
-def run_main(prog, body, argv):
-    """Run ``body(argv)``; report expected errors as one line, exit status 2.
+# What rerunning an interrupted command does, where it resumes.
+RESUMES = {
+    "xbn-train": "run the same command again to resume from the last finished epoch",
+    "xbn-study": "run the same command again to resume: finished runs are kept and not trained again",
+}
+DEBUG_FLAG = "--debug"
 
-    Expected errors are the library's ``ValueError``/``TypeError`` (bad
-    settings or input), missing or existing files and folders, a folder in
-    use, a full disk and a place that cannot be written (a read-only file
-    system, no permission); their messages name the problem and the fix.
+
+def debugging():
+    """Whether usage errors keep their traceback (``--debug`` or ``XBN_DEBUG=1``)."""
+    return os.environ.get("XBN_DEBUG", "") not in ("", "0")
+
+
+def run_main(prog, body, argv):
+    """Run ``body(argv)``; report usage errors as one line, exit status 2.
+
+    Usage errors are :class:`xbn.errors.UsageError` (bad settings or input),
+    missing or existing files and folders, a folder in use, a full disk and
+    a place that cannot be written (a read-only file system, no
+    permission); their messages name the problem and the fix.  Any other
+    exception propagates with its traceback (exit status 1).
     """
     from xbn import _files
+    from xbn.errors import UsageError
 
+    given = sys.argv[1:] if argv is None else argv
+    if DEBUG_FLAG in given:
+        argv = [a for a in given if a != DEBUG_FLAG]
+        os.environ["XBN_DEBUG"] = "1"  # subprocesses (the export under TensorFlow) too
     try:
         return body(argv)
     except (
-        ValueError, TypeError, RuntimeError, FileNotFoundError, FileExistsError,
-        NotADirectoryError, _files.DiskFullError,
+        UsageError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+        _files.DiskFullError, _files.FolderInUseError,
     ) as error:
+        if debugging():
+            raise
         print(error_line(prog, error), file=sys.stderr)
         return 2
     except OSError as error:
-        if error.errno not in UNWRITABLE:
+        if error.errno not in UNWRITABLE or debugging():
             raise
         print(error_line(prog, unwritable_message(error)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        resumes = RESUMES.get(prog)
+        print(f"{prog}: interrupted" + (f"; {resumes}." if resumes else "."), file=sys.stderr)
         return 130
 
 
@@ -174,7 +186,18 @@ def parser_from_doc(prog, doc, **kwargs):
     if "Examples::" in doc:
         kwargs.setdefault("epilog", doc.split("Examples::")[1])
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-    return argparse.ArgumentParser(prog=prog, description=kwargs.pop("description", description), **kwargs)
+    parser = argparse.ArgumentParser(prog=prog, description=kwargs.pop("description", description), **kwargs)
+    add_debug_flag(parser)
+    return parser
+
+
+def add_debug_flag(parser):
+    """``--debug`` in a script's help (:func:`run_main` takes it out of the
+    arguments before the parser sees them)."""
+    import argparse
+
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error, a usage error too (also XBN_DEBUG=1)")
 
 
 def check_readme(path, section):

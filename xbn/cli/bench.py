@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from xbn.cli import _common
+from xbn.errors import UsageError
 
 
 def build_parser():
@@ -61,13 +62,14 @@ def build_parser():
     parser.add_argument("--out", type=Path, default=Path("runs/bench"),
                         help="folder for results.json and results.md (default runs/bench)")
     parser.add_argument("--readme", type=Path, help="also replace the generated 'bench' section of this Markdown file")
+    _common.add_debug_flag(parser)
     return parser
 
 
 def _body(argv):
     args = build_parser().parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
-        raise ValueError("--repeats must be >= 1 and --warmup >= 0.")
+        raise UsageError("--repeats must be >= 1 and --warmup >= 0.")
     _common.check_readme(args.readme, "bench")
     from xbn import bench
     from xbn.bench import report
@@ -75,11 +77,11 @@ def _body(argv):
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     suites = args.suite or (bench.SUITES if backend == "tensorflow" else ("layers", "models"))
     if args.jit_compile and "models" not in suites:
-        raise ValueError("--jit-compile is a variant of the models suite; add --suite models.")
+        raise UsageError("--jit-compile is a variant of the models suite; add --suite models.")
     if args.mixed_precision and not {"models", "layers"} & set(suites):
-        raise ValueError("--mixed-precision is a variant of the layers and models suites; add --suite models.")
+        raise UsageError("--mixed-precision is a variant of the layers and models suites; add --suite models.")
     if args.model and "models" not in suites:
-        raise ValueError("--model chooses the models suite's networks; add --suite models.")
+        raise UsageError("--model chooses the models suite's networks; add --suite models.")
     from xbn import _hardware
 
     if backend == "tensorflow":

@@ -18,6 +18,7 @@ Examples::
 import sys
 
 from xbn.cli import _common
+from xbn.errors import UsageError
 
 
 def build_parser():
@@ -42,13 +43,13 @@ def _body(argv):
 
     out = Path(args.out)
     if out.suffix != ".keras":
-        raise ValueError(f"--out must name a .keras file; got {out}.")
+        raise UsageError(f"--out must name a .keras file; got {out}.")
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it.")
     if args.export and Path(args.export).exists() and not args.overwrite:
         raise FileExistsError(f"--export {args.export} exists; pass --overwrite to replace it.")
     if args.class_names and not args.export:
-        raise ValueError("--class-names names the classes of an --export; add --export DIR.")
+        raise UsageError("--class-names names the classes of an --export; add --export DIR.")
     try:
         model, report = model_from_torch(
             args.model, args.checkpoint, args.image_size, _common.parse_key_values(args.model_arg)
@@ -62,7 +63,7 @@ def _body(argv):
         try:
             read_class_names(args.class_names, model.output_shape[-1])
         except ValueError as error:
-            raise ValueError(f"--class-names {error} Nothing was written.") from None
+            raise UsageError(f"--class-names {error} Nothing was written.") from None
     with _files.atomic_path(out) as tmp:
         model.save(tmp)
     print(f"xbn-convert: wrote {out} ({args.model}, {model.output_shape[-1]} classes, "

@@ -21,8 +21,10 @@ def build_parser():
     _common.add_model_arg(parser)
     parser.add_argument("--image-size", type=int, help="input side in pixels (default: the model's default size)")
     parser.add_argument("--no-shapes", action="store_true", help="leave tensor shapes out of the boxes")
-    parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB", help="top-to-bottom or left-to-right")
-    parser.add_argument("--dpi", type=int, default=96)
+    parser.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
+                        help="top-to-bottom or left-to-right (default TB)")
+    parser.add_argument("--dpi", type=int, default=96, help="resolution of a PNG (default 96)")
+    _common.add_debug_flag(parser)
     return parser
 
 

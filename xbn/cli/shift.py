@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from xbn.cli import _common
+from xbn.errors import UsageError
 
 
 def build_parser():
@@ -31,13 +32,16 @@ def build_parser():
     p.add_argument("--val-split", type=float,
                    help="hold-out fraction of a source without a val split (default: the run's, else 0.1)")
     p.add_argument("--steps", type=int, help="batches to pool (default: the whole split)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     p.add_argument("--recalibrate-bn", type=int, metavar="STEPS", default=0,
-                   help="also measure after precise BN over STEPS training batches")
-    p.add_argument("--weights", help="weights file, when SOURCE is one registered model name")
+                   help="also measure after precise BN over STEPS training batches (default 0: off)")
+    p.add_argument("--weights", metavar="NAME|PATH",
+                   help="a weights name (xbn.models.list_weights) or a weights file, when SOURCE is one registered "
+                        "model name")
     _common.add_model_arg(p)
     p.add_argument("--image-size", type=int, help="input side for a registered model (default: its default size)")
-    p.add_argument("--skip-bad-images", action="store_true")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out files that are not decodable images, and list them (default: refuse them)")
     p.add_argument("--out", default="runs/shift",
                    help="folder for shift.png, shift.json, shift.md (default runs/shift)")
     return p
@@ -47,9 +51,12 @@ def _check(args):
     for flag, value, minimum in (("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1),
                                  ("--recalibrate-bn", args.recalibrate_bn, 0)):
         if value is not None and value < minimum:
-            raise ValueError(f"{flag} must be >= {minimum}; got {value}.")
+            raise UsageError(f"{flag} must be >= {minimum}; got {value}.")
     if (args.weights or args.model_arg or args.image_size) and len(args.sources) != 1:
-        raise ValueError("--weights/--model-arg/--image-size describe one registered model; give one SOURCE.")
+        raise UsageError("--weights/--model-arg/--image-size describe one registered model; give one SOURCE.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # refused before anything is measured
+        raise FileExistsError(f"--out {out} is a file; name a folder for shift.png, shift.json and shift.md.")
 
 
 def _labels(sources, names):
@@ -84,7 +91,7 @@ def measure(args, log=print):
         settings = item.settings
         data = args.data or settings.get("data")
         if data is None:
-            raise ValueError(f"SOURCE {source} is not a run folder; say which data to measure on with --data.")
+            raise UsageError(f"SOURCE {source} is not a run folder; say which data to measure on with --data.")
         record = data_record(settings)
         own = is_recorded(record, data, data_args)
         # Other data: a tenth held out, as a run would, to measure on.

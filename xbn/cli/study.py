@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from xbn.cli import _common
+from xbn.errors import UsageError
 
 
 def build_parser():
@@ -113,7 +114,7 @@ def _per_norm(option, values, parse, wanted):
         norm, _, number = text.rpartition("=")
         value = parse(number)
         if value is None or (norm == "" and "=" in text):
-            raise ValueError(f"{option} takes {wanted}; got {text!r}.")
+            raise UsageError(f"{option} takes {wanted}; got {text!r}.")
         if norm:
             own.append((norm, value, text))
         else:
@@ -130,10 +131,10 @@ def _normal_epochs(values):
     own = {}
     for norm, epochs, text in given:
         if norm in own:
-            raise ValueError(f"--normal-epochs names {norm} twice ({norm}={own[norm]} and {text}); give it once.")
+            raise UsageError(f"--normal-epochs names {norm} twice ({norm}={own[norm]} and {text}); give it once.")
         own[norm] = epochs
     if len(plain) > 1:
-        raise ValueError(f"--normal-epochs takes one plain N (the plan's) and NORM=N for the others; got "
+        raise UsageError(f"--normal-epochs takes one plain N (the plan's) and NORM=N for the others; got "
                          f"{' '.join(values)}.")
     return (plain[0] if plain else None), own
 
@@ -171,17 +172,18 @@ def _read_results(option, path, fix):
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{option} {path} is not JSON ({error}); {fix}.") from None
+        raise UsageError(f"{option} {path} is not JSON ({error}); {fix}.") from None
     if not runner.is_results(document):
-        raise ValueError(f"{option} {path} is not a study's results.json (it has no 'plan' and 'rows'); {fix}.")
+        raise UsageError(f"{option} {path} is not a study's results.json (it has no 'plan' and 'rows'); {fix}.")
     return document
 
 
 def _body(argv):
     args = build_parser().parse_args(argv)
-    from xbn import _files
+    from xbn import _checks, _files
     from xbn.study import report, runner, study_plan
 
+    _checks.check_int("xbn-study", "jobs", args.jobs, minimum=1, type_error=ValueError)
     program = Path(sys.argv[0]).name if argv is None else "xbn-study"
     if program.endswith(".py"):
         program = f"python scripts/{program}"
@@ -190,7 +192,7 @@ def _body(argv):
     argv = sys.argv[1:] if argv is None else argv
     command = " ".join([program, *map(shlex.quote, _without_reuse(argv))])
     if args.from_results and args.reuse:
-        raise ValueError("--reuse trains what a results.json lacks, --from-results trains nothing: give one of them.")
+        raise UsageError("--reuse trains what a results.json lacks, --from-results trains nothing: give one of them.")
     _common.check_readme(args.readme, "study")
     if args.from_results:
         document = _read_results("--from-results", args.from_results, "run the study first")
@@ -198,7 +200,7 @@ def _body(argv):
         out = args.publish or args.from_results.parent
     else:
         if args.epochs is not None and args.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
+            raise UsageError(f"--epochs must be >= 1; got {args.epochs}.")
         depth = None if args.depth_model.lower() == "none" else args.depth_model
         normal_epochs, own = _normal_epochs(args.normal_epochs)
         factors, own_factors = _convergence_factors(args.convergence_factors)

@@ -39,6 +39,8 @@ import math
 
 import numpy as np
 
+from xbn.errors import UsageError
+
 SEVERITIES = (1, 2, 3, 4, 5)
 NOT_PROVIDED = {
     "frost": "it blends photographs of frost shipped with the benchmark, which xbn cannot ship "
@@ -230,7 +232,7 @@ def snow(x, severity, rng):
 def plasma_fractal(size, decay, rng):
     """A ``size`` x ``size`` (a power of two) diamond-square height map in ``[0, 1]``."""
     if size < 2 or size & (size - 1):
-        raise ValueError(f"plasma_fractal: size must be a power of two >= 2; got {size}.")
+        raise UsageError(f"plasma_fractal: size must be a power of two >= 2; got {size}.")
     grid = np.zeros((size, size))
     step, wibble = size, 100.0
 
@@ -359,12 +361,12 @@ CORRUPTIONS = tuple(name for name in ALL_CORRUPTIONS if name in FUNCTIONS)
 def check_corruption(name, severity):
     """Refuse an unknown corruption or severity, naming the choices."""
     if name in NOT_PROVIDED:
-        raise ValueError(f"corruption {name!r} is not provided: {NOT_PROVIDED[name]}. "
+        raise UsageError(f"corruption {name!r} is not provided: {NOT_PROVIDED[name]}. "
                          f"The others: {', '.join(CORRUPTIONS)}.")
     if name not in FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}.")
+        raise UsageError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}.")
     if severity not in SEVERITIES or isinstance(severity, bool):
-        raise ValueError(f"corruption {name}: severity must be an integer from 1 to 5; got {severity!r}.")
+        raise UsageError(f"corruption {name}: severity must be an integer from 1 to 5; got {severity!r}.")
 
 
 def corrupt(image, name, severity, seed=0):
@@ -375,7 +377,7 @@ def corrupt(image, name, severity, seed=0):
     check_corruption(name, severity)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"corrupt: expected an (H, W, 3) image; got shape {image.shape}.")
+        raise UsageError(f"corrupt: expected an (H, W, 3) image; got shape {image.shape}.")
     rng = np.random.default_rng([int(seed), ALL_CORRUPTIONS.index(name), int(severity)])
     return np.clip(FUNCTIONS[name](image.astype(np.float64), severity, rng), 0, 255).astype(np.float32)
 
@@ -392,7 +394,7 @@ def parse_corruptions(items):
             try:
                 level = int(severity)
             except ValueError:
-                raise ValueError(f"--corruption {item}: the severity must be an integer from 1 to 5.") from None
+                raise UsageError(f"`corruption` {item}: the severity must be an integer from 1 to 5.") from None
             levels = [level]
         else:
             levels = list(SEVERITIES)

@@ -21,6 +21,8 @@ import contextlib
 import re
 from pathlib import Path
 
+from xbn.errors import UsageError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # The file signatures of the formats TensorFlow decodes: the one definition,
 # used by the folder source and by the export's serve_bytes signature.
@@ -33,7 +35,7 @@ SIGNATURES = (
 )
 
 
-class BadImageError(ValueError):
+class BadImageError(UsageError):
     """A file that is not a readable image; the message names the file."""
 
 
@@ -274,13 +276,18 @@ def check_files(paths, progress=None):
         if progress:
             progress(f"checking {len(todo)} image file(s): decoding each once, in parallel "
                      f"({len(paths) - len(todo)} already checked) ...")
+        from xbn._backend import quiet_stderr
+
         names = tf.data.Dataset.from_tensor_slices([str(p) for p in todo]).enumerate()
-        decoded = _decode_shapes(names.map(lambda i, p: (i, tf.io.read_file(p))), len(todo), progress)
-        for index, path in enumerate(todo):
-            if index in decoded:
-                shapes[path] = decoded[index]
-            else:
-                bad.append((path, _reason(tf.io.read_file(str(path)))))
+        # libjpeg prints its own warnings ("Improper call to JPEG library in
+        # state 201") on a damaged file; the reasons below say it in words.
+        with quiet_stderr():
+            decoded = _decode_shapes(names.map(lambda i, p: (i, tf.io.read_file(p))), len(todo), progress)
+            for index, path in enumerate(todo):
+                if index in decoded:
+                    shapes[path] = decoded[index]
+                else:
+                    bad.append((path, _reason(tf.io.read_file(str(path)))))
     entries = {str(p): [*stamps[str(p)], list(hw), None] for p, hw in shapes.items()}
     entries.update({str(p): [*stamps[str(p)], None, why] for p, why in bad if str(p) in stamps})
     if entries != {k: v for k, v in cache.items() if k in entries} or len(entries) != len(cache):

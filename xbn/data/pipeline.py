@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from xbn import _checks
 from xbn.data.corruptions import check_corruption, corrupt_in_graph
+from xbn.errors import UsageError
 from xbn.models.preprocessing import preprocess_images
 
 
@@ -42,7 +43,7 @@ class Augment:
         object.__setattr__(self, "crop_scale", _checks.check_crop_scale("Augment", self.crop_scale))  # frozen
         low, high = self.crop_ratio
         if not 0 < low <= high:
-            raise ValueError(f"Augment: crop_ratio must satisfy 0 < MIN <= MAX; got {self.crop_ratio}.")
+            raise UsageError(f"Augment: crop_ratio must satisfy 0 < MIN <= MAX; got {self.crop_ratio}.")
         object.__setattr__(self, "eval_crop", _checks.check_eval_crop("Augment", self.eval_crop))
 
 

@@ -35,6 +35,7 @@ from xbn.data.corruptions import (
     corrupt,
     parse_corruptions,
 )
+from xbn.errors import UsageError
 
 __all__ = [
     "ALL_CORRUPTIONS", "CORRUPTIONS", "NOT_PROVIDED", "SEVERITIES", "check_corruption", "corrupt",
@@ -85,7 +86,7 @@ def corruption_errors(top1, clean, baseline=None):
     """
     names = list(top1)
     if not names:
-        raise ValueError("corruption_errors: no corruption was scored.")
+        raise UsageError("corruption_errors: no corruption was scored.")
     errors = {n: {int(s): 1.0 - a for s, a in top1[n].items()} for n in names}
     out = {"mean_error": float(np.mean([e for n in names for e in errors[n].values()]))}
     if baseline is None:
@@ -93,9 +94,9 @@ def corruption_errors(top1, clean, baseline=None):
     base_top1, base_clean = baseline
     missing = [n for n in names if set(map(int, base_top1.get(n, {}))) != set(errors[n])]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"the baseline was not scored on {', '.join(missing)} at the same severities; score it "
-            "with the same --corruption arguments."
+            "with the same `corruption` arguments."
         )
     base = {n: {int(s): 1.0 - a for s, a in base_top1[n].items()} for n in names}
     ce, relative = {}, {}

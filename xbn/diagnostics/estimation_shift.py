@@ -38,6 +38,7 @@ import numpy as np
 
 from xbn import _checks
 from xbn.diagnostics.statistics import StatisticsCollector
+from xbn.errors import UsageError
 
 
 @dataclasses.dataclass
@@ -168,7 +169,7 @@ def estimation_shift(model, dataset, steps=None, strategy=None, label=None, coll
         _checks.check_int("estimation_shift", "steps", steps, minimum=1, type_error=ValueError)
     collector = collector or StatisticsCollector(model, strategy)
     if collector.model is not model:
-        raise ValueError("estimation_shift: the collector belongs to another model.")
+        raise UsageError("estimation_shift: the collector belongs to another model.")
     if not collector.layers:
         return ShiftReport(label or model.name, 0, [])
     stats, examples = collector.collect(dataset, steps, training=False, progress=progress)

@@ -54,6 +54,7 @@ import numpy as np
 from xbn import _checks
 from xbn.diagnostics.estimation_shift import shift_metrics
 from xbn.diagnostics.statistics import StatisticsCollector, batch_norm_layers
+from xbn.errors import UsageError
 
 # Inference-mode passes run at most, by default, where the network has fewer
 # BatchNorms (about one pass per layer always suffices, and is the bound
@@ -102,9 +103,9 @@ def _changes(layers, stats):
 
 
 def _assign(layers, stats, strategy=None):
-    import tensorflow as tf
+    import contextlib
 
-    with (strategy or tf.distribute.get_strategy()).scope():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         for layer in layers:
             mean, var, _ = stats[layer.name]
             layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
@@ -180,7 +181,7 @@ def _check_arguments(steps, max_passes, tolerance):
     if max_passes is not None:
         _checks.check_int("recalibrate_bn", "max_passes", max_passes, minimum=1, type_error=ValueError)
     if not isinstance(tolerance, (int, float)) or not tolerance > 0:
-        raise ValueError(f"recalibrate_bn: `tolerance` must be a number > 0; got {tolerance!r}.")
+        raise UsageError(f"recalibrate_bn: `tolerance` must be a number > 0; got {tolerance!r}.")
 
 
 class _Settling:

@@ -10,12 +10,18 @@ device by two passes; they are merged on the host in float64 with Chan's
 parallel formula (the law of total variance), so the result is the mean and
 biased variance of the whole data, not an average of batch variances (which
 underestimates) nor a momentum average.
+
+On TensorFlow the moments are computed in a traced step under the model's
+``tf.distribute`` strategy; on JAX and PyTorch the BatchNorm inputs come
+from keras' compiled ``predict_on_batch`` (inference mode) or a call in
+training mode, and their moments from NumPy.
 """
 
 import keras
 import numpy as np
 
 from xbn import _graph
+from xbn.errors import UsageError
 from xbn.layers.norms import is_batch_norm
 
 
@@ -24,7 +30,7 @@ def batch_norm_layers(model):
     layers = [layer for layer in model.layers if is_batch_norm(layer)]
     for layer in layers:
         if _graph.call_count(layer) != 1:
-            raise ValueError(
+            raise UsageError(
                 f"{layer.name!r} is called {_graph.call_count(layer)} times in "
                 f"{model.name!r}; BN statistics need each BatchNorm used once."
             )
@@ -92,15 +98,18 @@ class StatisticsCollector:
     """
 
     def __init__(self, model, strategy=None):
-        import tensorflow as tf
-
         self.model = model
         self.layers = batch_norm_layers(model)
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.portable = keras.backend.backend() != "tensorflow"
+        if not self.portable:
+            import tensorflow as tf
+
+            self.strategy = strategy or tf.distribute.get_strategy()
         self._steps = {}
         self._gather = None
         if self.layers:
-            self._capture = keras.Model(model.inputs, [layer.input for layer in self.layers])
+            inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+            self._capture = keras.Model(inputs, [layer.input for layer in self.layers])
 
     def _step(self, training):
         import tensorflow as tf
@@ -155,6 +164,8 @@ class StatisticsCollector:
         """
         if not self.layers:
             return {}, 0
+        if self.portable:
+            return self._collect_portable(dataset, steps, training, progress)
         step = self._step(bool(training))
         local = self.strategy.experimental_local_results
         replicas = None  # per local replica: [examples, one _Pool per layer]
@@ -175,7 +186,7 @@ class StatisticsCollector:
             if progress is not None:
                 progress(done)
         if done == 0:
-            raise ValueError("collect_statistics: the dataset yielded no batch.")
+            raise UsageError("collect_statistics: the dataset yielded no batch.")
         self.batches = done
         if _worker_count(self.strategy) > 1:
             replicas = self._gather_workers(replicas)
@@ -188,6 +199,37 @@ class StatisticsCollector:
             for layer, pool in zip(self.layers, pools)
         }
         return stats, sum(examples for examples, _ in replicas)
+
+    def _collect_portable(self, dataset, steps, training, progress):
+        """:meth:`collect` on JAX and PyTorch: one device, moments in NumPy."""
+        pools = [_Pool() for _ in self.layers]
+        examples = done = 0
+        for batch in dataset:
+            if steps is not None and done >= steps:
+                break
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            images = np.asarray(images)
+            if training:
+                outputs = self._capture(images, training=True)
+            else:
+                outputs = self._capture.predict_on_batch(images)
+            if not isinstance(outputs, (list, tuple)):
+                outputs = [outputs]
+            for pool, layer, out in zip(pools, self.layers, outputs):
+                values = np.moveaxis(np.asarray(keras.ops.convert_to_numpy(out), np.float32),
+                                     layer.axis % len(out.shape), -1)
+                values = values.reshape(-1, values.shape[-1])
+                mean = values.mean(axis=0, dtype=np.float64)
+                pool.add(len(values), mean, ((values - mean) ** 2).sum(axis=0))
+            examples += len(images)
+            done += 1
+            if progress is not None:
+                progress(done)
+        if done == 0:
+            raise UsageError("collect_statistics: the dataset yielded no batch.")
+        self.batches = done
+        stats = {layer.name: (pool.mean, pool.variance, pool.count) for layer, pool in zip(self.layers, pools)}
+        return stats, examples
 
     def _gather_workers(self, replicas):
         """Every replica's pooled statistics from every worker: one all-gather per pass.

@@ -31,6 +31,7 @@ import numpy as np
 
 import xbn
 from xbn import _checks, _files
+from xbn.errors import UsageError
 from xbn.export.formats import write_litert, write_onnx
 from xbn.export.signatures import MAX_PIXELS, header_size, serving_functions, verify_saved_model, write_saved_model
 from xbn.export.verify import (
@@ -52,6 +53,8 @@ __all__ = [
 INFO_FILE = Path("assets.extra") / "xbn.json"
 
 FORMATS = ("saved_model", "litert", "onnx")
+# Names of single files, which an export (a folder) is not.
+FILE_SUFFIXES = (".tflite", ".litert", ".onnx", ".pb", ".keras", ".h5", ".zip")
 
 
 def export_model(
@@ -86,6 +89,12 @@ def export_model(
         ``(path, info)``: the folder written and its ``xbn.json`` content.
     """
     classes = _check_arguments(model, class_names, fmt, max_pixels)
+    if Path(out).suffix.lower() in FILE_SUFFIXES:
+        raise UsageError(
+            f"export: `out` {out} names a file, but an export is a folder (the model, "
+            f"{INFO_FILE.as_posix()} with its class names and preprocessing); name a folder, e.g. "
+            f"{Path(out).with_suffix('')}-{fmt.replace('_', '-')}."
+        )
     source = model
     fold_summary = None
     if fold:
@@ -127,13 +136,13 @@ def export_model(
 def _check_arguments(model, class_names, fmt, max_pixels):
     """The number of classes, once the arguments of :func:`export_model` are checked."""
     if fmt not in FORMATS:
-        raise ValueError(f"export: `fmt` must be one of {', '.join(FORMATS)}; got {fmt!r}.")
+        raise UsageError(f"export: `fmt` must be one of {', '.join(FORMATS)}; got {fmt!r}.")
     _checks.check_int("export", "max_pixels", max_pixels, minimum=1, type_error=ValueError)
     classes = int(model.output_shape[-1])
     if len(class_names) != classes:
         raise ExportError(
             f"export: {len(class_names)} class names for a model with {classes} outputs; "
-            "give one name per class (--class-names FILE, one per line)."
+            "give one name per class (`class_names`; on the command line a file, one per line)."
         )
     return classes
 

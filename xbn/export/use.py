@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xbn.errors import UsageError
 from xbn.export.savedmodel import load_info
 
 
@@ -18,7 +19,7 @@ def load_export(directory):
 
     info = load_info(directory)
     if info.get("format", "saved_model") != "saved_model":
-        raise ValueError(
+        raise UsageError(
             f"{directory} holds a {info['format']} export; xbn-evaluate and xbn-predict "
             "serve SavedModel exports."
         )
@@ -67,7 +68,7 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
     )
     data = source.spec
     if source.class_names != info["class_names"]:
-        raise ValueError(
+        raise UsageError(
             f"`data` {data}: its classes {source.class_names[:8]} are not the export's "
             f"{info['class_names'][:8]} (same names in the same order are needed)."
         )

@@ -9,13 +9,15 @@ and nothing is written.
 import keras
 import numpy as np
 
+from xbn.errors import UsageError
+
 TOLERANCE = 1e-4  # float32: relative to the output scale
 
 # Machine epsilon of the compute dtypes of keras' policies.
 _EPSILON = {"float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7, "float64": 2.0**-52}
 
 
-class ExportError(ValueError):
+class ExportError(UsageError):
     """The export could not be written or did not reproduce the model."""
 
 
@@ -89,7 +91,8 @@ def reference(model, preprocessing, images):
     """What the source model answers: logits or probabilities, float64."""
     from xbn.models.preprocessing import preprocess_images
 
-    return np.asarray(model(preprocess_images(images, preprocessing), training=False), np.float64)
+    return np.asarray(keras.ops.convert_to_numpy(model(preprocess_images(images, preprocessing), training=False)),
+                      np.float64)
 
 
 def compare(name, expected, got, log, limit=TOLERANCE):

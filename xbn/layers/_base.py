@@ -11,6 +11,7 @@ import keras
 from keras import constraints, initializers, ops, regularizers
 
 from xbn import _checks
+from xbn.errors import UsageError
 
 BACKEND = keras.backend.backend()
 
@@ -69,14 +70,14 @@ class AffineNormalization(keras.layers.Layer):
         """The channel axis as a non-negative index, checked against the rank."""
         rank = len(input_shape)
         if not -rank <= self.axis < rank:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} '{self.name}': axis={self.axis} is out of "
                 f"range for an input of rank {rank} (shape {tuple(input_shape)}); "
                 f"use an axis in [{-rank}, {rank - 1}]."
             )
         axis = self.axis % rank
         if input_shape[axis] is None:
-            raise ValueError(
+            raise UsageError(
                 f"{type(self).__name__} '{self.name}': the channel axis {self.axis} "
                 f"of the input shape {tuple(input_shape)} must be known when the "
                 "layer is built; give the model a static channel count."

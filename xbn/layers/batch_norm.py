@@ -26,6 +26,7 @@ import keras
 from keras import initializers, ops
 
 from xbn import _checks
+from xbn.errors import UsageError, UsageTypeError
 from xbn.layers import _base, _portable
 
 RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
@@ -186,7 +187,7 @@ class BatchNorm(_base.AffineNormalization):
         )
         self.synchronized = _checks.check_bool(owner, "synchronized", synchronized)
         if self.synchronized and _base.BACKEND != "tensorflow":
-            raise ValueError(
+            raise UsageError(
                 "BatchNorm: synchronized=True needs the TensorFlow backend (it "
                 "reduces statistics across tf.distribute replicas); the current "
                 f"keras backend is {_base.BACKEND!r}. Set KERAS_BACKEND=tensorflow "
@@ -206,12 +207,12 @@ class BatchNorm(_base.AffineNormalization):
         if fused is not None:
             fused = _checks.check_bool(owner, "fused", fused)
             if fused and not _base.use_tf_fast_path():
-                raise ValueError(
+                raise UsageError(
                     "BatchNorm: fused=True needs the TensorFlow backend; the current "
                     f"keras backend is {_base.BACKEND!r}. Use fused=None (automatic)."
                 )
             if fused and self.renorm:
-                raise ValueError(
+                raise UsageError(
                     "BatchNorm: fused=True cannot renormalize (the fused kernel has no "
                     "r, d correction); use fused=None, which renormalizes on the "
                     "portable path."
@@ -258,13 +259,13 @@ class BatchNorm(_base.AffineNormalization):
             from xbn.layers import _tf_batch_norm
 
             if not (axis == len(input_shape) - 1 or (len(input_shape) == 4 and axis == 1)):
-                raise ValueError(
+                raise UsageError(
                     f"BatchNorm '{self.name}': fused=True needs the channel axis "
                     f"last or axis 1 of a 4-D input; got axis={self.axis} for input "
                     f"shape {tuple(input_shape)}. Use fused=None."
                 )
             if self.epsilon < _tf_batch_norm.FUSED_MIN_EPSILON:
-                raise ValueError(
+                raise UsageError(
                     f"BatchNorm '{self.name}': fused=True needs epsilon >= "
                     f"{_tf_batch_norm.FUSED_MIN_EPSILON} (the cuDNN minimum); got "
                     f"epsilon={self.epsilon}. Use fused=None."
@@ -280,7 +281,7 @@ class BatchNorm(_base.AffineNormalization):
     def call(self, inputs, training=None, mask=None):
         training = bool(training) and self.trainable
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm '{self.name}': the mask must have one dimension less "
                 f"than the inputs (every axis but the last, as keras.layers.Masking "
                 f"makes it); got mask shape {tuple(mask.shape)} for inputs of shape "
@@ -306,7 +307,7 @@ class BatchNorm(_base.AffineNormalization):
             if training and not _tf_batch_norm.on_gpu():
                 return False  # faster and more accurate than the CPU kernel
         if self.fused and not ok:
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm '{self.name}': fused=True but the fused kernel cannot "
                 f"take an input of dtype {inputs.dtype}; it takes float16, "
                 "bfloat16 and float32. Use fused=None."
@@ -506,13 +507,13 @@ def _check_renorm_clipping(clipping):
     if clipping is None:
         return {}
     if not isinstance(clipping, dict):
-        raise TypeError(
+        raise UsageTypeError(
             "BatchNorm: argument `renorm_clipping` must be None or a dict with the keys "
             f"'rmax', 'rmin', 'dmax'. Received: renorm_clipping={clipping!r}"
         )
     unknown = sorted(set(clipping) - set(RENORM_CLIPPING_KEYS))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"BatchNorm: `renorm_clipping` may only hold the keys 'rmax', 'rmin' and 'dmax'. "
             f"Received invalid keys: {unknown}. Received: renorm_clipping={clipping!r}"
         )
@@ -520,25 +521,25 @@ def _check_renorm_clipping(clipping):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value)
         ):
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm: renorm_clipping['{key}'] must be a number (or None for no "
                 f"bound). Received: renorm_clipping={clipping!r}"
             )
     rmax, rmin, dmax = (clipping.get(k) for k in RENORM_CLIPPING_KEYS)
     if rmin is not None and rmin < 0:
-        raise ValueError(
+        raise UsageError(
             f"BatchNorm: renorm_clipping['rmin'] must be >= 0 (r is a ratio of standard "
             f"deviations). Received: renorm_clipping={clipping!r}"
         )
     if rmax is not None and rmin is not None and rmax < rmin:
-        raise ValueError(
-            "BatchNorm: renorm_clipping['rmax'] must be at least renorm_clipping['rmin']. "
-            f"Received: renorm_clipping={clipping!r}"
+        raise UsageError(
+            "BatchNorm: renorm_clipping['rmax'] must be at least renorm_clipping['rmin'] (rmax should be >= "
+            f"rmin: r is clipped to [rmin, rmax]). Received: renorm_clipping={clipping!r}"
         )
     if dmax is not None and dmax < 0:
-        raise ValueError(
-            "BatchNorm: renorm_clipping['dmax'] must be >= 0 (d is clipped to [-dmax, "
-            f"dmax]). Received: renorm_clipping={clipping!r}"
+        raise UsageError(
+            "BatchNorm: renorm_clipping['dmax'] must be >= 0 (dmax should be non-negative: d is clipped to "
+            f"[-dmax, dmax]). Received: renorm_clipping={clipping!r}"
         )
     return dict(clipping)
 
@@ -549,23 +550,23 @@ def _check_renorm_ramp(ramp, renorm, clipping):
     if ramp is None or ramp == {}:
         return None
     if not renorm:
-        raise ValueError("BatchNorm: renorm_ramp relaxes batch renormalization's clipping; it needs renorm=True.")
+        raise UsageError("BatchNorm: renorm_ramp relaxes batch renormalization's clipping; it needs renorm=True.")
     if not isinstance(ramp, dict) or not ramp or set(ramp) - {"rmax", "dmax"}:
-        raise ValueError(
+        raise UsageError(
             "BatchNorm: renorm_ramp must be a dict with the keys 'rmax' and/or 'dmax', each a (start, end) pair "
             f"of training steps, e.g. {{'rmax': (500, 4000), 'dmax': (500, 2500)}}. Received: renorm_ramp={ramp!r}"
         )
     checked = {}
     for key, steps in ramp.items():
         if clipping.get(key) is None:
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm: renorm_ramp['{key}'] ramps renorm_clipping['{key}'], which is not set; give "
                 f"renorm_clipping a '{key}'. Received: renorm_clipping={clipping!r}"
             )
         if (not isinstance(steps, (tuple, list)) or len(steps) != 2
                 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in steps)
                 or not 0 <= steps[0] <= steps[1]):
-            raise ValueError(
+            raise UsageError(
                 f"BatchNorm: renorm_ramp['{key}'] must be a (start, end) pair of steps with 0 <= start <= end. "
                 f"Received: renorm_ramp={ramp!r}"
             )

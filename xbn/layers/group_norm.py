@@ -23,6 +23,7 @@ import keras
 from keras import ops
 
 from xbn import _checks
+from xbn.errors import UsageError
 from xbn.layers import _base, _portable
 
 
@@ -126,7 +127,7 @@ class GroupNorm(_base.AffineNormalization):
                 else f"the input has {channels} channels, which cannot be split into "
                 f"groups={groups} equal groups"
             )
-            raise ValueError(
+            raise UsageError(
                 f"GroupNorm '{self.name}': {problem}. Use a group count that divides "
                 f"{channels}: one of {divisors}."
             )

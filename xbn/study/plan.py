@@ -46,6 +46,8 @@ result row records both its epochs and its steps.
 import dataclasses
 import math
 
+from xbn.errors import UsageError
+
 # The CIFAR-style ResNets' learning rate at batch 64, scaled linearly with
 # the batch (Goyal et al., 2017) and then by the tuned scale.
 LR_AT_64 = 0.1
@@ -223,48 +225,48 @@ class Plan:
     def __post_init__(self):
         sizes = (*self.batch_sizes, *self.depth_batch_sizes)
         if not self.batch_sizes or any(not isinstance(b, int) or b < 2 for b in sizes):
-            raise ValueError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {sizes}.")
+            raise UsageError(f"batch sizes must be integers >= 2 (BatchNorm needs two examples); got {sizes}.")
         if len(set(self.seeds)) < 2:
-            raise ValueError(f"a study needs at least 2 seeds per cell for a spread; got {self.seeds}.")
+            raise UsageError(f"a study needs at least 2 seeds per cell for a spread; got {self.seeds}.")
         if TUNING_SEED in self.seeds:
-            raise ValueError(f"seed {TUNING_SEED} is held out for tuning the learning rate; choose other seeds.")
+            raise UsageError(f"seed {TUNING_SEED} is held out for tuning the learning rate; choose other seeds.")
         if self.normal_batch not in self.batch_sizes:
-            raise ValueError(f"the normal batch {self.normal_batch} is not among the batch sizes {self.batch_sizes}.")
+            raise UsageError(f"the normal batch {self.normal_batch} is not among the batch sizes {self.batch_sizes}.")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {self.epochs}.")
+            raise UsageError(f"epochs must be >= 1; got {self.epochs}.")
         if self.normal_epochs is not None and self.normal_epochs < self.epochs:
-            raise ValueError(f"`normal_epochs` must be >= `epochs` ({self.epochs}): the normal batch takes the "
+            raise UsageError(f"`normal_epochs` must be >= `epochs` ({self.epochs}): the normal batch takes the "
                              f"fewest steps per epoch; got {self.normal_epochs}.")
-        _check_norms("form_normal_epochs", self.form_normal_epochs, (*self.sweep, *self.depth))
+        _check_norms("`form_normal_epochs`", self.form_normal_epochs, (*self.sweep, *self.depth))
         for norm, epochs in self.form_normal_epochs:
             if not isinstance(epochs, int) or epochs < self.epochs:
-                raise ValueError(f"form_normal_epochs: {norm}'s epochs must be an integer >= `epochs` "
+                raise UsageError(f"`form_normal_epochs` {norm}: {norm}'s epochs must be an integer >= `epochs` "
                                  f"({self.epochs}); got {epochs!r}.")
         for factor in self.convergence_factors:
             self._check_factor(factor, self.sweep)
-        _check_norms("form_convergence_factors", self.form_convergence_factors, self.sweep)
+        _check_norms("`form_convergence_factors`", self.form_convergence_factors, self.sweep)
         for norm, factors in self.form_convergence_factors:
             for factor in factors:
                 if factor in self.convergence_factors:
-                    raise ValueError(f"form_convergence_factors: {norm}={factor:g} is among the plan's factors "
+                    raise UsageError(f"`form_convergence_factors` {norm}={factor:g} is among the plan's factors "
                                      f"({', '.join(f'{f:g}' for f in sorted(self.convergence_factors))}) already; "
                                      "leave it out.")
                 self._check_factor(factor, [f for f in self.sweep if f.norm == norm])
         if 2 not in self.convergence_factors:
-            raise ValueError(f"convergence factors {self.convergence_factors} must include 2: doubling the epochs "
+            raise UsageError(f"convergence factors {self.convergence_factors} must include 2: doubling the epochs "
                              "is the test of convergence.")
         if self.convergence_seeds is not None and not set(self.convergence_seeds) <= set(self.seeds):
-            raise ValueError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
+            raise UsageError(f"convergence_seeds {self.convergence_seeds} must be among the seeds {self.seeds}.")
         if self.depth_seeds is not None and (not set(self.depth_seeds) <= set(self.seeds)
                                              or len(set(self.depth_seeds)) < 2):
-            raise ValueError(f"depth_seeds {self.depth_seeds} must be at least 2 of the seeds {self.seeds} (a "
+            raise UsageError(f"depth_seeds {self.depth_seeds} must be at least 2 of the seeds {self.seeds} (a "
                              "spread needs 2).")
         from xbn.models import list_models
 
         known = set(list_models())
         missing = list(dict.fromkeys(f.model for f in (*self.sweep, *self.depth) if f.model not in known))
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"unknown models {', '.join(missing)}; the study needs a registered network with _xbn and "
                 "_gnws forms, e.g. resnet20 (xbn.models.list_models())."
             )
@@ -276,7 +278,7 @@ class Plan:
         epochs = [factor * self.epochs_at(self.normal_batch, f) for f in forms]
         if (not math.isfinite(factor) or factor <= 0 or factor == 1
                 or any(e < 1 or abs(e - round(e)) > 1e-9 for e in epochs)):
-            raise ValueError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
+            raise UsageError(f"convergence factor {factor:g} must be positive, not 1, and give whole epochs of "
                              f"at least 1 for every reference (it gives {', '.join(f'{e:g}' for e in epochs)}).")
 
     def factors_of(self, form):
@@ -417,10 +419,10 @@ def _check_norms(option, pairs, forms):
     norms = {f.norm for f in forms}
     for norm, _ in pairs:
         if norm not in norms:
-            raise ValueError(f"{option} names {norm!r}, a norm no form of the plan has; the plan's are "
+            raise UsageError(f"{option} names {norm!r}, a norm no form of the plan has; the plan's are "
                              f"{', '.join(sorted(norms))}.")
     if len(dict(pairs)) != len(pairs):
-        raise ValueError(f"{option} names a norm twice: {pairs}.")
+        raise UsageError(f"{option} names a norm twice: {pairs}.")
 
 
 def _all_corruptions(severities=(1, 2, 3, 4, 5)):
@@ -477,7 +479,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
                                             ("severities", severities), ("depth_seeds", depth_seeds),
                                             ("depth_batch_sizes", depth_batch_sizes)) if value]
         if ignored:
-            raise ValueError("the quick plan is fixed (batch 4 and 16, no deeper network, no convergence runs, 3 "
+            raise UsageError("the quick plan is fixed (batch 4 and 16, no deeper network, no convergence runs, 3 "
                              f"corruptions): it takes no {', '.join(f'`{name}`' for name in ignored)}; drop them, "
                              "or drop `quick` for a plan that takes them.")
         return Plan(
@@ -492,7 +494,7 @@ def study_plan(quick=False, sweep="resnet20", depth="resnet56", seeds=None, epoc
     batch_sizes = tuple(sorted(set(batch_sizes or (2, 4, 8, 16, 64))))
     for option, value in (("depth_seeds", depth_seeds), ("depth_batch_sizes", depth_batch_sizes)):
         if value and not depth:
-            raise ValueError(f"{option} {tuple(value)} are the deeper network's, but the plan has none; "
+            raise UsageError(f"{option} {tuple(value)} are the deeper network's, but the plan has none; "
                              f"name one (the default is resnet56) or leave {option} out.")
     return Plan(
         sweep=forms_of(sweep, brn), batch_sizes=batch_sizes,

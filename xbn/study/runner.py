@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from xbn import _checks
+from xbn.errors import UsageError
 
 ROW_FILE = "study_row.json"
 RESULTS_FILE = "results.json"
@@ -113,8 +114,8 @@ def _refuse_other_settings(config):
     changed = changed_settings(config)
     if changed:
         details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
-        raise ValueError(
-            f"{config.out_dir} holds a run with other settings ({details}). Use another --out "
+        raise UsageError(
+            f"{config.out_dir} holds a run with other settings ({details}). Use another `out` "
             "folder for this study, or delete that run to retrain it."
         )
 
@@ -438,13 +439,13 @@ def reuse_rows(document, plan, out, log=print, source="the results", scales=None
     from xbn import _files
 
     if not is_results(document):
-        raise ValueError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
+        raise UsageError(f"{source} is not a study's results.json (it has no 'plan' and 'rows').")
     mine = json.loads(json.dumps(plan.describe()))  # tuples as the file has them: lists
     changed = {k: (document["plan"].get(k), mine[k]) for k in SHARED_SETTINGS if document["plan"].get(k) != mine[k]}
     if changed:
         details = "; ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in changed.items())
-        raise ValueError(f"{source} was measured with other settings ({details}); its rows cannot be reused "
-                         "by this plan. Drop --reuse, or ask for the same settings.")
+        raise UsageError(f"{source} was measured with other settings ({details}); its rows cannot be reused "
+                         "by this plan. Drop `reuse`, or ask for the same settings.")
     by_name = {Path(row.get("run", "")).name: row for row in document["rows"]}
     tuning, tuned = plan.tuning_cells(), scales is not None
     if scales is None:

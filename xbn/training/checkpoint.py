@@ -12,9 +12,11 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from xbn import _files
+from xbn.errors import UsageError
 
 KEEP = 2
 
@@ -25,7 +27,7 @@ def save(directory, epoch, model, optimizer, state):
     name = f"epoch-{epoch:04d}"
     with _files.atomic_directory(directory / name, overwrite=True) as tmp:
         model.save_weights(tmp / "model.weights.h5")
-        arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+        arrays = {f"v{i:05d}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(optimizer.variables)}
         with open(tmp / "optimizer.npz", "wb") as handle:
             np.savez(handle, **arrays)
         (tmp / "state.json").write_text(json.dumps({"epoch": epoch, **state}, indent=1))
@@ -44,17 +46,26 @@ def latest(directory):
     return path if (path / "state.json").exists() else None
 
 
-def restore(path, model, optimizer):
-    """Load a checkpoint folder into ``model`` and ``optimizer``; returns its state."""
+def read_state(path):
+    """The run state (``epoch``, history) a checkpoint folder holds."""
+    return json.loads((Path(path) / "state.json").read_text())
+
+
+def restore(path, model, optimizer=None):
+    """Load a checkpoint folder into ``model`` and ``optimizer`` (``None``:
+    the model's weights only, e.g. where a new training phase starts with a
+    fresh optimizer); returns its state."""
     path = Path(path)
     model.load_weights(path / "model.weights.h5")
+    if optimizer is None:
+        return read_state(path)
     with np.load(path / "optimizer.npz") as arrays:
         values = [arrays[k] for k in sorted(arrays.files)]
     if len(values) != len(optimizer.variables):
-        raise ValueError(
+        raise UsageError(
             f"checkpoint {path}: it holds {len(values)} optimizer variables, the optimizer "
             f"has {len(optimizer.variables)}; was it written with other settings?"
         )
     for variable, value in zip(optimizer.variables, values):
         variable.assign(value)
-    return json.loads((path / "state.json").read_text())
+    return read_state(path)

@@ -12,10 +12,12 @@ import dataclasses
 from pathlib import Path
 
 from xbn import _checks
+from xbn.errors import UsageError, UsageTypeError
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("none", "float16", "bfloat16")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+FREEZE = ("none", "backbone")
 
 # Settings that may change between a run and its resumption.
 RESUMABLE_CHANGES = ("out", "overwrite", "export", "verbose")
@@ -44,8 +46,9 @@ def _data_help():
     return f"where the images come from (default digits). {data_help()}"
 
 
-MODEL_AND_DATA, OPTIMIZATION, NORMALIZATION, PIPELINE, EXECUTION = (
-    "model and data", "optimization", "normalization", "input pipeline", "execution and output",
+MODEL_AND_DATA, START, OPTIMIZATION, NORMALIZATION, PIPELINE, EXECUTION = (
+    "model and data", "starting from trained weights", "optimization", "normalization", "input pipeline",
+    "execution and output",
 )
 
 
@@ -74,6 +77,29 @@ class TrainConfig:
         repeat=True, factory=dict,
     )
     image_size: int = _setting(64, "input side in pixels, >= 32 (>= 8 for the CIFAR ResNets)", MODEL_AND_DATA)
+    # starting from trained weights
+    weights: str = _setting(
+        None, "start from trained weights: a weights name of the model or of its vanilla twin (see "
+        "xbn.models.list_weights: imagenet, torchvision, ...), a .keras, .weights.h5 or keras .h5 file, a PyTorch "
+        "checkpoint (.pth, .pt, .bin, .safetensors) or an earlier run folder; layers are loaded by name and shape "
+        "and a head for other classes is replaced (default: random initialization)", START, metavar="NAME|PATH",
+    )
+    freeze: str = _setting(
+        "none", "backbone: train only the head, every other layer frozen (its BatchNorms in inference mode)", START,
+        choices=FREEZE,
+    )
+    freeze_epochs: int = _setting(
+        None, "with --freeze backbone: unfreeze everything after this many epochs, with the optimizer's state "
+        "reset and --unfreeze-lr (default: frozen the whole run)", START, metavar="N",
+    )
+    unfreeze_lr: float = _setting(
+        None, "peak learning rate once unfrozen (default: a tenth of the peak learning rate)", START,
+    )
+    calibrate: int = _setting(
+        0, "with --weights of a BatchNorm network and an XBN --model: calibrate each new GroupNorm to the "
+        "BatchNorm it replaces on this many training images (xbn.surgery.calibrate_xbn; 0: off)", START,
+        metavar="IMAGES",
+    )
     # optimization
     epochs: int = _setting(15, group=OPTIMIZATION)
     steps_per_epoch: int = _setting(
@@ -143,15 +169,15 @@ class TrainConfig:
         from xbn.models import list_models, model_facts
 
         if self.model not in list_models():
-            raise ValueError(
+            raise UsageError(
                 f"{o}: unknown `model` {self.model!r}; the registered models are "
                 f"{', '.join(list_models())}."
             )
         if not isinstance(self.model_args, dict):
-            raise TypeError(f"{o}: model_args must be a mapping; got {self.model_args!r}.")
+            raise UsageTypeError(f"{o}: model_args must be a mapping; got {self.model_args!r}.")
         for reserved in RESERVED_MODEL_ARGS:
             if reserved in self.model_args:
-                raise ValueError(
+                raise UsageError(
                     f"{o}: `model_args` {reserved} is set by the trainer itself (from "
                     "`image_size` and the data's classes); remove it."
                 )
@@ -160,7 +186,7 @@ class TrainConfig:
             if spec is not None:
                 parse_spec(spec)
         if not isinstance(self.data_args, dict):
-            raise TypeError(f"{o}: data_args must be a mapping; got {self.data_args!r}.")
+            raise UsageTypeError(f"{o}: data_args must be a mapping; got {self.data_args!r}.")
         check_data_args(self.data, self.data_args)
         self.val_split = _checks.check_float(o, "val_split", self.val_split, minimum=0.0, maximum=0.9)
         self.skip_bad_images = _checks.check_bool(o, "skip_bad_images", self.skip_bad_images)
@@ -183,7 +209,7 @@ class TrainConfig:
                 )
         self.warmup_epochs = _checks.check_float(o, "warmup_epochs", self.warmup_epochs, minimum=0.0)
         if self.warmup_epochs >= self.epochs:
-            raise ValueError(
+            raise UsageError(
                 f"{o}: `warmup_epochs` {self.warmup_epochs} must be less than `epochs` {self.epochs}."
             )
         self.weight_decay = _checks.check_float(o, "weight_decay", self.weight_decay, minimum=0.0)
@@ -206,7 +232,43 @@ class TrainConfig:
         _checks.check_choice(o, "mixed_precision", self.mixed_precision, PRECISIONS)
         self.jit_compile = _checks.check_bool(o, "jit_compile", self.jit_compile)
         _checks.check_choice(o, "strategy", self.strategy, STRATEGIES)
+        self._validate_start(o)
         return self
+
+    def _validate_start(self, o):
+        """The settings of starting from trained weights, checked together."""
+        if self.weights is not None:
+            if not isinstance(self.weights, str) or not self.weights:
+                raise UsageTypeError(f"{o}: `weights` must be a weights name or a path; got {self.weights!r}.")
+        _checks.check_choice(o, "freeze", self.freeze, FREEZE)
+        if self.freeze != "none" and self.weights is None:
+            raise UsageError(f"{o}: `freeze` {self.freeze} keeps trained layers as they are; give the `weights` "
+                             "to start from (a frozen random backbone learns nothing).")
+        if self.freeze_epochs is not None:
+            if self.freeze == "none":
+                raise UsageError(f"{o}: `freeze_epochs` says when to unfreeze; add `freeze` backbone.")
+            self.freeze_epochs = _checks.check_int(o, "freeze_epochs", self.freeze_epochs, minimum=1,
+                                                   maximum=max(1, self.epochs - 1))
+        if self.unfreeze_lr is not None:
+            if self.freeze_epochs is None:
+                raise UsageError(f"{o}: `unfreeze_lr` is the learning rate once unfrozen; add `freeze` backbone "
+                                 "and `freeze_epochs`.")
+            self.unfreeze_lr = _checks.check_float(o, "unfreeze_lr", self.unfreeze_lr, minimum=0.0,
+                                                   min_inclusive=False)
+        self.calibrate = _checks.check_int(o, "calibrate", self.calibrate, minimum=0)
+        if self.calibrate:
+            from xbn.models import model_facts
+
+            if self.weights is None or model_facts(self.model).variant != "xbn":
+                raise UsageError(
+                    f"{o}: `calibrate` sets the GroupNorms an XBN model adds to a trained BatchNorm network: give "
+                    "an XBN `model` (e.g. resnet50_xbn) and the `weights` of the BatchNorm network (e.g. imagenet)."
+                )
+
+    @property
+    def unfrozen_learning_rate(self):
+        """The peak learning rate after unfreezing: ``unfreeze_lr``, or a tenth of the first phase's."""
+        return self.unfreeze_lr if self.unfreeze_lr is not None else self.learning_rate / 10
 
     def as_dict(self):
         data = dataclasses.asdict(self)
@@ -263,22 +325,22 @@ def load_recipe(path, _seen=None):
     path = Path(path).expanduser()
     seen = _seen or []
     if path.resolve() in seen:
-        raise ValueError(f"recipe {path}: its 'base' chain loops back to itself.")
+        raise UsageError(f"recipe {path}: its 'base' chain loops back to itself.")
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; recipes live in models/*.yaml.")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"recipe {path} is not valid YAML: {error}") from None
+        raise UsageError(f"recipe {path} is not valid YAML: {error}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"recipe {path} must be a mapping of settings, not {type(data).__name__}.")
+        raise UsageError(f"recipe {path} must be a mapping of settings, not {type(data).__name__}.")
     base = data.pop("base", None)
     unknown = [k for k in data if k not in FIELDS]
     if unknown:
         hints = [f"{key!r}{_checks.close_match(key, FIELDS)}" for key in unknown]
-        raise ValueError(
+        raise UsageError(
             f"recipe {path}: unknown setting(s) {', '.join(hints)}. Known settings: "
             f"{', '.join(FIELDS)}."
         )
@@ -301,7 +363,7 @@ def resolve(recipe=None, overrides=None):
             settings[key] = value
     unknown = [k for k in settings if k not in FIELDS]
     if unknown:
-        raise ValueError(f"xbn-train: unknown setting(s) {unknown}.")
+        raise UsageError(f"xbn-train: unknown setting(s) {unknown}.")
     if "model" in settings and "model_args" not in settings and settings["model"] != TrainConfig.model:
         # The default model_args belong to the default model.
         settings["model_args"] = {}

@@ -14,6 +14,8 @@ import itertools
 import json
 import os
 
+from xbn.errors import UsageError
+
 # Every MirroredStrategy numbers its collective all-reduces from the same
 # group and instance keys (``MirroredStrategy._collective_key_base``, 0 in
 # production).  A second strategy in the same process therefore reuses keys
@@ -31,7 +33,7 @@ def _tf_config():
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); see the README for its form.") from None
+        raise UsageError(f"TF_CONFIG is not valid JSON ({error}); see the README for its form.") from None
     return config
 
 
@@ -50,8 +52,8 @@ def make_strategy(name="auto"):
             name = "default"
     if name == "multiworker":
         if workers < 1 or "task" not in config:
-            raise ValueError(
-                "--strategy multiworker needs TF_CONFIG with a 'cluster' and this worker's "
+            raise UsageError(
+                "`strategy` multiworker needs TF_CONFIG with a 'cluster' and this worker's "
                 "'task', e.g. TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:12345\", "
                 "\"host2:12345\"]}, \"task\": {\"type\": \"worker\", \"index\": 0}}'."
             )

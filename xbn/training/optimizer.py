@@ -7,13 +7,25 @@ float16 gets dynamic loss scaling.
 """
 
 
-def make_optimizer(config, steps_per_epoch):
-    """``(optimizer, schedule)`` for a :class:`~xbn.training.TrainConfig`."""
+def make_optimizer(config, steps_per_epoch, phase=None):
+    """``(optimizer, schedule)`` for a :class:`~xbn.training.TrainConfig`.
+
+    ``phase``: ``None`` for a run in one phase; ``"frozen"`` or
+    ``"unfrozen"`` for the two phases of ``freeze_epochs``: each has its own
+    optimizer and schedule over its own epochs, the second without warm-up
+    and at ``config.unfrozen_learning_rate``.
+    """
     import keras
 
-    total = config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_epochs * steps_per_epoch))
-    peak = config.learning_rate
+    epochs, warmup_epochs, peak = config.epochs, config.warmup_epochs, config.learning_rate
+    if phase == "frozen":
+        epochs = config.freeze_epochs
+        warmup_epochs = min(warmup_epochs, epochs / 2)
+    elif phase == "unfrozen":
+        epochs, warmup_epochs = config.epochs - config.freeze_epochs, 0.0
+        peak = config.unfrozen_learning_rate
+    total = epochs * steps_per_epoch
+    warmup = int(round(warmup_epochs * steps_per_epoch))
     if warmup:
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=peak / max(warmup, 1), decay_steps=max(total - warmup, 1),

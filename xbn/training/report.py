@@ -39,9 +39,9 @@ def summary_table(metrics, root):
             "last measured."
         )
     lines.append("")
-    lines.append(f"run folder: {root}  (model.keras, metrics.json, history.csv, curves.png)")
+    lines.append(f"run folder: {root}  (model.keras: logits; metrics.json, history.csv, curves.png)")
     if metrics.get("export"):
-        lines.append(f"SavedModel: {metrics['export']}")
+        lines.append(f"SavedModel: {metrics['export']}  (probabilities, top-k labels and logits)")
     if metrics.get("export_error"):
         lines.append(f"export failed: {metrics['export_error']}")
     return "\n".join(lines)

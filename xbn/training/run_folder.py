@@ -28,6 +28,7 @@ from pathlib import Path
 
 import xbn
 from xbn import _files
+from xbn.errors import UsageError
 
 RUN_FILE = "run.json"
 MODEL_FILE = "model.keras"
@@ -133,6 +134,9 @@ class RunFolder:
             ValueError: the folder holds a run with other settings.
             FileExistsError: the folder holds something that is not a run.
         """
+        if self.root.exists() and not self.root.is_dir():
+            raise FileExistsError(f"`out` {self.root} is a file; name a folder for the run (a new one, or an "
+                                  "earlier run's to resume it).")
         if not self.chief:
             # A finished run is finished for every worker, or they would
             # wait forever on collectives the chief never joins.
@@ -157,34 +161,46 @@ class RunFolder:
             changed = changed_settings(self.root, self.settings)
             if changed:
                 listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-                raise ValueError(
+                raise UsageError(
                     f"{self.root} holds a run with other settings ({listed}). Resume it with its "
-                    "own settings, start over with --overwrite, or choose another --out."
+                    "own settings, start over with `overwrite`, or choose another `out`."
                 )
             return read_metrics(self.root)
         strangers = [p.name for p in self._contents() if not p.name.startswith(WORKER_PREFIX)]
         if strangers:
             raise FileExistsError(
                 f"{self.root} exists and is not an xbn-train run folder (it holds "
-                f"{', '.join(sorted(strangers)[:3])}); choose another --out or pass --overwrite "
+                f"{', '.join(sorted(strangers)[:3])}); choose another `out` or pass `overwrite` "
                 "to replace it."
             )
         return None
 
-    def write_run(self, settings, resolved, facts, source, image_size):
-        """Write ``run.json`` (the chief only)."""
+    def write_run(self, settings, resolved, facts, source, image_size, weights=None, backend=None,
+                  preprocessing=None):
+        """Write ``run.json`` (the chief only).
+
+        ``weights``: where the run started from (:class:`xbn.training.start.StartReport`
+        as a dict); ``backend``: the keras backend it trains on;
+        ``preprocessing``: the model's, where its named weights change its family's.
+        """
         if not self.chief:
             return
+        facts = facts.as_dict()
+        if preprocessing is not None:
+            facts["preprocessing"] = preprocessing
         info = {
             "xbn_version": xbn.__version__,
             "settings": settings,
             "resolved": resolved,
-            "facts": facts.as_dict(),
+            "facts": facts,
             "class_names": source.class_names,
             "num_classes": source.num_classes,
             "image_size": image_size,
             "splits": {name: split.size for name, split in source.splits.items()},
+            # model.keras outputs logits; the export adds the softmax.
             "outputs": "logits",
+            "weights": weights,
+            "backend": backend,
         }
         _files.atomic_write_text(self.root / RUN_FILE, json.dumps(info, indent=2) + "\n")
 

@@ -1,12 +1,18 @@
 """The per-replica training and evaluation steps: one definition.
 
-``xbn-train`` runs them through ``strategy.run`` on every batch of its
-pipeline; ``xbn-bench`` times the same training step on a fixed batch, so
-what the bench measures is what training runs.
+On TensorFlow ``xbn-train`` runs them through ``strategy.run`` on every
+batch of its pipeline; ``xbn-bench`` times the same training step on a
+fixed batch, so what the bench measures is what training runs.  On JAX and
+PyTorch keras' own compiled steps take their place
+(:mod:`xbn.training.engine`); :func:`accuracy_function` and
+:func:`prediction_function` serve every backend.
 """
 
 import keras
-import tensorflow as tf
+
+from xbn import _backend
+
+tf = _backend.tensorflow()
 
 
 def replica_train_step(model, optimizer, classes, label_smoothing=0.0, global_batch_size=None):
@@ -67,6 +73,22 @@ def replica_eval_step(model, top_k):
     return step
 
 
+def eval_sums(logits, labels, top_k):
+    """``[loss sum, top-1 hits, top-k hits, count]`` of a batch, from logits
+    (softmax cross-entropy in float64, as :func:`xbn.training.steps.replica_eval_step`)."""
+    import numpy as np
+
+    logits = np.asarray(logits, np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(len(labels)), labels]
+    target = logits[np.arange(len(labels)), labels]
+    # Hits as tf.math.in_top_k counts them: fewer than k classes score higher.
+    above = (logits > target[:, None]).sum(axis=1)
+    return np.array([loss.sum(), (above == 0).sum(), (above < top_k).sum(), len(labels)], np.float64)
+
+
 def accuracy_function(model, top_k):
     """``accuracy(dataset) -> {"examples", "top1", "topk"}`` in inference mode.
 
@@ -77,12 +99,19 @@ def accuracy_function(model, top_k):
     """
     import numpy as np
 
-    step = tf.function(replica_eval_step(model, top_k), reduce_retracing=True)
+    if keras.backend.backend() == "tensorflow":
+        traced = tf.function(replica_eval_step(model, top_k), reduce_retracing=True)
+
+        def step(images, labels):
+            return traced(images, labels).numpy()
+    else:
+        def step(images, labels):
+            return eval_sums(model.predict_on_batch(images.numpy()), labels.numpy(), top_k)
 
     def accuracy(dataset):
         totals = np.zeros(4)
         for images, labels in dataset:
-            totals += step(images, labels).numpy()
+            totals += step(images, labels)
         _, top1, topk, count = totals
         return {"examples": int(count), "top1": top1 / count, "topk": topk / count}
 
@@ -98,14 +127,20 @@ def prediction_function(model):
     """
     import numpy as np
 
-    @tf.function(reduce_retracing=True)
-    def step(images):
-        return tf.argmax(tf.cast(model(images, training=False), tf.float32), -1, tf.int32)
+    if keras.backend.backend() == "tensorflow":
+        traced = tf.function(reduce_retracing=True)(
+            lambda images: tf.argmax(tf.cast(model(images, training=False), tf.float32), -1, tf.int32))
+
+        def step(images):
+            return traced(images).numpy()
+    else:
+        def step(images):
+            return np.argmax(np.asarray(model.predict_on_batch(images.numpy()), np.float32), -1).astype(np.int32)
 
     def predict(dataset):
         classes, labels = [], []
         for images, batch_labels in dataset:
-            classes.append(step(images).numpy())
+            classes.append(step(images))
             labels.append(np.asarray(batch_labels))
         return np.concatenate(classes), np.concatenate(labels)
 

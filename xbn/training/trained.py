@@ -7,12 +7,16 @@ The command-line tools that take a trained model (``xbn-export``,
   :mod:`xbn.training.run_folder`): classes, input size, preprocessing,
   crop and data come from the run;
 - a ``.keras`` file saved from an xbn model: its facts come from its name;
-- a registered model name with a weights file (and builder arguments).
+- a registered model name with ``--weights``: a weights name
+  (``imagenet``, ``torchvision``: their classes, preprocessing and crop come
+  with them), a keras weights file or a PyTorch checkpoint (and builder
+  arguments).
 """
 
 import dataclasses
 from pathlib import Path
 
+from xbn.errors import UsageError
 from xbn.training import run_folder
 
 
@@ -60,15 +64,14 @@ def load_trained(source, weights=None, class_names=None, image_size=None, model_
         ValueError, FileNotFoundError: naming the problem and the fix.
     """
     from xbn.models.loading import load_model, read_class_names
-    from xbn.models.registry import get_model, list_models, model_facts
-    from xbn.models.weights import read_weights, transfer_weights
+    from xbn.models.registry import list_models, model_facts
 
     path = Path(source)
     if path.is_dir():
         if weights or class_names or image_size or model_args:
-            raise ValueError(
+            raise UsageError(
                 "a run folder brings its own weights, classes, size and builder arguments; "
-                "drop --weights/--class-names/--image-size/--model-arg."
+                "drop `weights`, `class_names`, `image_size` and `model_args`."
             )
         return load_run(path, eval_crop=eval_crop)
     if path.suffix == ".keras":
@@ -78,27 +81,13 @@ def load_trained(source, weights=None, class_names=None, image_size=None, model_
         facts = model_facts(model)
     elif source in list_models():
         if weights is None:
-            raise ValueError(
-                f"the registered model {source!r} needs --weights PATH (an untrained model "
+            raise UsageError(
+                f"the registered model {source!r} needs `weights` NAME|PATH (an untrained model "
                 "has nothing to show)."
             )
-        facts = model_facts(source)
-        arrays = read_weights(weights)
-        dense = arrays.get("predictions")
-        classes = dense[0].shape[-1] if dense else 1000
-        size = image_size or facts.default_size
-        model = get_model(source, input_shape=(size, size, 3), classes=classes, **(model_args or {}))
-        report = transfer_weights(arrays, model)
-        if report.left_initial:
-            shown = "; ".join(f"{k}: {v}" for k, v in list(report.mismatched.items())[:2])
-            raise ValueError(
-                f"{weights} does not fit {source!r} built with "
-                f"{model_args or 'its default arguments'}: {report.summary()}"
-                f"{' (' + shown + ')' if shown else ''}. Pass the builder arguments the weights "
-                "were trained with, e.g. --model-arg alpha=0.35."
-            )
+        return _named_model(source, weights, class_names, image_size, model_args or {}, eval_crop)
     else:
-        raise ValueError(
+        raise UsageError(
             f"SOURCE {source!r} is neither a run folder, a .keras file nor a registered model "
             f"({', '.join(list_models())})."
         )
@@ -109,6 +98,49 @@ def load_trained(source, weights=None, class_names=None, image_size=None, model_
     )
 
 
+def _named_model(name, weights, class_names, image_size, model_args, eval_crop):
+    """A registered model with ``weights``: a weights name, a keras weights file or a PyTorch checkpoint."""
+    from xbn.models import pretrained
+    from xbn.models.loading import read_class_names
+    from xbn.models.registry import get_model, model_facts
+    from xbn.models.weights import read_weights, transfer_weights
+    from xbn.training.start import TORCH_SUFFIXES
+
+    facts = model_facts(name)
+    size = image_size or facts.default_size
+    if pretrained.is_weights_name(name, weights):
+        entry = pretrained.weights_entry(name, weights)
+        model = get_model(name, weights=weights, input_shape=(size, size, 3), **model_args)
+        names = read_class_names(class_names, entry.classes) if class_names else entry.names()
+        return LoadedModel(model, name, entry.preprocessing, names,
+                           entry.eval_crop if eval_crop is None else eval_crop, size)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"`weights` {weights}: no such file, and not a weights name of {name} "
+                                f"({pretrained.names_text(name)}).")
+    if path.suffix in TORCH_SUFFIXES:
+        from xbn.models import model_from_torch
+
+        model, _ = model_from_torch(name, path, image_size=size, model_args=model_args)
+    else:
+        arrays = read_weights(path)
+        dense = arrays.get("predictions")
+        classes = dense[0].shape[-1] if dense else 1000
+        model = get_model(name, input_shape=(size, size, 3), classes=classes, **model_args)
+        report = transfer_weights(arrays, model)
+        if report.left_initial:
+            shown = "; ".join(f"{k}: {v}" for k, v in list(report.mismatched.items())[:2])
+            raise UsageError(
+                f"{weights} does not fit {name!r} built with "
+                f"{model_args or 'its default arguments'}: {report.summary()}"
+                f"{' (' + shown + ')' if shown else ''}. Pass the builder arguments the weights "
+                "were trained with, e.g. `model_args` alpha=0.35."
+            )
+    classes = int(model.output_shape[-1])
+    return LoadedModel(model, facts.name, facts.preprocessing, read_class_names(class_names, classes),
+                       0.875 if eval_crop is None else eval_crop, size)
+
+
 def export_run(run_dir, model=None, out=None, fold=True, overwrite=True, fmt="saved_model",
                max_pixels=None, log=print):
     """Export the model of an ``xbn-train`` run folder (default: ``<run>/export``).
@@ -116,11 +148,75 @@ def export_run(run_dir, model=None, out=None, fold=True, overwrite=True, fmt="sa
     ``model`` is the run's final model when the caller holds it already (as
     ``xbn-train`` does); otherwise ``model.keras`` is loaded.  The export
     records the run's data and held-out split, which ``xbn-evaluate`` scores
-    by default.
+    by default.  On keras' JAX and PyTorch backends the export is made by
+    TensorFlow in a process of its own (:func:`in_tensorflow`) from
+    ``model.keras``, and a SavedModel is then checked against ``model``'s
+    own outputs.
     """
+    import keras
+
     run_dir = Path(run_dir)
+    out = Path(out or run_dir / "export")
+    if keras.backend.backend() != "tensorflow":
+        argv = [str(run_dir), "--out", str(out), "--format", fmt, *([] if fold else ["--no-fold"]),
+                *(["--overwrite"] if overwrite else []),
+                *([] if max_pixels is None else ["--max-pixels", str(max_pixels)])]
+        in_tensorflow("xbn.cli.export", argv, log)
+        if fmt == "saved_model":
+            loaded = load_run(run_dir, model)
+            check_export(loaded.model, out, loaded.preprocessing, log)
+        return out
     loaded = load_run(run_dir, model)
-    return _export(loaded, out or run_dir / "export", fold, overwrite, fmt, 5, max_pixels, log)
+    return _export(loaded, out, fold, overwrite, fmt, 5, max_pixels, log)
+
+
+def in_tensorflow(module, argv, log=print, capture=True):
+    """Run the console script ``module`` (``"xbn.cli.export"``) with ``argv``
+    under keras' TensorFlow backend, in a process of its own: what only
+    TensorFlow can do (a SavedModel) from a JAX or PyTorch process.
+
+    With ``capture`` its output goes to ``log`` and a failure raises (a
+    :class:`~xbn.errors.UsageError` where the script refused its input, with
+    its error line); without, it writes to this process's terminal and its
+    exit status is returned."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    command = [sys.executable, "-m", module, *argv]
+    if not capture:
+        return subprocess.run(command, env=env).returncode
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        log(line)
+    if result.returncode:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else f"exit status {result.returncode}"
+        error = UsageError if result.returncode == 2 else RuntimeError
+        raise error(f"{module.rsplit('.', 1)[-1]} under TensorFlow failed: {last}")
+    return result.returncode
+
+
+def check_export(model, export_dir, preprocessing, log=print):
+    """Compare a SavedModel's ``serving_default`` with ``model``'s own outputs
+    (of this process's keras backend) on real and random images, within
+    what the export's precision promises; raises ``ExportError`` otherwise."""
+    import numpy as np
+
+    from xbn import _backend
+    from xbn.export.verify import check_batch, compare, has_logits, probabilities, reference, tolerance
+
+    tf = _backend.tensorflow()
+    images = check_batch(model)
+    expected = reference(model, preprocessing, images)
+    served = tf.saved_model.load(str(export_dir)).signatures["serving_default"](images=tf.constant(images))
+    name = "logits" if has_logits(model) else "probabilities"
+    got = served[name].numpy() if name in served else served["probabilities"].numpy()
+    if name not in served:
+        expected = probabilities(model, expected)
+    compare(f"export's {name} (against the {model.name} of this backend)", np.asarray(expected), got, log,
+            tolerance(model))
 
 
 def export_source(
@@ -143,3 +239,50 @@ def _export(loaded, out, fold, overwrite, fmt, top_k, max_pixels, log):
         data=data_record(loaded.settings), log=log,
     )
     return path
+
+
+def predict_files(loaded, paths, top_k=5):
+    """Top-k labels of each image file with a model in memory (a
+    :class:`LoadedModel`), as the export's ``serve_bytes`` does it: the file
+    decoded, its shorter side resized to ``size / eval_crop``, the center
+    cropped, the model's preprocessing; bad files get an error, not an
+    exception.
+
+    Returns:
+        ``[(path, [(label, probability), ...] or None, error or None)]``.
+    """
+    import keras
+    import numpy as np
+
+    from xbn import _backend
+    from xbn.data.images import decode, readable_decode_error
+    from xbn.data.pipeline import eval_image
+    from xbn.export.verify import has_logits
+    from xbn.models.preprocessing import preprocess_images
+
+    tf = _backend.tensorflow()
+    logits = has_logits(loaded.model)
+    results = []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            results.append((path, None, f"cannot read the file: {error.strerror}"))
+            continue
+        if not data:
+            results.append((path, None, "the file is empty (0 bytes)"))
+            continue
+        try:
+            image = eval_image(decode(tf.constant(data)), loaded.image_size, loaded.eval_crop)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            results.append((path, None, readable_decode_error(error.message)))
+            continue
+        batch = preprocess_images(image.numpy()[None], loaded.preprocessing)
+        scores = np.asarray(keras.ops.convert_to_numpy(loaded.model.predict_on_batch(batch)), np.float64)[0]
+        if logits:
+            scores = np.exp(scores - scores.max())
+            scores /= scores.sum()
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        results.append((path, [(loaded.class_names[i], float(scores[i])) for i in order], None))
+    return results
+

@@ -1,21 +1,32 @@
-"""The strategy-aware training loop behind ``xbn-train``.
+"""The training loop behind ``xbn-train``, on every keras backend.
 
-One loop for every strategy: a ``tf.function`` train step that runs the
-forward/backward pass and the optimizer update per replica through
-``strategy.run`` (Keras 3.15's ``model.fit`` fails under
-``MultiWorkerMirroredStrategy``, keras issue 20585), with
+One loop for every backend and strategy, reading tf.data pipelines; the
+steps run in an engine (:mod:`xbn.training.engine`): on TensorFlow a
+``tf.function`` train step that runs the forward/backward pass and the
+optimizer update per replica through ``strategy.run`` (Keras 3.15's
+``model.fit`` fails under ``MultiWorkerMirroredStrategy``, keras issue
+20585), on JAX and PyTorch keras' own compiled steps, with
 
 - SGD (momentum, decoupled weight decay) or AdamW, linear warm-up then
   cosine decay, label smoothing; BatchNorm/GroupNorm scales and offsets and
   biases are exempt from weight decay;
 - mixed precision (float16 with dynamic loss scaling, or bfloat16), XLA
   (``jit_compile``, one replica per worker), synchronized BatchNorm;
+- a start from trained weights (``weights``: loaded by layer name and
+  shape, a head for other classes replaced, new GroupNorms calibrated with
+  ``calibrate``), a frozen backbone (``freeze``) for the whole run or its
+  first ``freeze_epochs``, after which everything trains with a fresh
+  optimizer (see :mod:`xbn.training.start`);
 - a checkpoint after every epoch, written atomically, and resumption from
   the last finished epoch with the optimizer state when the same command is
   run again (after ``kill -9`` too);
 - a progress bar per epoch, a CSV history, TensorBoard scalars, a PNG of the
   curves, and at the end: precise-BN recalibration, evaluation in inference
-  mode, the ``.keras`` model, ``metrics.json`` and a summary table;
+  mode, the ``.keras`` model (outputting logits), ``metrics.json``, the
+  SavedModel export (made by TensorFlow on every backend: a JAX- or
+  PyTorch-trained model is exported from its ``model.keras`` under
+  TensorFlow and checked against the model's own outputs) and a summary
+  table;
 - a NaN or infinite loss stops the run with a clear message and keeps the
   last good checkpoint.
 
@@ -25,7 +36,8 @@ Run folder (``--out``)::
     checkpoints/      epoch-NNNN/ folders and latest.json
     logs/             TensorBoard
     history.csv, curves.png
-    model.keras       the final model (inference-ready statistics)
+    model.keras       the final model (inference-ready statistics), outputting
+                      logits (the export adds the softmax)
     metrics.json      final metrics
 """
 
@@ -37,9 +49,10 @@ import numpy as np
 
 from xbn import _files
 from xbn._policy import dtype_policy
+from xbn.errors import UsageError
 from xbn.training import checkpoint, history, run_folder
 from xbn.training.config import TrainConfig
-from xbn.training.distribute import make_strategy, worker_role
+from xbn.training.engine import make_engine
 from xbn.training.optimizer import make_optimizer
 from xbn.training.report import summary_table
 
@@ -94,15 +107,17 @@ def train(config, log=print):
         ExportFailedError: the run finished and its results are saved, but
             its export failed.
     """
+    from xbn.training.start import check_start
+
     config = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     config.validate()
-    strategy = make_strategy(config.strategy)  # first: multi-worker needs it before any op
-    chief, task = worker_role(strategy)
-    log = log if chief else (lambda *a, **k: None)
+    check_start(config)
+    engine = make_engine(config.strategy, config.sync_bn)  # first: multi-worker needs it before any op
+    log = log if engine.chief else (lambda *a, **k: None)
     for note in config.notes:
         log(f"xbn-train: note: {note}")
     folder = run_folder.RunFolder(
-        config.out_dir, config.training_settings(), chief, task, config.overwrite
+        config.out_dir, config.training_settings(), engine.chief, engine.task, config.overwrite
     )
     finished = folder.open()
     try:
@@ -111,17 +126,18 @@ def train(config, log=print):
         from xbn.data.images import named_bad_input
 
         with dtype_policy(POLICIES[config.mixed_precision]), named_bad_input():
-            return _Run(config, strategy, folder, log).run()
+            return _Run(config, engine, folder, log).run()
     except BaseException:
         folder.discard_if_unused()
         raise
     finally:
         folder.release()
+        engine.close()
 
 
 def _report_finished(config, folder, metrics, log):
     """A rerun of a finished run: its results, and its export if it is missing."""
-    log(f"xbn-train: {folder.root} is already complete (use --overwrite to train again).")
+    log(f"xbn-train: {folder.root} is already complete (use `overwrite` to train again).")
     if folder.chief and config.export and not (folder.root / run_folder.EXPORT).is_dir():
         log("xbn-train: its export is missing; exporting it now.")
         metrics = _export(folder, metrics, None, log)
@@ -142,8 +158,8 @@ def _export(folder, metrics, model, log):
         log(summary_table(metrics, folder.root))
         raise ExportFailedError(
             f"the training finished and its results are saved in {folder.root} (model.keras, "
-            f"metrics.json), but the export failed: {error} Retry it with `xbn-export "
-            f"{folder.root} --out {folder.root / run_folder.EXPORT}`, or run the same command again."
+            f"metrics.json), but the export failed: {error} Retry it with "
+            f"`xbn-export {folder.root} --out {folder.root / run_folder.EXPORT}`, or run the same command again."
         ) from None
     folder.write_metrics(_plain(metrics))
     return metrics
@@ -154,16 +170,17 @@ class _Run:
 
     The steps, in the order :meth:`run` takes them:
 
-    - set-up (:meth:`_setup`): check the batch against the strategy's
+    - set-up (:meth:`_setup`): check the batch against the engine's
       replicas, open the data (with its separate val/test data), resolve the
       data's image defaults, build the model (the data's classes, the image
       size) and its tf.data pipeline, and size an epoch
       (:meth:`_steps_per_epoch`, which says how many images a batch leaves
       out);
-    - the per-replica train and eval steps (:meth:`_build_steps`, the same
-      ``xbn.training.steps`` functions ``xbn-bench`` times), and the
-      optimizer and its schedule;
-    - resume from the last good checkpoint, if the folder has one;
+    - the start: the last good checkpoint if the folder has one, else the
+      trained weights of ``weights`` (:mod:`xbn.training.start`), frozen
+      where ``freeze`` says;
+    - the optimizer of the current phase and the engine's compiled steps
+      (:meth:`_compile`: again when ``freeze_epochs`` unfreezes);
     - per epoch (:meth:`_train_epoch`): the steps, stopping on a non-finite
       loss with the last good checkpoint named; then validation, the
       history row, the checkpoint, TensorBoard logs, ``history.csv`` and the
@@ -176,9 +193,10 @@ class _Run:
     and evaluate alongside it.
     """
 
-    def __init__(self, config, strategy, folder, log):
-        self.config, self.strategy, self.folder, self.log = config, strategy, folder, log
-        self.replicas = strategy.num_replicas_in_sync
+    def __init__(self, config, engine, folder, log):
+        self.config, self.engine, self.folder, self.log = config, engine, folder, log
+        self.replicas = engine.replicas
+        self.start = self.start_record = None
 
     # -- set-up ----------------------------------------------------------------
     def _setup(self):
@@ -190,62 +208,72 @@ class _Run:
 
         c = self.config
         if c.batch_size % self.replicas:
-            raise ValueError(
+            raise UsageError(
                 f"`batch_size` {c.batch_size} must be divisible by the {self.replicas} "
                 "replicas of the strategy."
             )
-        if c.jit_compile and self.replicas > 1:
-            raise ValueError(
+        if c.jit_compile and self.replicas > 1 and self.engine.name == "tensorflow":
+            raise UsageError(
                 f"`jit_compile` runs one replica per worker; this strategy has {self.replicas}. "
                 "Drop `jit_compile` or use one device per worker."
             )
-        self.facts = model_facts(c.model)
         for note in _hardware.execution_warnings(c.mixed_precision, c.jit_compile):
             self.log(f"xbn-train: note: {note}")
-        self.log(f"xbn-train: loading --data {c.data} ...")
+        self.log(f"xbn-train: loading `data` {c.data} ...")
         self.source = load_source(
             c.data, val_split=c.val_split, val_data=c.val_data, test_data=c.test_data,
             skip_bad_images=c.skip_bad_images, data_args=c.data_args, progress=self.log,
         )
         if self.source.skipped:
-            self.log(f"xbn-train: skipped {len(self.source.skipped)} unreadable image(s) (--skip-bad-images):")
+            self.log(f"xbn-train: skipped {len(self.source.skipped)} unreadable image(s) (`skip_bad_images`):")
             for path, reason in self.source.skipped[:10]:
                 self.log(f"  {path}: {reason}")
         if "val" not in self.source.splits:
-            raise ValueError(
+            raise UsageError(
                 f"`data` {c.data} has no validation split: use `val_split` > 0 or `val_data`."
+            )
+        if self.source.num_classes < 2:
+            raise UsageError(
+                f"`data` {c.data} has {self.source.num_classes} class ({', '.join(self.source.class_names)}); "
+                "a classifier trains on at least 2 classes (a folder source takes one sub-folder per class)."
             )
         self.resolved = c.resolve_data_defaults(self.source.defaults)
         if self.resolved:
             chosen = ", ".join(f"{k} {tuple(v) if isinstance(v, list) else v}" for k, v in self.resolved.items())
             self.log(f"xbn-train: for {self.source.kind} images: {chosen} (the data's defaults; set them to choose)")
-        augment = Augment(crop_scale=c.crop_scale, flip=c.flip, eval_crop=c.eval_crop)
-        self.pipeline = Pipeline(
-            self.source, c.image_size, self.facts.preprocessing, c.batch_size, seed=c.seed,
-            augment=augment, cache=c.cache,
-        )
-        self.steps = self._steps_per_epoch()
         keras.utils.set_random_seed(c.seed)
-        with self.strategy.scope():
+        with self.engine.scope():
             self.model = get_model(
                 c.model, input_shape=(c.image_size, c.image_size, 3),
                 classes=self.source.num_classes, classifier_activation=None,
                 **self._model_args(),
             )
-            self.optimizer, self.schedule = make_optimizer(c, self.steps)
-            self.optimizer.build(self.model.trainable_variables)
-        # The settings as given (the data's defaults unset): what a rerun compares.
-        self.folder.write_run(
-            self.folder.settings, self.resolved, self.facts, self.source, c.image_size
+        # Named weights may bring their own preprocessing (torchvision's files: "torch").
+        self.facts = model_facts(c.model)
+        augment = Augment(crop_scale=c.crop_scale, flip=c.flip, eval_crop=c.eval_crop)
+        self.pipeline = Pipeline(
+            self.source, c.image_size, self.preprocessing, c.batch_size, seed=c.seed,
+            augment=augment, cache=c.cache,
         )
-        self._build_steps()
+        self.steps = self._steps_per_epoch()
+
+    @property
+    def preprocessing(self):
+        """The model's preprocessing: its family's, or that of the named weights it starts from."""
+        from xbn.training.start import weights_entry_for
+
+        entry = weights_entry_for(self.config.model, self.config.weights) if self.config.weights else None
+        return entry.preprocessing if entry is not None else self.facts.preprocessing
 
     def _model_args(self):
-        """``--model-arg`` settings, with ``--bn-momentum`` and ``--sync-bn``
-        passed to the builder as ``bn_options`` (builders check them; nothing
-        is changed on a built model)."""
+        """``--model-arg`` settings, with those named ``--weights`` need
+        (their layout), and ``--bn-momentum`` and ``--sync-bn`` passed to
+        the builder as ``bn_options`` (builders check them; nothing is
+        changed on a built model)."""
+        from xbn.training.start import entry_arguments
+
         c = self.config
-        args = dict(c.model_args)
+        args = {**c.model_args, **entry_arguments(c)}
         settings = {"bn_momentum": ("momentum", c.bn_momentum), "sync_bn": ("synchronized", c.sync_bn or None)}
         options = {option: value for option, value in settings.values() if value is not None}
         if not options:
@@ -255,6 +283,8 @@ class _Run:
         if "bn_options" not in inspect.signature(get_builder(c.model)).parameters:
             given = " and ".join(s for s, (option, _) in settings.items() if option in options)
             self.log(f"xbn-train: {c.model} has no BatchNorm positions; {given} do not apply to it.")
+            return args
+        if args.get("bn_kind") == "gn":  # GroupNorm at the BatchNorm places (timm's GN weights)
             return args
         args["bn_options"] = {**(args.get("bn_options") or {}), **options}
         return args
@@ -266,7 +296,7 @@ class _Run:
         size = self.source.split("train").size
         steps = self.pipeline.steps("train", training=True)
         if steps == 0:
-            raise ValueError(
+            raise UsageError(
                 f"`batch_size` {c.batch_size} is larger than the {size} training "
                 f"examples of `data` {c.data}; use `batch_size` {size} or less."
             )
@@ -276,43 +306,71 @@ class _Run:
             self.log(
                 f"xbn-train: note: batch {c.batch_size} over {size} training images: {steps} "
                 f"step(s) an epoch, and {dropped} images ({dropped / size:.0%}) left out of every "
-                f"epoch (other ones each epoch); --batch-size {whole} would use them all."
+                f"epoch (other ones each epoch); `batch_size` {whole} would use them all."
             )
         return min(steps, c.steps_per_epoch) if c.steps_per_epoch else steps
 
-    def _build_steps(self):
-        import tensorflow as tf
+    def _phase(self, epoch):
+        """The phase of ``epoch`` (0-based): ``None`` (one phase), ``"frozen"`` or ``"unfrozen"``."""
+        c = self.config
+        if c.freeze == "none":
+            return None
+        if c.freeze_epochs is None:
+            return "frozen"
+        return "frozen" if epoch < c.freeze_epochs else "unfrozen"
 
-        from xbn.training.steps import replica_eval_step, replica_train_step
+    def _compile(self, phase):
+        """The optimizer of ``phase`` over the model's trainable weights, and the engine's steps."""
+        from xbn.training.start import set_frozen
 
-        c, strategy = self.config, self.strategy
+        c = self.config
+        if c.freeze != "none":
+            set_frozen(self.model, phase == "frozen")
+        with self.engine.scope():
+            self.optimizer, self.schedule = make_optimizer(
+                c, self.steps, phase if c.freeze_epochs is not None else None
+            )
+            self.optimizer.build(self.model.trainable_variables)
         self.top_k = min(5, self.source.num_classes)
-        replica_train = replica_train_step(
-            self.model, self.optimizer, self.source.num_classes, c.label_smoothing, c.batch_size
+        self.engine.compile(self.model, self.optimizer, self.source.num_classes, c.label_smoothing, c.batch_size,
+                            c.jit_compile, self.top_k)
+        self.compiled_phase = phase
+
+    def _start_from_weights(self):
+        """Load ``weights`` (a run without a checkpoint yet), and say what was loaded."""
+        from xbn.training.start import load_start
+
+        c = self.config
+        self.log(f"xbn-train: starting from `weights` {c.weights} ...")
+        self.start = load_start(self.model, c, c.image_size, self.pipeline.evaluation("train"), progress=self.log)
+        for line in self.start.lines():
+            self.log(f"xbn-train: {line}")
+
+    def _score_start(self):
+        """What the loaded network scores before any training, where its head
+        was loaded too (recorded with the start in ``run.json``)."""
+        if self.start is None or "predictions" in self.start.new:
+            return
+        split = "test" if "test" in self.source.splits else "val"
+        result = self.evaluate(split)
+        self.log(f"xbn-train: before training: {split} top-1 {result['top1']:.2%}, loss {result['loss']:.4f}")
+        self.start.before_training = {split: _plain(result)}
+
+    def _write_run(self):
+        """``run.json``: the settings as given (the data's defaults unset: what a
+        rerun compares), and where the weights came from."""
+        start = self.start.as_dict() if self.start is not None else None
+        if start is None and run_folder.is_run(self.folder.root):
+            start = run_folder.read_run(self.folder.root).get("weights")  # a resumed run: its first start
+        self.start_record = start
+        self.folder.write_run(
+            self.folder.settings, self.resolved, self.facts, self.source, self.config.image_size,
+            weights=start, backend=self.engine.name, preprocessing=self.preprocessing,
         )
-        if c.jit_compile:
-            replica_train = tf.function(replica_train, jit_compile=True)
-        replica_eval = replica_eval_step(self.model, self.top_k)
-
-        @tf.function
-        def train_step(batch):
-            loss, correct = strategy.run(replica_train, args=batch)
-            return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
-
-        # A split's last batch is smaller: traced once more with the batch
-        # size left open, which then serves every split (keras does the same).
-        @tf.function(reduce_retracing=True)
-        def eval_step(batch):
-            return strategy.reduce("SUM", strategy.run(replica_eval, args=batch), axis=None)
-
-        self.train_step, self.eval_step = train_step, eval_step
 
     # -- phases --------------------------------------------------------------------
     def evaluate(self, split_name):
-        totals = np.zeros(4)
-        for batch in self.strategy.experimental_distribute_dataset(self.pipeline.evaluation(split_name)):
-            totals += self.eval_step(batch).numpy()
-        loss, top1, topk, count = totals
+        loss, top1, topk, count = self.engine.evaluate(self.pipeline.evaluation(split_name))
         return {
             "examples": int(count), "loss": loss / count, "top1": top1 / count,
             f"top{self.top_k}": topk / count,
@@ -325,10 +383,7 @@ class _Run:
         bar = Progress(self.steps, f"epoch {epoch + 1}/{c.epochs}", enabled=c.verbose and self.folder.chief)
         loss_sum = correct_sum = seen = 0.0
         start = time.perf_counter()
-        data = self.strategy.experimental_distribute_dataset(self.pipeline.train(epoch).take(self.steps))
-        for step, batch in enumerate(data):
-            loss, correct = self.train_step(batch)
-            loss = float(loss)
+        for step, (loss, correct) in enumerate(self.engine.train(self.pipeline.train(epoch).take(self.steps))):
             if not np.isfinite(loss):
                 raise NonFiniteLossError(
                     f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
@@ -337,7 +392,7 @@ class _Run:
                     f"{c.learning_rate:g}), add `warmup_epochs`, or use `mixed_precision` none."
                 )
             loss_sum += loss
-            correct_sum += float(correct)
+            correct_sum += correct
             seen += c.batch_size
             bar.update(step + 1, loss=f"{loss_sum / (step + 1):.4f}", accuracy=f"{correct_sum / seen:.4f}")
         elapsed = time.perf_counter() - start
@@ -356,17 +411,35 @@ class _Run:
         rows, start_epoch, elapsed = [], 0, 0.0
         latest = checkpoint.latest(self.folder.checkpoints)
         if latest is not None:
-            with self.strategy.scope():
-                state = checkpoint.restore(latest, self.model, self.optimizer)
-            rows, start_epoch, elapsed = state["history"], state["epoch"], state["train_seconds"]
+            start_epoch = checkpoint.read_state(latest)["epoch"]
+            self._compile(self._phase(start_epoch))
+            # At a phase boundary the checkpoint's optimizer is the last
+            # phase's: the new phase starts with a fresh one, as it does in
+            # a run never interrupted.
+            same_phase = self._phase(start_epoch - 1) == self.compiled_phase
+            with self.engine.scope():
+                state = checkpoint.restore(latest, self.model, self.optimizer if same_phase else None)
+            rows, elapsed = state["history"], state["train_seconds"]
             self.log(f"xbn-train: resuming {root} after epoch {start_epoch} of {c.epochs}.")
         else:
+            if c.weights is not None:
+                self._start_from_weights()
+            self._compile(self._phase(0))
+            self._score_start()
+            frozen = " (backbone frozen)" if self.compiled_phase == "frozen" else ""
             self.log(
-                f"xbn-train: {c.model} on {c.data}: {self.source.split('train').size} training "
-                f"images, {c.epochs} epochs of {self.steps} steps, batch {c.batch_size}, "
-                f"{self.replicas} replica(s), lr {c.learning_rate:g}; run folder {root}"
+                f"xbn-train: {c.model} on {c.data} ({self.engine.name}): {self.source.split('train').size} "
+                f"training images, {c.epochs} epochs of {self.steps} steps, batch {c.batch_size}, "
+                f"{self.replicas} replica(s), lr {c.learning_rate:g}{frozen}"
             )
+            self.log(f"xbn-train: run folder {root}")
+        self._write_run()
         for epoch in range(start_epoch, c.epochs):
+            phase = self._phase(epoch)
+            if phase != self.compiled_phase:
+                self._compile(phase)
+                self.log(f"xbn-train: unfrozen after {epoch} epochs: every layer trains, a new optimizer at peak "
+                         f"lr {c.unfrozen_learning_rate:g}.")
             self.log(f"Epoch {epoch + 1}/{c.epochs}")
             result = self._train_epoch(epoch)
             val = self.evaluate("val")
@@ -383,6 +456,10 @@ class _Run:
             )
             if self.folder.chief:
                 self._save_epoch(epoch + 1, rows, elapsed)
+        if self.compiled_phase == "frozen":
+            from xbn.training.start import set_frozen
+
+            set_frozen(self.model, False)  # the saved model's layers are all trainable, as built
         return self._finish(rows, elapsed)
 
     def _state_bytes(self):
@@ -431,7 +508,7 @@ class _Run:
         if c.recalibrate_bn:
             report = recalibrate_bn(
                 self.model, self.pipeline.evaluation("train"), c.recalibrate_bn,
-                strategy=self.strategy, progress=self.log,
+                strategy=getattr(self.engine, "strategy", None), progress=self.log,
             )
             metrics["recalibration"] = {
                 "layers": len(report.layers), "examples": report.examples,
@@ -441,8 +518,11 @@ class _Run:
             }
         metrics["val"] = self.evaluate("val")
         metrics[final_split] = self.evaluate(final_split)
+        if self.start_record and self.start_record.get("before_training"):
+            metrics["before_training"] = self.start_record["before_training"]
         metrics["weights_digest"] = weights_digest(self.model)
         metrics["replicas"] = self.replicas
+        metrics["backend"] = self.engine.name
         # The results are on disk before the export is tried: an export that
         # fails loses nothing, and a rerun reports them and retries it.
         if folder.chief:

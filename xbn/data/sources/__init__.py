@@ -45,6 +45,7 @@ from xbn.data.sources.registry import (
     source_kinds,
 )
 from xbn.data.sources.splits import array_split, hold_out, refuse_bad, stratified_split
+from xbn.errors import UsageError
 
 __all__ = [
     "CACHE_LIMIT", "PHOTO_DEFAULTS", "SCAN_DEFAULTS", "SPLIT_SEED", "SOURCE_MODULES", "DataSource",
@@ -83,7 +84,7 @@ def load_source(
         A :class:`DataSource` with ``train`` and ``val`` splits, and ``test``
         where there is one.
     """
-    val_split = _checks.check_float("load_source", "val_split", val_split, minimum=0.0, maximum=0.9)
+    val_split = _checks.check_float(f"`data` {spec}", "val_split", val_split, minimum=0.0, maximum=0.9)
     name, arg = parse_spec(spec)
     options = check_data_args(spec, data_args)
     source = _SOURCES[name].open(
@@ -100,7 +101,7 @@ def load_source(
                 data_args=data_args if same_kind else None, progress=progress,
             )
             if extra.class_names != source.class_names:
-                raise ValueError(
+                raise UsageError(
                     f"`{role}_data` {other}: its classes {extra.class_names[:10]} differ from "
                     f"those of `data` {spec}: {source.class_names[:10]}."
                 )
@@ -109,7 +110,7 @@ def load_source(
             source.skipped += extra.skipped
     for split_name, split in source.splits.items():
         if split.size == 0:
-            raise ValueError(f"`data` {spec}: the {split_name} split is empty.")
+            raise UsageError(f"`data` {spec}: the {split_name} split is empty.")
     return source
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable
 
 from xbn.data import images
+from xbn.errors import UsageError
 
 SPLIT_SEED = 20220301  # the fixed seed of every train/val/test split
 
@@ -95,7 +96,7 @@ class DataSource:
 
     def split(self, name):
         if name not in self.splits:
-            raise ValueError(
+            raise UsageError(
                 f"`data` {self.spec}: there is no {name!r} split (it has "
                 f"{', '.join(self.splits)})."
             )

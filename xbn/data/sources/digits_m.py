@@ -28,6 +28,7 @@ import numpy as np
 from xbn import _checks
 from xbn.data.sources import SCAN_DEFAULTS, SPLIT_SEED, DataSource, array_split, register_source, stratified_split
 from xbn.data.sources.digits import DIGITS_FRACTIONS
+from xbn.errors import UsageError
 
 # Colour photographs shipped in scikit-image's wheel (skimage/data), and
 # scikit-learn's two sample images.
@@ -103,10 +104,10 @@ def render(scans, photos, size, renders, rng):
 )
 def open_digits_m(spec, arg, val_split, skip_bad_images, progress, renders, size, seed):
     if not (isinstance(renders, (tuple, list)) and len(renders) == 3):
-        raise ValueError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
-    renders = [_checks.check_int("load_source", "data_args['renders']", count, minimum=1) for count in renders]
-    size = _checks.check_int("load_source", "data_args['size']", size, minimum=8)
-    seed = _checks.check_int("load_source", "data_args['seed']", seed, minimum=0)
+        raise UsageError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
+    renders = [_checks.check_int(f"`data` {spec}", "renders", count, minimum=1) for count in renders]
+    size = _checks.check_int(f"`data` {spec}", "size", size, minimum=8)
+    seed = _checks.check_int(f"`data` {spec}", "seed", seed, minimum=0)
     rendered = _rendered(tuple(renders), size, seed)
     splits = {name: array_split(name, images, labels) for name, (images, labels) in rendered.items()}
     total = sum(images.nbytes for images, _ in rendered.values())

@@ -11,6 +11,7 @@ import numpy as np
 
 from xbn.data import images
 from xbn.data.sources import DataSource, Split, hold_out, refuse_bad, register_source
+from xbn.errors import UsageError
 
 
 def file_split(name, paths, labels):
@@ -41,7 +42,7 @@ def _class_folders(spec, root):
             f" It holds {len(loose)} image files directly: put them in one subfolder per class."
             if loose else ""
         )
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: {root} has no class subfolders; expected "
             f"{root}/<class name>/<image files>.{hint}"
         )
@@ -60,7 +61,7 @@ def open_folder(spec, arg, val_split, skip_bad_images, progress):
             p for p in class_dir.rglob("*") if p.is_file() and images.is_image_name(p)
         )
         if not files:
-            raise ValueError(
+            raise UsageError(
                 f"`data` {spec}: the class folder {class_dir} has no .jpg, .jpeg, .png, "
                 ".bmp or .gif files; remove it or add images."
             )
@@ -73,7 +74,7 @@ def open_folder(spec, arg, val_split, skip_bad_images, progress):
     labels = np.asarray(labels, np.int64)
     for label, class_dir in enumerate(class_dirs):
         if not np.any(labels[keep] == label):
-            raise ValueError(
+            raise UsageError(
                 f"`data` {spec}: every image of the class folder {class_dir} was skipped "
                 "as unreadable."
             )

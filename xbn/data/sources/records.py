@@ -1,5 +1,7 @@
 """What a run trained on, as runs and exports record it, and reopening it
 with the same splits and options."""
+from xbn.errors import UsageError
+
 
 def data_record(settings):
     """What a run's settings say about its data, in the form exports record
@@ -33,7 +35,7 @@ def open_recorded(record, data=None, val_split=None, skip_bad_images=False, prog
     record = record or {}
     data = data or record.get("spec")
     if data is None:
-        raise ValueError(
+        raise UsageError(
             f"{where} does not record the data it was trained on (it was not made from an "
             "xbn-train run folder); say which data to use with `data`."
         )

@@ -3,6 +3,7 @@ and ``--data``'s help text."""
 
 from xbn import _checks
 from xbn.data.sources.base import PHOTO_DEFAULTS, SourceKind
+from xbn.errors import UsageError
 
 _SOURCES = {}
 # The modules that register the built-in sources (one line per source).
@@ -23,7 +24,7 @@ def register_source(name, *, argument=None, example=None, options=None, image_de
 
     def decorate(open_source):
         if name in _SOURCES:
-            raise ValueError(f"register_source: the source {name!r} is already registered.")
+            raise UsageError(f"register_source: the source {name!r} is already registered.")
         _SOURCES[name] = SourceKind(
             name, open_source, argument, example, dict(options or {}),
             dict(image_defaults or PHOTO_DEFAULTS), description,
@@ -54,18 +55,18 @@ def data_help():
 def parse_spec(spec):
     """``"folder:/data/x"`` -> ``("folder", "/data/x")``; checks the kind."""
     if not isinstance(spec, str) or not spec:
-        raise ValueError(f"`data` must be a non-empty string such as 'digits'; got {spec!r}.")
+        raise UsageError(f"`data` must be a non-empty string such as 'digits'; got {spec!r}.")
     name, _, arg = spec.partition(":")
     if name not in _SOURCES:
         usages = ", ".join(_usage(kind) for kind in _SOURCES.values())
-        raise ValueError(f"`data` {spec!r}: unknown source {name!r}. Use one of: {usages}.")
+        raise UsageError(f"`data` {spec!r}: unknown source {name!r}. Use one of: {usages}.")
     kind = _SOURCES[name]
     if kind.argument and not arg:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec!r}: {name} needs an argument, e.g. {name}:{kind.example}."
         )
     if not kind.argument and arg:
-        raise ValueError(f"`data` {spec!r}: {name} takes no argument; use `data` {name}.")
+        raise UsageError(f"`data` {spec!r}: {name} takes no argument; use `data` {name}.")
     return name, arg
 
 
@@ -78,7 +79,7 @@ def check_data_args(spec, data_args):
     for key in data_args:
         if key not in kind.options:
             known = ", ".join(kind.options) or "none"
-            raise ValueError(
+            raise UsageError(
                 f"`data_args` {key}: the {name} source takes no option {key!r}"
                 f"{_checks.close_match(key, kind.options)}. Its "
                 f"options: {known}."

@@ -7,6 +7,7 @@ Labels cycle through the classes; nothing can be learnt from them.
 
 from xbn import _checks
 from xbn.data.sources import SPLIT_SEED, DataSource, Split, register_source
+from xbn.errors import UsageError
 
 
 @register_source(
@@ -21,12 +22,12 @@ from xbn.data.sources import SPLIT_SEED, DataSource, Split, register_source
 def open_synthetic(spec, arg, val_split, skip_bad_images, progress, image_size, num_classes, sizes):
     import tensorflow as tf
 
-    image_size = _checks.check_int("load_source", "data_args['image_size']", image_size, minimum=1)
-    num_classes = _checks.check_int("load_source", "data_args['num_classes']", num_classes, minimum=1)
+    image_size = _checks.check_int(f"`data` {spec}", "image_size", image_size, minimum=1)
+    num_classes = _checks.check_int(f"`data` {spec}", "num_classes", num_classes, minimum=1)
     if not (isinstance(sizes, (tuple, list)) and len(sizes) == 3):
-        raise ValueError(f"`data_args` sizes must be three counts (train, val, test); got {sizes!r}.")
+        raise UsageError(f"`data_args` sizes must be three counts (train, val, test); got {sizes!r}.")
     train, val, test = (
-        _checks.check_int("load_source", "data_args['sizes']", size, minimum=1) for size in sizes
+        _checks.check_int(f"`data` {spec}", "sizes", size, minimum=1) for size in sizes
     )
 
     def split(name, size, offset):

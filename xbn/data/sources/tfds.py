@@ -9,6 +9,7 @@ its train split; its ``test`` split where it has one.
 import os
 
 from xbn.data.sources import DataSource, Split, register_source
+from xbn.errors import UsageError
 
 
 @register_source(
@@ -20,7 +21,7 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
     try:
         import tensorflow_datasets as tfds
     except ImportError:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: TensorFlow Datasets is not installed; install the extra with "
             "pip install 'xbn[tfds]'."
         ) from None
@@ -28,7 +29,7 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises its own DatasetNotFoundError
-        raise ValueError(f"`data` {spec}: unknown TFDS dataset {name!r}: {error}") from None
+        raise UsageError(f"`data` {spec}: unknown TFDS dataset {name!r}: {error}") from None
     if not builder.info.splits or not os.path.isdir(builder.data_dir):
         raise FileNotFoundError(
             f"`data` {spec}: {name!r} is not prepared under {data_dir}, and xbn never "
@@ -37,7 +38,7 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
         )
     features = builder.info.features
     if "image" not in features or "label" not in features:
-        raise ValueError(f"`data` {spec}: the dataset needs 'image' and 'label' features.")
+        raise UsageError(f"`data` {spec}: the dataset needs 'image' and 'label' features.")
     names = list(features["label"].names)
     available = list(builder.info.splits.keys())
 
@@ -62,7 +63,7 @@ def open_tfds(spec, name, val_split, skip_bad_images, progress, data_dir):
         return Split(role, int(size), make)
 
     if "train" not in available:
-        raise ValueError(f"`data` {spec}: the dataset has no 'train' split ({available}).")
+        raise UsageError(f"`data` {spec}: the dataset has no 'train' split ({available}).")
     splits = {}
     held_out = next((s for s in ("validation", "val") if s in available), None)
     if held_out:

@@ -14,6 +14,7 @@ import numpy as np
 from xbn import _checks
 from xbn.data import images
 from xbn.data.sources import DataSource, Split, hold_out, refuse_bad, register_source
+from xbn.errors import UsageError
 
 _FEATURES = {
     "image/encoded": ("string", ""),
@@ -49,9 +50,9 @@ def _scan_labels(spec, files, label_offset, progress):
             if item["image/class/text"]:
                 texts[label] = item["image/class/text"].decode()
     except tf.errors.DataLossError as error:
-        raise ValueError(f"`data` {spec}: corrupt TFRecord data: {error.message}") from None
+        raise UsageError(f"`data` {spec}: corrupt TFRecord data: {error.message}") from None
     except tf.errors.InvalidArgumentError as error:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: the records are not in the ImageNet layout "
             f"(image/encoded, image/class/label): {error.message.splitlines()[0]}"
         ) from None
@@ -60,19 +61,19 @@ def _scan_labels(spec, files, label_offset, progress):
 
 def _class_names(spec, labels, texts, num_classes, label_offset):
     if not len(labels):
-        raise ValueError(f"`data` {spec}: the TFRecord files hold no records.")
+        raise UsageError(f"`data` {spec}: the TFRecord files hold no records.")
     if labels.min() < 0:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: labels must be >= 0 after `data_args` label_offset={label_offset}; "
             f"found {labels.min()}."
         )
     count = num_classes or int(labels.max()) + 1
     if labels.max() >= count:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: label {labels.max()} >= `data_args` num_classes={count}."
         )
     if not num_classes and labels.min() == 1 and 0 not in texts:
-        raise ValueError(
+        raise UsageError(
             f"`data` {spec}: the labels run from 1 to {labels.max()} and no record has label 0, "
             "so class 0 would have no example: the records are 1-based (as the TF Model "
             "Garden's ImageNet records are). Pass `data_args` label_offset=-1, or `data_args` "
@@ -92,9 +93,9 @@ def _class_names(spec, labels, texts, num_classes, label_offset):
 def open_tfrecord(spec, pattern, val_split, skip_bad_images, progress, num_classes, label_offset):
     import tensorflow as tf
 
-    label_offset = _checks.check_int("load_source", "data_args['label_offset']", label_offset)
+    label_offset = _checks.check_int(f"`data` {spec}", "label_offset", label_offset)
     if num_classes is not None:
-        num_classes = _checks.check_int("load_source", "data_args['num_classes']", num_classes, minimum=1)
+        num_classes = _checks.check_int(f"`data` {spec}", "num_classes", num_classes, minimum=1)
     files = sorted(glob.glob(os.path.expanduser(pattern)))
     if not files:
         raise FileNotFoundError(f"`data` {spec}: no file matches {pattern!r}.")
