@@ -89,7 +89,7 @@ def check_training(rng):
 
 
 def check_accuracy(rng):
-    from xbn.layers import _base, group_norm
+    from xbn.layers import _dispatch
 
     for fused in (None, False):
         def make(fused=fused, **kwargs):
@@ -99,14 +99,13 @@ def check_accuracy(rng):
         for name, data in accuracy.ORDINARY.items():
             accuracy.check_bn_ordinary_inputs(make, data)
         accuracy.check_bn_gradients_where_they_cancel(make)
-    native = _base.use_torch_fast_path
     for portable in (False, True):
-        if portable:  # the keras.ops maths where PyTorch has a native kernel
-            group_norm._base.use_torch_fast_path = lambda: False
+        # portable: the keras.ops maths where PyTorch has a native kernel
+        _dispatch.NATIVE_GROUP_NORM = not portable
         for data in accuracy.GN_ROBUSTNESS.values():
             accuracy.check_gn_large_magnitudes(GroupNorm, data, rng)
         check_group_norm(rng)
-    group_norm._base.use_torch_fast_path = native
+    _dispatch.NATIVE_GROUP_NORM = True
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Every ``import`` in ``xbn/`` (module level or inside a function: a lazy
 import is still a dependency) goes to the module's own package or to a
 lower layer; none goes up, and no two packages of one layer import each
-other.  The one exception: the package's ``__init__`` imports the modules that
+other.  No two modules import each other, directly or around a circle.
+The one exception: the package's ``__init__`` imports the modules that
 register xbn's keras classes (:data:`REGISTERING`), so that
 ``keras.saving.load_model`` opens a saved model after ``import xbn``.
 """
@@ -95,3 +96,62 @@ def test_imports_go_down_only():
     ]
     assert not upward, "imports against the layering:\n" + "\n".join(upward)
 
+
+def _module_graph():
+    """``{module: {modules it imports}}`` over xbn's modules (``from xbn.a import b``
+    imports ``xbn.a.b`` where that is a module, else ``xbn.a``; the package
+    ``xbn`` itself is left out: it is the entry point, which imports
+    :data:`REGISTERING` and nothing imports it for a name of its own)."""
+    modules = {_module_name(p) for p in ROOT.rglob("*.py")}
+    graph = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        source = _module_name(path)
+        if source == "xbn":
+            continue
+        targets = set()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                         for alias in node.names]
+            targets |= {n for n in names if n in modules and n not in ("xbn", source)}
+        graph[source] = targets
+    return graph
+
+
+def _cycle(graph):
+    """One import circle of ``graph`` as a list of modules, or ``None``."""
+    state, stack = {}, []
+
+    def visit(module):
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        state[module] = "done"
+        stack.pop()
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module)
+            if found:
+                return found
+    return None
+
+
+def test_no_module_imports_itself_around_a_circle():
+    """Issue 42: ``_portable`` and ``_tf_batch_norm`` imported each other, and
+    ``data/sources/base.py`` read ``registry.py``'s private table; a package's
+    ``__init__`` that gathers its modules counts as the package, so a module
+    importing its own package's ``__init__`` back is a circle too."""
+    cycle = _cycle(_module_graph())
+    assert cycle is None, " -> ".join(cycle)

@@ -217,12 +217,12 @@ def test_centring_happens_only_where_channels_sit_far_from_zero(rng, axis):
     """A channel is centred only when its first sampled value lies more than
     PIVOT_RATIO times the range of its samples from zero: ordinary layers
     are summed as they are, and the statistics are exact either way."""
-    from xbn.layers import _portable
+    from xbn.layers import _dispatch, _portable
 
     def shift(x):
         x = np.moveaxis(x, -1, axis)  # channels last -> at `axis`
         axes = [i for i in range(4) if i != axis]
-        stats = _portable.batch_statistics(tf.constant(x), axes)  # eager: centred up front
+        stats = _portable.batch_statistics(tf.constant(x), axes, _dispatch.portable_policy())  # eager: centred up front
         value = np.broadcast_to(np.asarray(stats.shift, np.float64), stats.mean.shape).ravel()
         x64 = np.asarray(x, np.float64)
         np.testing.assert_allclose(np.asarray(stats.mean).ravel(), x64.mean(tuple(axes)),

@@ -11,8 +11,7 @@ import tensorflow as tf
 from battery import LayerBattery
 from conftest import dtype_policy
 
-from xbn.layers import GroupNorm
-from xbn.layers import group_norm as group_norm_module
+from xbn.layers import GroupNorm, _dispatch
 
 CHANNELS = 64
 
@@ -21,7 +20,7 @@ CHANNELS = 64
 def path(request, monkeypatch):
     """Run a test on the TensorFlow kernel and on the portable keras.ops path."""
     if not request.param:
-        monkeypatch.setattr(group_norm_module._base, "use_tf_fast_path", lambda: False)
+        monkeypatch.setattr(_dispatch, "NATIVE_GROUP_NORM", False)
     return request.param
 
 

@@ -13,18 +13,6 @@ from keras import constraints, initializers, ops, regularizers
 from xbn import _checks
 from xbn.errors import UsageError
 
-BACKEND = keras.backend.backend()
-
-
-def use_tf_fast_path():
-    """Whether the TensorFlow-only kernels may be used by the layers."""
-    return BACKEND == "tensorflow"
-
-
-def use_torch_fast_path():
-    """Whether PyTorch's native normalization kernels may be used by the layers."""
-    return BACKEND == "torch"
-
 
 class AffineNormalization(keras.layers.Layer):
     """Base of xbn's normalization layers: axis, epsilon, gamma and beta.

@@ -3,7 +3,7 @@
 This is what JAX, TensorFlow under XLA (``jit_compile=True``) and PyTorch
 where no native kernel applies run.  It is written for compilers that fuse
 elementwise work into reductions; each choice below was profiled (XLA on a
-CPU and a GPU; the figures are in ``models/README.md``):
+CPU and a GPU; the figures are in ``models/bench/README.md``):
 
 - **No data-dependent branch, no gather, no shared input-sized temporary.**
   XLA cannot fuse across a ``cond``, so the whole input crossed memory again
@@ -37,9 +37,16 @@ CPU and a GPU; the figures are in ``models/README.md``):
   BatchNorm keeps the textbook form where TensorFlow runs op by op).
 - **Low precision reduced in float32 inside the fusion**: a float16 or
   bfloat16 input is cast where it is read, never copied whole up front.
+
+The maths is the same on every backend; how the program it is traced into
+can branch is told to it by a :class:`Policy`
+(:func:`xbn.layers._dispatch.portable_policy`): this module never looks at
+the backend.
 """
 
+import dataclasses
 import math
+from typing import Callable
 
 import keras
 from keras import ops
@@ -54,6 +61,32 @@ _PIVOTS = 5
 # proportion to |mean| / spread.  Below it the channel is summed as it is,
 # which rounds once less where the values straddle zero.
 PIVOT_RATIO = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How the portable maths runs in the program it is traced into.
+
+    Attributes:
+        mode: how the centring decision is taken where the program allows a
+            branch: ``"select"`` (JAX, TensorFlow inside XLA): no branch,
+            every pass subtracts its own pivot, 0 where a channel needs none;
+            ``"cond"`` (a TensorFlow graph without XLA): the input is centred
+            up front, by ``centre``, only when some channel needs it, and the
+            rest of the maths has no pivot at all (subtracting zeros cost
+            TensorFlow's CPU kernels a full pass each: 2.3x keras' layer
+            without them, 1.7x with); ``"eager"`` (TensorFlow eager,
+            PyTorch): the same, decided in Python.
+        two_level_sums: sum in two levels (:func:`_sum`; TensorFlow's
+            kernels).
+        centre: ``centre(x, pivot)`` for ``"cond"``: ``x - pivot`` where
+            some channel's pivot is not 0, else ``x``, as a branch of the
+            program.
+    """
+
+    mode: str = "select"
+    two_level_sums: bool = False
+    centre: Callable = None
 
 
 def work_dtype(dtype):
@@ -113,9 +146,10 @@ def pivots(x, reduced, samples_of=None, count=1):
     ]
 
 
-def _sum(x, reduced):
-    """``sum(x)`` over ``reduced`` (kept as size-1 axes), in two levels: the
-    innermost reduced axis first, then the rest.
+def _sum(x, reduced, two_levels):
+    """``sum(x)`` over ``reduced`` (kept as size-1 axes), with
+    ``two_levels`` in two levels: the innermost reduced axis first, then the
+    rest.
 
     The float32 error of a sum grows with the number of terms one
     accumulator takes, and TensorFlow's CPU kernels accumulate a channel's
@@ -126,14 +160,14 @@ def _sum(x, reduced):
     layer on every seed.  The partial sums are 1/W the size of ``x``, and
     XLA merges the two levels into one reduction of its own.
 
-    TensorFlow only: XLA's and PyTorch's own reductions are accurate in one
-    level, and run op by op (JAX outside ``jit``) the two levels were 4-7x
-    *less* accurate than one on an Intel Xeon with AVX-512, which put
-    BatchNorm's cancelling input gradient at 3x the float32 floor.
+    TensorFlow only (:attr:`Policy.two_level_sums`): XLA's and PyTorch's own
+    reductions are accurate in one level, and run op by op (JAX outside
+    ``jit``) the two levels were 4-7x *less* accurate than one on an Intel
+    Xeon with AVX-512, which put BatchNorm's cancelling input gradient at 3x
+    the float32 floor.
     """
     if not reduced:
         return x
-    two_levels = keras.backend.backend() == "tensorflow"
     if two_levels and len(reduced) > 1 and x.shape[reduced[-1]] != 1:
         x = ops.sum(x, axis=reduced[-1], keepdims=True)
     return ops.sum(x, axis=reduced, keepdims=True)
@@ -152,43 +186,15 @@ def _count(x, reduced, dtype):
     return total
 
 
-def _branching():
-    """How the centring decision is taken where the program allows a branch.
-
-    - ``"select"`` (JAX, TensorFlow inside XLA): no branch; every pass
-      subtracts its own pivot, 0 where a channel needs none.
-    - ``"cond"`` (a TensorFlow graph without XLA): ``tf.cond`` centres the
-      input up front only when some channel needs it, and the rest of the
-      maths has no pivot at all (subtracting zeros cost TensorFlow's CPU
-      kernels a full pass each: 2.3x keras' layer without them, 1.7x with).
-    - ``"eager"`` (TensorFlow eager, PyTorch): the same, decided in Python.
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if tf.executing_eagerly():
-            return "eager"
-        from xbn.layers import _tf_batch_norm
-
-        return "select" if _tf_batch_norm.in_xla_context() else "cond"
-    return "select" if backend == "jax" else "eager"
-
-
-def _centre_up_front(x, pivot, mode):
+def _centre_up_front(x, pivot, policy):
     """``(x - pivot, pivot)`` when some channel needs centring, else
     ``(x, 0)``; the pivot (stop-gradient, a value of ``x``, in the work
     dtype) is subtracted in ``x``'s dtype, exactly where it matters."""
-    zero = ops.zeros_like(pivot)
-    if mode == "cond":
-        import tensorflow as tf
-
-        need = tf.reduce_any(pivot != 0)
-        centred = tf.cond(need, lambda: x - ops.cast(pivot, x.dtype), lambda: x)
-        return centred, pivot
+    if policy.mode == "cond":
+        return policy.centre(x, pivot), pivot
     if bool(ops.convert_to_numpy(ops.any(pivot != 0))):
         return x - ops.cast(pivot, x.dtype), pivot
-    return x, zero
+    return x, ops.zeros_like(pivot)
 
 
 def _minus(x, pivot):
@@ -202,7 +208,7 @@ class Statistics:
     Attributes:
         input: the tensor to normalize: the layer's input, or that input
             centred up front (``"cond"``/``"eager"`` modes of
-            :func:`_branching`), which passes the gradient through.
+            :class:`Policy`), which passes the gradient through.
         reduced: the axes the statistics were taken over.
         pivots: ``None`` (no pivots: centred up front or not at all), or
             the distinct pivot of each later pass (``"select"`` mode).
@@ -230,7 +236,7 @@ class Statistics:
         return tuple(t for k in (2, 3, 4) for t in (self.pivots[k], self.offsets[k]))
 
 
-def _statistics(x, reduced, samples_of, count, total):
+def _statistics(x, reduced, samples_of, count, total, policy):
     """The statistics of ``x`` (see :class:`Statistics`).
 
     Args:
@@ -238,36 +244,37 @@ def _statistics(x, reduced, samples_of, count, total):
         count: the number of values per statistic.
         total: sums what ``_sum`` leaves per channel into per-statistic
             totals, repeated to the channels (identity for BatchNorm).
+        policy: a :class:`Policy`.
     """
-    mode = _branching()
     work = work_dtype(x.dtype)
     xs = ops.cast(ops.stop_gradient(x), work)
-    p = pivots(xs, reduced, samples_of, _PIVOTS if mode == "select" else 1)
+    p = pivots(xs, reduced, samples_of, _PIVOTS if policy.mode == "select" else 1)
     shift = 0.0
-    if mode != "select":
-        x, shift = _centre_up_front(x, p[0], mode)
+    if policy.mode != "select":
+        x, shift = _centre_up_front(x, p[0], policy)
         xs = ops.cast(ops.stop_gradient(x), work)
         p = [None] * _PIVOTS
-    m = total(_sum(_minus(xs, p[0]), reduced)) / count
+    two = policy.two_level_sums
+    m = total(_sum(_minus(xs, p[0]), reduced, two)) / count
     # The second pass with its own pivot: (x - p1) - (mean - p1).
     offset = m if p[0] is None else m + (p[0] - p[1])
-    variance = total(_sum(ops.square(_minus(xs, p[1]) - offset), reduced)) / count
+    variance = total(_sum(ops.square(_minus(xs, p[1]) - offset), reduced, two)) / count
     if p[0] is None:
         return Statistics(x, reduced, None, [m], variance, shift)
     return Statistics(x, reduced, p, [m] + [m + (p[0] - q) for q in p[1:]], variance)
 
 
-def batch_statistics(x, reduced):
+def batch_statistics(x, reduced, policy):
     """The mean and biased variance of ``x`` over ``reduced``, in the work
     dtype (:func:`work_dtype`), without gradient.
 
     Returns:
         :class:`Statistics` (``input`` is ``x``, or ``x`` centred).
     """
-    return _statistics(x, reduced, None, _count(x, reduced, work_dtype(x.dtype)), lambda t: t)
+    return _statistics(x, reduced, None, _count(x, reduced, work_dtype(x.dtype)), lambda t: t, policy)
 
 
-def batch_normalize(stats, gamma, beta, epsilon):
+def batch_normalize(stats, gamma, beta, epsilon, policy):
     """``(x - mean) / sqrt(variance + epsilon) * gamma + beta`` of
     ``stats.input`` with the gradient of batch normalization: the input
     gradient includes the statistics' dependence on ``x``.
@@ -276,13 +283,14 @@ def batch_normalize(stats, gamma, beta, epsilon):
         stats: :class:`Statistics` from :func:`batch_statistics`.
         gamma, beta: ``(C,)`` vectors in the work dtype.
         epsilon: added to the variance.
+        policy: the :class:`Policy` the statistics were taken with.
 
     Returns:
         The output, in the input's dtype.
     """
     shape = [1 if i in stats.reduced else -1 for i in range(len(stats.input.shape))]
     rstd = ops.rsqrt(stats.variance + epsilon)
-    return _normalize(stats.reduced, shape, stats.pivots is not None)(
+    return _normalize(stats.reduced, shape, stats.pivots is not None, policy.two_level_sums)(
         stats.input, gamma, beta, rstd, *stats.later()
     )
 
@@ -309,7 +317,7 @@ def _input_gradient(dy, centred, a, k, c):
     return a * dy - (centred * k + c)
 
 
-def _normalize(reduced, shape, pivoted):
+def _normalize(reduced, shape, pivoted, two_levels):
     """The custom-gradient normalization of :func:`batch_normalize`."""
 
     @ops.custom_gradient
@@ -321,8 +329,8 @@ def _normalize(reduced, shape, pivoted):
         def grad(*args, upstream=None):
             dy = ops.cast(args[0] if upstream is None else upstream, work)
             _, centred_sum, centred_dx = _passes(ops.cast(x, work), later, pivoted)
-            sum_dy = _sum(dy, reduced)
-            sum_dy_xhat = _sum(dy * centred_sum, reduced) * rstd
+            sum_dy = _sum(dy, reduced, two_levels)
+            sum_dy_xhat = _sum(dy * centred_sum, reduced, two_levels) * rstd
             if pivoted:  # XLA: one fused pass, the fewer operations the better
                 # scale * (dy - (sum_dy + xhat * sum_dy_xhat) / n), xhat = centred * rstd
                 per_value = scale / _count(x, reduced, work)
@@ -368,7 +376,7 @@ class _Groups:
         return self._back(self._grouped(t)[index], ops.shape(t))
 
 
-def group_norm(x, gamma, beta, groups, epsilon, axis):
+def group_norm(x, gamma, beta, groups, epsilon, axis, policy):
     """Group normalization with its analytic gradient.
 
     The channels are split into ``groups`` contiguous groups; each sample is
@@ -381,21 +389,22 @@ def group_norm(x, gamma, beta, groups, epsilon, axis):
         groups: a divisor of ``C``.
         epsilon: added to the variance.
         axis: the channel axis, non-negative and not 0.
+        policy: a :class:`Policy`.
     """
     by_group = _Groups(axis, groups, x.shape[axis])
     spatial = [i for i in range(1, len(x.shape)) if i != axis]
     count = _count(x, spatial, work_dtype(x.dtype)) * by_group.per_group
     # One pivot per sample and group: its first channel's values; the
     # statistics are per sample and channel, each its group's.
-    stats = _statistics(x, spatial, by_group.first, count, by_group.sum)
+    stats = _statistics(x, spatial, by_group.first, count, by_group.sum, policy)
     shape = [1] * len(x.shape)
     shape[axis] = -1
-    return _group_normalize(spatial, shape, by_group, count, stats.pivots is not None)(
+    return _group_normalize(spatial, shape, by_group, count, stats.pivots is not None, policy.two_level_sums)(
         stats.input, gamma, beta, ops.rsqrt(stats.variance + epsilon), *stats.later()
     )
 
 
-def _group_normalize(spatial, shape, by_group, count, pivoted):
+def _group_normalize(spatial, shape, by_group, count, pivoted, two_levels):
     """The custom-gradient normalization of :func:`group_norm`; the
     statistics arguments are per sample and channel."""
 
@@ -409,8 +418,8 @@ def _group_normalize(spatial, shape, by_group, count, pivoted):
             dy = ops.cast(args[0] if upstream is None else upstream, work)
             _, centred_sum, centred_dx = _passes(ops.cast(x, work), later, pivoted)
             # Per sample and channel: sum(dy) and sum(dy * xhat).
-            sum_dy = _sum(dy, spatial)
-            sum_dy_xhat = _sum(dy * centred_sum, spatial) * rstd
+            sum_dy = _sum(dy, spatial, two_levels)
+            sum_dy_xhat = _sum(dy * centred_sum, spatial, two_levels) * rstd
             # Per sample and group: the means of gamma * dy and gamma * dy * xhat.
             mean_g = by_group.sum(g * sum_dy) / count
             mean_g_xhat = by_group.sum(g * sum_dy_xhat) / count

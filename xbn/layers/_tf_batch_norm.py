@@ -17,6 +17,8 @@ outputs keep the input's dtype.
 
 import tensorflow as tf
 
+from xbn.layers import _portable
+
 # cuDNN refuses epsilons below 1e-5 (CUDNN_BN_MIN_EPSILON); keras.applications
 # uses 1.001e-5 for exactly this reason.  Smaller epsilons take the portable
 # path so that results never depend on the device.
@@ -113,8 +115,6 @@ def fused_batch_norm(x, gamma, beta, epsilon, axis, mean=None, variance=None):
         ``y`` in inference mode, ``(y, batch_mean, batch_variance)`` in
         training mode.
     """
-    from xbn.layers import _portable
-
     reduced = [i for i in range(x.shape.rank) if i != axis]
     if mean is None:
         pivot = _portable.pivots(tf.cast(x, tf.float32), reduced)[0]
@@ -135,6 +135,14 @@ def fused_batch_norm(x, gamma, beta, epsilon, axis, mean=None, variance=None):
     if x4 is not x:
         y = tf.reshape(y, tf.shape(x))
     return y, batch_mean + shift, batch_var
+
+
+def centre_if_needed(x, pivot):
+    """``x - pivot`` where some channel's pivot is not 0, else ``x``, as a
+    graph branch (the portable maths' ``"cond"`` mode); the pivot (a value
+    of ``x``, without gradient) is subtracted in ``x``'s dtype."""
+    need = tf.reduce_any(pivot != 0)
+    return tf.cond(need, lambda: x - tf.cast(pivot, x.dtype), lambda: x)
 
 
 def _centred(x, axis, need, shift):

@@ -27,7 +27,7 @@ from keras import initializers, ops
 
 from xbn import _checks
 from xbn.errors import UsageError, UsageTypeError
-from xbn.layers import _base, _portable
+from xbn.layers import _base, _dispatch, _portable
 
 RENORM_CLIPPING_KEYS = ("rmax", "rmin", "dmax")
 
@@ -99,10 +99,12 @@ class BatchNorm(_base.AffineNormalization):
             ``rmax``).  The layer counts its training steps in a weight
             ``renorm_step`` after keras' weights.  Not part of keras' layer
             (it appears in ``get_config()`` only when set).
-        synchronized: TensorFlow only.  Under a ``tf.distribute`` strategy,
-            compute the batch statistics over the global batch (all replicas)
-            instead of each replica's share.  Outside a strategy it changes
-            nothing.
+        synchronized: under a ``tf.distribute`` strategy, compute the batch
+            statistics over the global batch (all replicas) instead of each
+            replica's share.  Outside a strategy it changes nothing; on JAX,
+            whose data-parallel arrays are global, the statistics are always
+            the global batch's (as keras' layer does there); PyTorch trains
+            on one device.
         fused: which kernels run.  ``None`` (default) picks the fastest
             exact one: on TensorFlow, its fused kernel in inference, and in
             training on a GPU (cuDNN), where the input allows it
@@ -186,13 +188,6 @@ class BatchNorm(_base.AffineNormalization):
             owner, "momentum", momentum, minimum=0.0, maximum=1.0, max_inclusive=False
         )
         self.synchronized = _checks.check_bool(owner, "synchronized", synchronized)
-        if self.synchronized and _base.BACKEND != "tensorflow":
-            raise UsageError(
-                "BatchNorm: synchronized=True needs the TensorFlow backend (it "
-                "reduces statistics across tf.distribute replicas); the current "
-                f"keras backend is {_base.BACKEND!r}. Set KERAS_BACKEND=tensorflow "
-                "or use synchronized=False."
-            )
         self.renorm = _checks.check_bool(owner, "renorm", renorm)
         self.renorm_momentum = _checks.check_float(
             owner, "renorm_momentum", renorm_momentum, minimum=0.0, maximum=1.0,
@@ -206,17 +201,7 @@ class BatchNorm(_base.AffineNormalization):
         self.renorm_step = None
         if fused is not None:
             fused = _checks.check_bool(owner, "fused", fused)
-            if fused and not _base.use_tf_fast_path():
-                raise UsageError(
-                    "BatchNorm: fused=True needs the TensorFlow backend; the current "
-                    f"keras backend is {_base.BACKEND!r}. Use fused=None (automatic)."
-                )
-            if fused and self.renorm:
-                raise UsageError(
-                    "BatchNorm: fused=True cannot renormalize (the fused kernel has no "
-                    "r, d correction); use fused=None, which renormalizes on the "
-                    "portable path."
-                )
+            _dispatch.check_fused_argument(fused, self.renorm)
         self.fused = fused
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
         self.moving_variance_initializer = initializers.get(moving_variance_initializer)
@@ -255,21 +240,7 @@ class BatchNorm(_base.AffineNormalization):
         )
         self._reduction_axes = [i for i in range(len(input_shape)) if i != axis]
         self._axis_index = axis
-        if self.fused and _base.use_tf_fast_path():
-            from xbn.layers import _tf_batch_norm
-
-            if not (axis == len(input_shape) - 1 or (len(input_shape) == 4 and axis == 1)):
-                raise UsageError(
-                    f"BatchNorm '{self.name}': fused=True needs the channel axis "
-                    f"last or axis 1 of a 4-D input; got axis={self.axis} for input "
-                    f"shape {tuple(input_shape)}. Use fused=None."
-                )
-            if self.epsilon < _tf_batch_norm.FUSED_MIN_EPSILON:
-                raise UsageError(
-                    f"BatchNorm '{self.name}': fused=True needs epsilon >= "
-                    f"{_tf_batch_norm.FUSED_MIN_EPSILON} (the cuDNN minimum); got "
-                    f"epsilon={self.epsilon}. Use fused=None."
-                )
+        _dispatch.check_fused_build(self, input_shape, axis)
 
     def _add_statistic(self, name, channels, initializer):
         return self.add_weight(
@@ -287,92 +258,45 @@ class BatchNorm(_base.AffineNormalization):
                 f"makes it); got mask shape {tuple(mask.shape)} for inputs of shape "
                 f"{tuple(inputs.shape)}."
             )
-        if self._use_fused(inputs, training, mask):
-            return self._call_fused(inputs, training)
-        return self._call_portable(inputs, training, mask)
-
-    def _use_fused(self, inputs, training, mask):
-        if self.fused is False or mask is not None or not _base.use_tf_fast_path():
-            return False
-        if training and self.renorm:
-            return False
-        from xbn.layers import _tf_batch_norm
-
-        if training and self._synchronizing():
-            return False
-        ok = _tf_batch_norm.can_fuse_batch_norm(inputs, self._axis_index, self.epsilon)
-        if ok and self.fused is None:
-            if _tf_batch_norm.in_xla_context():
-                return False  # XLA fuses the portable maths better
-            if training and not _tf_batch_norm.on_gpu():
-                return False  # faster and more accurate than the CPU kernel
-        if self.fused and not ok:
-            raise UsageError(
-                f"BatchNorm '{self.name}': fused=True but the fused kernel cannot "
-                f"take an input of dtype {inputs.dtype}; it takes float16, "
-                "bfloat16 and float32. Use fused=None."
-            )
-        return ok
-
-    def _synchronizing(self):
-        """Whether the batch statistics are reduced across tf.distribute replicas."""
-        return self.synchronized and _base.use_tf_fast_path() and _replicas_in_sync() > 1
-
-    def _call_fused(self, inputs, training):
-        from xbn.layers import _tf_batch_norm
-
+        path = _dispatch.batch_norm_path(self, inputs, training, mask)
         channels = self.moving_mean.shape[0]
-        gamma, beta = self._affine(channels, "float32")
-        if not training:
-            return _tf_batch_norm.fused_batch_norm(
-                inputs,
-                gamma,
-                beta,
-                self.epsilon,
-                self._axis_index,
-                mean=ops.convert_to_tensor(self.moving_mean),
-                variance=ops.convert_to_tensor(self.moving_variance),
-            )
-        outputs, mean, variance = _tf_batch_norm.fused_batch_norm(
-            inputs, gamma, beta, self.epsilon, self._axis_index
-        )
-        self._update_moving_statistics(mean, variance)
-        return outputs
-
-    def _call_portable(self, inputs, training, mask):
-        work = _portable.work_dtype(inputs.dtype)
-        gamma, beta = self._affine(self.moving_mean.shape[0], work)
-        if mask is None and self.fused is None and _base.use_torch_fast_path():
-            from xbn.layers import _torch_norm
-
+        if path == "fused":
+            gamma, beta = self._affine(channels, "float32")
             if not training:
-                return _torch_norm.batch_norm_inference(
-                    inputs, self.moving_mean.value, self.moving_variance.value, gamma, beta,
-                    self.epsilon, self._axis_index,
+                return _dispatch.fused_batch_norm(
+                    inputs, gamma, beta, self.epsilon, self._axis_index,
+                    mean=ops.convert_to_tensor(self.moving_mean), variance=ops.convert_to_tensor(self.moving_variance),
                 )
-            if not self.renorm:
-                outputs, mean, variance = _torch_norm.batch_norm_training(
-                    inputs, gamma, beta, self.epsilon, self._axis_index
-                )
-                self._update_moving_statistics(mean, variance)
-                return outputs
-        if training and mask is None and not self._synchronizing():
-            stats = _portable.batch_statistics(inputs, self._reduction_axes)
+            outputs, mean, variance = _dispatch.fused_batch_norm(inputs, gamma, beta, self.epsilon, self._axis_index)
+            self._update_moving_statistics(mean, variance)
+            return outputs
+        work = _portable.work_dtype(inputs.dtype)
+        gamma, beta = self._affine(channels, work)
+        if path == "native":
+            if not training:
+                return _dispatch.native_batch_norm(inputs, gamma, beta, self.epsilon, self._axis_index,
+                                                   mean=self.moving_mean.value, variance=self.moving_variance.value)
+            outputs, mean, variance = _dispatch.native_batch_norm(inputs, gamma, beta, self.epsilon, self._axis_index)
+            self._update_moving_statistics(mean, variance)
+            return outputs
+        if path == "statistics":
+            policy = _dispatch.portable_policy()
+            stats = _portable.batch_statistics(inputs, self._reduction_axes, policy)
             mean, variance = ops.reshape(stats.mean, (-1,)), ops.reshape(stats.variance, (-1,))
             if self.renorm:
                 gamma, beta = self._renormalize(mean, variance, gamma, beta)
             else:
                 self._update_moving_statistics(mean, variance)
-            return _portable.batch_normalize(stats, gamma, beta, self.epsilon)
+            return _portable.batch_normalize(stats, gamma, beta, self.epsilon, policy)
         x = ops.cast(inputs, work)
         shape = self._broadcast_shape(x)
-        if training:  # masked, or synchronized across tf.distribute replicas
+        if path == "moments":  # masked, or synchronized across tf.distribute replicas
             x, shift, mean, variance = self._batch_moments(x, mask)
             if self.renorm:
                 gamma, beta = self._renormalize(mean + shift, variance, gamma, beta)
             else:
                 self._update_moving_statistics(mean + shift, variance)
-        else:
+        else:  # "moving"
             mean = ops.cast(self.moving_mean, work)
             variance = ops.cast(self.moving_variance, work)
         scale = ops.rsqrt(variance + self.epsilon) * gamma
@@ -392,9 +316,7 @@ class BatchNorm(_base.AffineNormalization):
         axes = self._reduction_axes
         zero = ops.zeros((self.moving_mean.shape[0],), x.dtype)
         if mask is None:
-            from xbn.layers import _tf_batch_norm
-
-            return _tf_batch_norm.sync_moments(x, axes)
+            return _dispatch.synchronized_moments(x, axes)
         # keras' convention: the mask covers every axis but the last.
         keep = ops.broadcast_to(ops.expand_dims(ops.cast(mask, "bool"), -1), ops.shape(x))
         count = ops.maximum(ops.sum(ops.cast(keep, x.dtype), axis=axes), 1.0)
@@ -590,12 +512,3 @@ class _SqrtInitializer(initializers.Initializer):
     def __call__(self, shape, dtype=None):
         return ops.sqrt(_clone_initializer(self.variance_initializer)(shape, dtype=dtype))
 
-
-def _replicas_in_sync():
-    """How many replicas share a step (1 outside a tf.distribute strategy)."""
-    import tensorflow as tf
-
-    replica = tf.distribute.get_replica_context()
-    if replica is None:  # cross-replica context
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return replica.num_replicas_in_sync

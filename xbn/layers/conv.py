@@ -15,8 +15,9 @@ gradients as matmuls, which use a CPU's bfloat16 units where
 """
 
 import keras
+from keras import ops
 
-from xbn.layers import _base
+from xbn.layers import _dispatch
 
 
 @keras.saving.register_keras_serializable(package="xbn")
@@ -54,23 +55,10 @@ class Conv2D(keras.layers.Conv2D):
         True on the TensorFlow backend for the configurations listed in the
         class docstring; False means keras' own gradient.
         """
-        if not _base.use_tf_fast_path():
-            return False
-        from xbn.layers import _tf_conv
-
-        return _tf_conv.can_use_fast_conv_gradient(
-            self.kernel_size, self.strides, self.padding, self.dilation_rate,
-            self.data_format, self.groups,
-        )
+        return _dispatch.fast_conv_gradient(self)
 
     def convolution_op(self, inputs, kernel):
         if len(inputs.shape) != 4 or not self.fast_input_gradient:
             return super().convolution_op(inputs, kernel)
-        from keras import ops
-
-        from xbn.layers import _tf_conv
-
         inputs = ops.convert_to_tensor(inputs)
-        return _tf_conv.conv2d(
-            inputs, ops.cast(kernel, inputs.dtype), self.strides, self.padding
-        )
+        return _dispatch.conv2d(inputs, ops.cast(kernel, inputs.dtype), self.strides, self.padding)

@@ -24,7 +24,7 @@ from keras import ops
 
 from xbn import _checks
 from xbn.errors import UsageError
-from xbn.layers import _base, _portable
+from xbn.layers import _base, _dispatch, _portable
 
 
 @keras.saving.register_keras_serializable(package="xbn")
@@ -166,23 +166,9 @@ class GroupNorm(_base.AffineNormalization):
 
     def call(self, inputs):
         channels = inputs.shape[self._axis_index]
-        rank = len(inputs.shape)
-        if _base.use_tf_fast_path() and self._axis_index == rank - 1:
-            from xbn.layers import _tf_group_norm
-
-            gamma, beta = self._affine(channels, "float32")
-            outputs = _tf_group_norm.group_norm(inputs, gamma, beta, self._groups, self.epsilon)
-        else:
-            outputs = self._call_portable(inputs, channels)
-        return ops.cast(outputs, self.compute_dtype)
-
-    def _call_portable(self, inputs, channels):
         gamma, beta = self._affine(channels, _portable.work_dtype(inputs.dtype))
-        if _base.use_torch_fast_path():
-            from xbn.layers import _torch_norm
-
-            return _torch_norm.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
-        return _portable.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
+        outputs = _dispatch.group_norm(inputs, gamma, beta, self._groups, self.epsilon, self._axis_index)
+        return ops.cast(outputs, self.compute_dtype)
 
     def get_config(self):
         config = {**super().get_config(), "groups": self.groups}

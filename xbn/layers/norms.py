@@ -110,7 +110,7 @@ class NormSpec:
     >>> NormSpec("bn", groups=2)
     Traceback (most recent call last):
     ...
-    ValueError: NormSpec: the norm kind 'bn' takes no option 'groups'; its options are epsilon, momentum, synchronized.
+    xbn.errors.UsageError: NormSpec: the norm kind 'bn' takes no option 'groups'; its options are ...
     """
 
     kind: str

@@ -182,7 +182,7 @@ def read_torch_state(checkpoint):
     return arrays
 
 
-def _resnet_layer(module):
+def _resnet_layer(module, config=None):
     """The keras layer name of a PyTorch ResNet module (a norm by its BatchNorm name)."""
     if module in ("conv1", "bn1"):
         return "conv1_conv" if module == "conv1" else "conv1_bn"
@@ -212,10 +212,9 @@ _SHUFFLE_BRANCHES = {
 _TORCHVISION_BRANCHES = {"branch2": "branch_main", "branch1": "branch_proj"}
 
 
-def _shufflenet_layer(module):
-    """The keras layer name of a module of the official ShuffleNetV2 or torchvision's."""
-    from xbn.models.shufflenet_v2 import REPEATS
-
+def _shufflenet_layer(module, config):
+    """The keras layer name of a module of the official ShuffleNetV2 or torchvision's
+    (``config``: the model's ``ShuffleNetV2Config``, for its units per stage)."""
     fixed = {"first_conv.0": "stem_conv", "first_conv.1": "stem_bn", "conv_last.0": "last_conv",
              "conv_last.1": "last_bn", "classifier.0": "predictions",
              "conv1.0": "stem_conv", "conv1.1": "stem_bn", "conv5.0": "last_conv", "conv5.1": "last_bn",
@@ -231,7 +230,7 @@ def _shufflenet_layer(module):
     if not match or (match.group(2), match.group(3)) not in _SHUFFLE_BRANCHES:
         return None
     index = int(match.group(1))
-    for stage, repeats in enumerate(REPEATS):
+    for stage, repeats in enumerate(config.repeats):
         if index < repeats:
             return f"stage{stage + 2}_unit{index + 1}_{_SHUFFLE_BRANCHES[match.group(2), match.group(3)]}"
         index -= repeats
@@ -245,17 +244,17 @@ _MOBILENET_BLOCK = {"0.0": "expand", "0.1": "expand_BN", "1.0": "depthwise", "1.
                     "2": "project", "3": "project_BN"}
 
 
-def _mobilenet_layer(module):
-    """The keras layer name of a module of torchvision's MobileNetV2."""
-    from xbn.models.mobilenet_v2 import BLOCKS
-
-    last = len(BLOCKS) + 1
+def _mobilenet_layer(module, config):
+    """The keras layer name of a module of torchvision's MobileNetV2
+    (``config``: the model's ``MobileNetV2Config``, for its blocks)."""
+    blocks = len(config.blocks)
+    last = blocks + 1
     fixed = {"features.0.0": "Conv1", "features.0.1": "bn_Conv1", f"features.{last}.0": "Conv_1",
              f"features.{last}.1": "Conv_1_bn", "classifier.1": "predictions"}
     if module in fixed:
         return fixed[module]
     match = re.fullmatch(r"features\.(\d+)\.conv\.(\d(?:\.\d)?)", module)
-    if not match or not 1 <= int(match.group(1)) <= len(BLOCKS):
+    if not match or not 1 <= int(match.group(1)) <= blocks:
         return None
     block, part = int(match.group(1)) - 1, match.group(2)
     if block == 0:
@@ -299,7 +298,7 @@ def load_torch_weights(model, checkpoint, strict=True):
         A :class:`TorchLoadReport`.
     """
     from xbn.layers.norms import gn_name
-    from xbn.models.registry import model_facts
+    from xbn.models.registry import model_facts, registration
 
     facts = model_facts(model)
     if facts.family not in FAMILIES:
@@ -308,12 +307,13 @@ def load_torch_weights(model, checkpoint, strict=True):
             f"{', '.join(FAMILIES)} families."
         )
     state = read_torch_state(checkpoint)
+    config = registration(facts.name)[2]
     layers = {layer.name: layer for layer in model.layers}
     targets = {}  # weight path -> (variable, array, tensor name)
     unused, mismatched = [], {}
     for name, array in state.items():
         module, _, param = name.rpartition(".")
-        layer_name = _LAYER_NAMES[facts.family](module)
+        layer_name = _LAYER_NAMES[facts.family](module, config)
         if layer_name and layer_name not in layers:  # a GroupNorm at a BatchNorm's place
             layer_name = gn_name(layer_name)
         layer = layers.get(layer_name)

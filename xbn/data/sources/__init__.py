@@ -17,14 +17,13 @@ The package is split by job: :mod:`~xbn.data.sources.base` (the data
 classes), :mod:`~xbn.data.sources.registry` (kinds, specs, options),
 :mod:`~xbn.data.sources.splits` (split arithmetic),
 :mod:`~xbn.data.sources.records` (what a run trained on) and this module's
-:func:`load_source` (opening a spec with its separate validation and test
-data); one module per kind registers itself.
+:mod:`~xbn.data.sources.loading`'s :func:`load_source` (opening a spec
+with its separate validation and test data); one module per kind registers
+itself.
 """
 
-import dataclasses
 import importlib
 
-from xbn import _checks
 from xbn.data.sources.base import (
     CACHE_LIMIT,
     PHOTO_DEFAULTS,
@@ -34,9 +33,9 @@ from xbn.data.sources.base import (
     SourceKind,
     Split,
 )
+from xbn.data.sources.loading import load_source
 from xbn.data.sources.records import data_record, is_recorded, open_recorded
 from xbn.data.sources.registry import (
-    _SOURCES,
     SOURCE_MODULES,
     check_data_args,
     data_help,
@@ -45,7 +44,6 @@ from xbn.data.sources.registry import (
     source_kinds,
 )
 from xbn.data.sources.splits import array_split, hold_out, refuse_bad, stratified_split
-from xbn.errors import UsageError
 
 __all__ = [
     "CACHE_LIMIT", "PHOTO_DEFAULTS", "SCAN_DEFAULTS", "SPLIT_SEED", "SOURCE_MODULES", "DataSource",
@@ -53,65 +51,6 @@ __all__ = [
     "is_recorded", "load_source", "open_recorded", "parse_spec", "refuse_bad", "register_source", "source_kinds",
     "stratified_split",
 ]
-
-
-def load_source(
-    spec,
-    *,
-    val_split=0.1,
-    val_data=None,
-    test_data=None,
-    skip_bad_images=False,
-    data_args=None,
-    progress=None,
-):
-    """Open the source named by ``spec`` (see the module docstring).
-
-    Args:
-        spec: the ``--data`` value.
-        val_split: fraction of each class held out for validation when the
-            source has no validation split of its own and ``val_data`` is
-            not given.
-        val_data, test_data: specs of separate validation/test sources of the
-            same classes (of the same kind's options).
-        skip_bad_images: drop files that are not decodable images (and
-            report them in ``DataSource.skipped``) instead of failing.
-        data_args: the source's options (``--data-arg``), e.g.
-            ``{"label_offset": -1}`` for 1-based TFRecords.
-        progress: optional callable ``progress(message)`` for long scans.
-
-    Returns:
-        A :class:`DataSource` with ``train`` and ``val`` splits, and ``test``
-        where there is one.
-    """
-    val_split = _checks.check_float(f"`data` {spec}", "val_split", val_split, minimum=0.0, maximum=0.9)
-    name, arg = parse_spec(spec)
-    options = check_data_args(spec, data_args)
-    source = _SOURCES[name].open(
-        spec, arg, val_split=val_split, skip_bad_images=skip_bad_images, progress=progress,
-        **options,
-    )
-    for split in source.splits.values():
-        split.origin = split.origin or f"`data` {spec}"
-    for role, other in (("val", val_data), ("test", test_data)):
-        if other:
-            same_kind = parse_spec(other)[0] == name
-            extra = load_source(
-                other, val_split=0.0, skip_bad_images=skip_bad_images,
-                data_args=data_args if same_kind else None, progress=progress,
-            )
-            if extra.class_names != source.class_names:
-                raise UsageError(
-                    f"`{role}_data` {other}: its classes {extra.class_names[:10]} differ from "
-                    f"those of `data` {spec}: {source.class_names[:10]}."
-                )
-            split = extra.splits["train"]
-            source.splits[role] = dataclasses.replace(split, name=role, origin=f"`{role}_data` {other}")
-            source.skipped += extra.skipped
-    for split_name, split in source.splits.items():
-        if split.size == 0:
-            raise UsageError(f"`data` {spec}: the {split_name} split is empty.")
-    return source
 
 
 for _module in SOURCE_MODULES:

@@ -75,6 +75,7 @@ class DataSource:
     splits: dict
     skipped: list = dataclasses.field(default_factory=list)  # [(path, reason)]
     decoded_bytes: int = None  # of every split's images decoded, where known
+    image_defaults: dict = None  # its kind's (SourceKind.image_defaults), set by load_source
 
     @property
     def num_classes(self):
@@ -84,13 +85,11 @@ class DataSource:
     def defaults(self):
         """The ``crop_scale``, ``flip``, ``eval_crop`` and ``cache`` this data needs
         where a run leaves them unset: its kind's registered image defaults
-        (:data:`PHOTO_DEFAULTS` or :data:`SCAN_DEFAULTS`; photos' for a
-        source built outside the registry), and a cache when the decoded
-        images fit in :data:`CACHE_LIMIT`."""
-        from xbn.data.sources.registry import _SOURCES
-
-        kind = _SOURCES.get(self.kind)
-        base = kind.image_defaults if kind else PHOTO_DEFAULTS
+        (:data:`PHOTO_DEFAULTS` or :data:`SCAN_DEFAULTS`, recorded by
+        :func:`xbn.data.sources.load_source`; photos' for a source built
+        outside it), and a cache when the decoded images fit in
+        :data:`CACHE_LIMIT`."""
+        base = self.image_defaults or PHOTO_DEFAULTS
         cache = self.decoded_bytes is not None and self.decoded_bytes <= CACHE_LIMIT
         return {**base, "cache": cache}
 

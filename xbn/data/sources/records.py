@@ -30,7 +30,7 @@ def open_recorded(record, data=None, val_split=None, skip_bad_images=False, prog
     ``where`` names the run or export in the error raised when nothing is
     recorded and no ``data`` is given.
     """
-    from xbn.data.sources import load_source as _load
+    from xbn.data.sources.loading import load_source as _load
 
     record = record or {}
     data = data or record.get("spec")
