@@ -123,7 +123,7 @@ def execution_warnings(mixed_precision="none", jit_compile=False, info=None, dev
             "`jit_compile` on a machine without a GPU or TPU: XLA's CPU code is slower than "
             "TensorFlow's own CPU kernels for these networks (a ResNet-50 training step ran "
             f"at {speed} the speed without XLA on the CPUs measured, see "
-            f"models/README.md#benchmarks); drop --jit-compile here ({label}) unless you "
+            f"models/bench/README.md); drop `jit_compile` here ({label}) unless you "
             "measured a gain."
         )
     if mixed_precision != "none" and mixed_precision not in native_precisions(info):

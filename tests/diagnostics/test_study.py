@@ -778,7 +778,7 @@ def test_paired_differences_use_the_seeds_both_cells_have():
 
 
 def test_the_published_section_is_generated_from_the_committed_results():
-    """Every number of models/README.md's study section comes from
+    """Every number of models/study/README.md's study section comes from
     models/study/results.json, which holds a complete study of the plan it
     records, on the new data, in the difficulty band issue 21 asks for (the
     section's Scope paragraph says what the plan leaves out of the full
@@ -787,10 +787,10 @@ def test_the_published_section_is_generated_from_the_committed_results():
 
     root = Path(__file__).resolve().parents[2] / "models"
     document = json.loads((root / "study" / "results.json").read_text())
-    text = (root / "README.md").read_text()
+    text = (root / "study" / "README.md").read_text()
     begin = "<!-- begin:study -->\n"
     section = text[text.index(begin) + len(begin):text.index("<!-- end:study -->")]
-    assert section.strip() == report.to_markdown(document, document["command"], "study/").strip()
+    assert section.strip() == report.to_markdown(document, document["command"], "./").strip()
     rows = analysis.study_rows(document["rows"])
     assert document["plan"]["data"] == "digits_m"
     per_cell = {}

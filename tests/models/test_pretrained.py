@@ -286,3 +286,19 @@ def test_a_pytorch_file_loads_and_is_kept_converted(tmp_path, entry_of, keras_ho
             np.testing.assert_array_equal(np.asarray(again(x, training=False)), got)
         finally:
             unregister_weights("shufflenetv2", "test-torch")
+
+
+def test_the_readme_tables_are_the_registry():
+    """The README's weights table is xbn.models.list_weights(), and its zoo
+    table names every registered model (a family added registers its rows)."""
+    from pathlib import Path
+
+    from xbn.models import list_models
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    weights = readme.split("<!-- weights:")[1].split("\n", 1)[1].split("\n\n")[0]
+    assert weights.strip() == pretrained.weights_table()
+    zoo = readme.split("<!-- zoo:")[1].split("\n\n")[0]
+    named = {part.strip("`, ") for line in zoo.splitlines()[3:] for cell in line.split("|")[2:5]
+             for part in cell.split(", ") if part.strip("`, ")}
+    assert named == set(list_models())

@@ -5,7 +5,7 @@ Examples::
     xbn-bench                                  # every suite, full sizes
     xbn-bench --suite layers --repeats 20
     xbn-bench --quick --out runs/bench-quick   # small sizes, a smoke run
-    xbn-bench --readme models/README.md        # refresh the published table
+    xbn-bench --readme models/bench/README.md  # refresh the published table
     xbn-bench --suite models --mixed-precision bfloat16 --jit-compile
     xbn-bench --backend jax --suite layers --suite models --mixed-precision bfloat16
     xbn-bench --backend torch --suite layers

@@ -20,9 +20,9 @@ only what they lack.
 
 Examples::
 
-    xbn-study --jobs 2 --publish models/study --readme models/README.md
+    xbn-study --jobs 2 --publish models/study --readme models/study/README.md
     xbn-study --quick --out runs/study-quick
-    xbn-study --from-results models/study/results.json --readme models/README.md
+    xbn-study --from-results models/study/results.json --readme models/study/README.md
     xbn-study --seeds 0 1 2 3 4 5 6 7 --reuse models/study/results.json --publish models/study
     xbn-study --epochs 10 --normal-epochs 40 gnws=20 --out runs/study
     xbn-study --epochs 10 --normal-epochs 40 --convergence-factors 0.5 2 gnws=4 --out runs/study

@@ -260,6 +260,18 @@ def builder_arguments(entry, builder, args):
     return args
 
 
+def weights_table():
+    """The Markdown table of every registered entry (the README's)."""
+    rows = ["| model | name | source | top-1 (publisher) | preprocessing | builder arguments |",
+            "| --- | --- | --- | ---: | --- | --- |"]
+    for entry in list_weights():
+        source = entry.source.split(" (")[0] + (" (by hand)" if entry.url is None else "")
+        args = ", ".join(f"{key}={value!r}" for key, value in entry.builder_args.items()) or "-"
+        top1 = f"{entry.top1:.1f}" if entry.top1 else "-"
+        rows.append(f"| `{entry.model}` | `{entry.name}` | {source} | {top1} | {entry.preprocessing} | {args} |")
+    return "\n".join(rows)
+
+
 # -- the cache ------------------------------------------------------------------------
 def cache_dir():
     """keras' cache folder for model files: ``$KERAS_HOME/models`` (``~/.keras/models``)."""

@@ -432,7 +432,7 @@ def _all_corruptions(severities=(1, 2, 3, 4, 5)):
 
 
 # The published plan's size: sized to about 6 hours of a 2-core machine
-# with two runs at a time (see models/README.md for the measured time).
+# with two runs at a time (see models/study/README.md for the measured time).
 SEEDS = (0, 1, 2, 3, 4)
 EPOCHS = 20
 

@@ -17,7 +17,7 @@ scikit-image and scikit-learn ship inside their wheels.
   own crop (a random photograph, position and scale) and with its own
   stroke contrast, drawn from ``seed``: the same images on every machine.
 - **Difficulty**: a converged CIFAR ResNet-20 reaches 80% to 92% test top-1
-  at 16x16 (measured in models/README.md's study), where the plain digits
+  at 16x16 (measured in the study, models/study/README.md), where the plain digits
   sit at 97% to 99%, so the normalizations have room to differ.
 """
 
