@@ -46,7 +46,7 @@ def test_atomic_directory_replaces_only_with_overwrite(tmp_path):
     target = tmp_path / "export"
     target.mkdir()
     (target / "old.pb").write_text("old")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="`overwrite`"):
         with _files.atomic_directory(target):
             pass
     with _files.atomic_directory(target, overwrite=True) as tmp:

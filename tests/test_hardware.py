@@ -43,10 +43,10 @@ def test_labels_of_older_records_say_what_was_not_recorded():
 @pytest.mark.parametrize("info, precision, jit, expected", [
     (ZEN5, "none", False, []),
     (ZEN5, "bfloat16", False, []),  # native bfloat16: no warning
-    (ZEN5, "float16", False, ["--mixed-precision float16 on a CPU without AVX-512-FP16 or AMX-FP16"]),
-    (AVX2_ONLY, "bfloat16", False, ["--mixed-precision bfloat16 on a CPU without AVX-512-BF16 or AMX-BF16"]),
-    (ZEN5, "none", True, ["--jit-compile on a machine without a GPU or TPU"]),
-    (AVX2_ONLY, "bfloat16", True, ["--jit-compile", "--mixed-precision bfloat16"]),
+    (ZEN5, "float16", False, ["`mixed_precision` float16 on a CPU without AVX-512-FP16 or AMX-FP16"]),
+    (AVX2_ONLY, "bfloat16", False, ["`mixed_precision` bfloat16 on a CPU without AVX-512-BF16 or AMX-BF16"]),
+    (ZEN5, "none", True, ["`jit_compile` on a machine without a GPU or TPU"]),
+    (AVX2_ONLY, "bfloat16", True, ["`jit_compile`", "`mixed_precision` bfloat16"]),
 ], ids=["plain", "bf16-native", "fp16-emulated", "bf16-emulated", "xla-on-cpu", "both"])
 def test_warnings_name_the_setting_the_machine_and_the_cost(info, precision, jit, expected):
     notes = _hardware.execution_warnings(precision, jit, info=info, devices=[])

@@ -55,7 +55,7 @@ def _body(argv):
             args.model, args.checkpoint, args.image_size, _common.parse_key_values(args.model_arg)
         )
     except ImportError as error:  # no PyTorch: one line naming the extra, not a traceback
-        raise RuntimeError(str(error)) from None
+        raise UsageError(str(error)) from None
     print(f"xbn-convert: {report.summary()}")
     if args.class_names:  # checked before anything is written
         from xbn.models.loading import read_class_names

@@ -15,13 +15,13 @@ FORMATS = (".png", ".svg", ".pdf")
 
 
 def check_graphviz():
-    """Raise a ``RuntimeError`` with install instructions if ``dot`` is missing."""
+    """Raise a :class:`~xbn.errors.UsageError` with install instructions if ``dot`` is missing."""
     if shutil.which("dot") is None:
-        raise RuntimeError(GRAPHVIZ_HINT)
+        raise UsageError(GRAPHVIZ_HINT)
     try:
         import pydot  # noqa: F401
     except ImportError:
-        raise RuntimeError("Model diagrams need pydot: `pip install pydot`.") from None
+        raise UsageError("Model diagrams need pydot: `pip install pydot`.") from None
 
 
 def plot_model(name, out, image_size=None, show_shapes=True, rankdir="TB", dpi=96, **model_args):

@@ -537,8 +537,8 @@ def _run_cells(cells, plan, out, jobs, log, command, rows, what, scales, before=
         bar.update(done, run=cell.name, top1="diverged" if row.get("diverged") else f"{score:.3f}",
                    seconds=f"{seconds:.0f}")
     bar.finish()
-    if failures:
-        raise RuntimeError(
+    if failures:  # reported in one line per run, the finished ones kept: no traceback
+        raise UsageError(
             f"{len(failures)} of {len(todo)} {what} failed; the finished ones are saved in "
             f"{out / RESULTS_FILE}, and the same command retries the others.\n  " + "\n  ".join(failures)
         )
