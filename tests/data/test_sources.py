@@ -393,3 +393,27 @@ def test_recorded_data_can_be_opened_with_other_options():
     assert not own and other.splits["test"].size == 718
     named, own = open_recorded(None, "digits_m", data_args={"renders": (1, 1, 1)})
     assert not own and named.splits["test"].size == 359
+
+
+def test_digits_keeps_a_share_of_the_training_labels_and_every_test_scan():
+    """``--data-arg labelled=0.1``: a tenth of each class of the training split,
+    the same scans every time; val and test stay whole (issue 39's few-label runs)."""
+    import numpy as np
+
+    from xbn.errors import UsageError
+
+    whole, few = load_source("digits"), load_source("digits", data_args={"labelled": 0.1})
+
+    def labels(source, split):
+        return np.concatenate([y.numpy() for _, y in source.split(split).make().batch(4096)])
+
+    assert few.split("train").size == 126 and whole.split("train").size == 1258
+    assert np.bincount(labels(few, "train")).tolist() == [
+        round(0.1 * n) for n in np.bincount(labels(whole, "train"))]
+    for split in ("val", "test"):
+        assert np.array_equal(labels(few, split), labels(whole, split))
+    again = load_source("digits", data_args={"labelled": 0.1})
+    first = next(iter(few.split("train").make().batch(200)))[0].numpy()
+    assert np.array_equal(first, next(iter(again.split("train").make().batch(200)))[0].numpy())
+    with pytest.raises(UsageError, match="argument `labelled` must be a finite number in \\(0.0, 1.0\\]"):
+        load_source("digits", data_args={"labelled": 0})

@@ -17,6 +17,24 @@ def test_defaults_are_the_digits_recipe():
     assert recipe.learning_rate == pytest.approx(0.1 * 64 / 256)
 
 
+@pytest.mark.parametrize("recipe, model, calibrate", [
+    ("finetune_resnet50.yaml", "resnet50", 0), ("finetune_mobilenetv2.yaml", "mobilenetv2", 0),
+    ("finetune_resnet50_xbn.yaml", "resnet50_xbn", 512),
+])
+def test_the_fine_tuning_recipes_start_from_keras_imagenet_weights(recipe, model, calibrate):
+    """Issue 39: the head first with the backbone frozen, then everything at a
+    tenth of the rate; the names resolve without a download."""
+    from xbn.training.start import check_start, entry_arguments
+
+    config = resolve(MODELS / recipe)
+    assert (config.model, config.weights, config.calibrate) == (model, "imagenet", calibrate)
+    assert (config.freeze, config.freeze_epochs, config.epochs) == ("backbone", 3, 15)
+    assert config.unfrozen_learning_rate == pytest.approx(config.learning_rate / 10)
+    check_start(config)
+    assert entry_arguments(config) == ({"alpha": 1.0, "layout": "keras"} if model == "mobilenetv2"
+                                       else {"layout": "keras"})
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_has_a_recipe_following_the_official_one(name):
     """ImageNet models: the official XBNBlock recipe; CIFAR models (32x32): He et al.'s."""
