@@ -1,6 +1,7 @@
-"""Draw the first 64 training images of ``digits_m`` (the README's picture).
+"""Draw 64 training images of a digit source, evenly spaced over the split (the docs' pictures).
 
     python scripts/digits_m_grid.py docs/digits_m.png
+    python scripts/digits_m_grid.py docs/mnist_m.png mnist_m
 """
 
 import sys
@@ -8,7 +9,7 @@ import sys
 import numpy as np
 
 
-def main(out):
+def main(out, data="digits_m"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,17 +18,19 @@ def main(out):
     from xbn import _files
     from xbn.data import load_source
 
-    split = load_source("digits_m").split("train")
+    split = load_source(data).split("train")
     images, labels = [], []
-    for image, label in split.make().take(64):
-        images.append(np.asarray(image, np.uint8))
-        labels.append(int(label))
+    picked = set(np.linspace(0, split.size - 1, 64).round().astype(int).tolist())
+    for index, (image, label) in enumerate(split.make()):
+        if index in picked:
+            images.append(np.asarray(image, np.uint8))
+            labels.append(int(label))
     figure, axes = plt.subplots(8, 8, figsize=(6, 6.3))
     for axis, image, label in zip(axes.flat, images, labels):
         axis.imshow(image, interpolation="nearest")
         axis.set_title(str(label), fontsize=7, pad=1)
         axis.axis("off")
-    figure.suptitle("digits_m: the first 64 training images (label above each)", fontsize=9)
+    figure.suptitle(f"{data}: 64 training images, evenly spaced over the split (label above each)", fontsize=9)
     figure.tight_layout()
     with _files.atomic_path(out) as tmp:
         figure.savefig(tmp, dpi=100, format="png")
@@ -35,4 +38,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "docs/digits_m.png")
+    main(*(sys.argv[1:3] or ["docs/digits_m.png"]))

