@@ -81,3 +81,18 @@ def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_every_data_file_of_the_package_is_in_the_wheel():
+    """Files xbn reads at run time (ImageNet's class names, the corruption
+    suites) are named by setup.cfg's package_data, or a wheel would leave
+    them out and only an editable install would work."""
+    import fnmatch
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = config["options.package_data"]["xbn"].split()
+    data = [p.relative_to(ROOT / "xbn").as_posix() for p in (ROOT / "xbn").rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts]
+    assert "models/data/imagenet_classes.tsv" in data
+    assert [f for f in data if not any(fnmatch.fnmatch(f, pattern) for pattern in patterns)] == []
