@@ -67,22 +67,22 @@ def _back(x):
 # -- noise -------------------------------------------------------------------------
 
 
-def gaussian_noise(x, severity, rng):
+def gaussian_noise(x, params, rng):
     """Additive Gaussian noise of standard deviation 0.04-0.10 (of the range)."""
-    c = (0.04, 0.06, 0.08, 0.09, 0.10)[severity - 1]
+    (c,) = params
     x = _unit(x)
     return _back(x + rng.normal(0.0, c, x.shape))
 
 
-def shot_noise(x, severity, rng):
+def shot_noise(x, params, rng):
     """Poisson (photon) noise: ``Poisson(x * c) / c`` with c = 500 ... 50."""
-    c = (500, 250, 100, 75, 50)[severity - 1]
+    (c,) = params
     return _back(rng.poisson(_unit(x) * c) / c)
 
 
-def impulse_noise(x, severity, rng):
+def impulse_noise(x, params, rng):
     """Salt and pepper: a fraction 1%-7% of the values set to 0 or 1, half each."""
-    c = (0.01, 0.02, 0.03, 0.05, 0.07)[severity - 1]
+    (c,) = params
     x = _unit(x).copy()
     hit = rng.random(x.shape) < c
     salt = rng.random(x.shape) < 0.5
@@ -169,15 +169,15 @@ def motion_blur_image(x, radius, sigma, angle):
 # -- blur --------------------------------------------------------------------------
 
 
-def defocus_blur(x, severity, rng):
+def defocus_blur(x, params, rng):
     """Convolution with an antialiased disk of radius 0.3-1.5 pixels."""
-    radius, alias = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1))[severity - 1]
+    radius, alias = params
     return _back(_filter(_unit(x), defocus_kernel(radius, alias)))
 
 
-def glass_blur(x, severity, rng):
+def glass_blur(x, params, rng):
     """Gaussian blur, pixels swapped with a random neighbour (1-2 sweeps), blur again."""
-    sigma, delta, sweeps = ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2))[severity - 1]
+    sigma, delta, sweeps = params
     x = np.floor(_skimage_gaussian(_unit(x), sigma) * 255).astype(np.uint8)
     h, w = x.shape[:2]
     positions = [(row, col) for row in range(h - delta, delta, -1) for col in range(w - delta, delta, -1)]
@@ -192,15 +192,15 @@ def glass_blur(x, severity, rng):
     return _back(_skimage_gaussian(x / 255.0, sigma))
 
 
-def motion_blur(x, severity, rng):
+def motion_blur(x, params, rng):
     """Motion blur of radius 6-9, sigma 1-2.5, at a random angle within 45 degrees."""
-    radius, sigma = ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5))[severity - 1]
+    radius, sigma = params
     return _back(motion_blur_image(_unit(x), radius, sigma, rng.uniform(-45, 45)))
 
 
-def zoom_blur(x, severity, rng):
+def zoom_blur(x, params, rng):
     """The mean of the image and its zooms by 1.00 ... 1.05-1.25 (steps of 0.01)."""
-    top = (1.06, 1.11, 1.16, 1.21, 1.26)[severity - 1]
+    (top,) = params
     factors = np.arange(1, top, 0.01)
     x = _unit(x)
     out = sum(_clipped_zoom(x, factor) for factor in factors)
@@ -214,12 +214,9 @@ def _grey(x):
     return x @ np.array([0.299, 0.587, 0.114])
 
 
-def snow(x, severity, rng):
+def snow(x, params, rng):
     """Streaks of zoomed, thresholded, motion-blurred noise over a whitened image."""
-    loc, scale, zoom, threshold, radius, sigma, keep = (
-        (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
-    )[severity - 1]
+    loc, scale, zoom, threshold, radius, sigma, keep = params
     x = _unit(x)
     layer = _clipped_zoom(rng.normal(loc, scale, x.shape[:2]), zoom)
     layer[layer < threshold] = 0
@@ -257,9 +254,9 @@ def plasma_fractal(size, decay, rng):
     return grid / grid.max()
 
 
-def fog(x, severity, rng):
+def fog(x, params, rng):
     """A plasma-fractal haze added, the result rescaled to the image's maximum."""
-    strength, decay = ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75))[severity - 1]
+    strength, decay = params
     x = _unit(x)
     h, w = x.shape[:2]
     size = 1 << max(h, w, 2).bit_length() if max(h, w) & (max(h, w) - 1) else max(h, w)
@@ -271,34 +268,32 @@ def fog(x, severity, rng):
 # -- digital ---------------------------------------------------------------------------
 
 
-def brightness(x, severity, rng):
+def brightness(x, params, rng):
     """Value (of HSV) raised by 0.05-0.3."""
     from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 
-    c = (0.05, 0.1, 0.15, 0.2, 0.3)[severity - 1]
+    (c,) = params
     hsv = rgb_to_hsv(np.clip(_unit(x), 0, 1))
     hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
     return _back(hsv_to_rgb(hsv))
 
 
-def contrast(x, severity, rng):
+def contrast(x, params, rng):
     """Deviations from each channel's mean scaled by 0.75 ... 0.15."""
-    c = (0.75, 0.5, 0.4, 0.3, 0.15)[severity - 1]
+    (c,) = params
     x = _unit(x)
     means = x.mean(axis=(0, 1), keepdims=True)
     return _back((x - means) * c + means)
 
 
-def elastic_transform(x, severity, rng):
+def elastic_transform(x, params, rng):
     """A random affine warp, then a smooth random displacement field."""
     from scipy import ndimage
 
     x = _unit(x)
     h, w = x.shape[:2]
     side = 32  # the reference's parameters are fractions of a 32-pixel image
-    alpha, sigma, affine = np.array(
-        ((0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03))[severity - 1]
-    ) * side
+    alpha, sigma, affine = np.array(params, np.float64) * side
     centre = np.array([h, w], np.float64) // 2
     third = min(h, w) // 3
     # Three points (row, col) moved at random define the affine map.
@@ -313,7 +308,7 @@ def elastic_transform(x, severity, rng):
         ndimage.affine_transform(x[..., c], inverse, offset=-inverse @ offset, order=1, mode="mirror")
         for c in range(x.shape[-1])
     ], -1)
-    if alpha == 0:
+    if alpha == 0 or sigma == 0:
         return _back(warped)
     dx = ndimage.gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma, mode="reflect", truncate=3) * alpha
     dy = ndimage.gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma, mode="reflect", truncate=3) * alpha
@@ -330,21 +325,21 @@ def _pil(x):
     return Image.fromarray(np.round(np.clip(x, 0, 255)).astype(np.uint8))
 
 
-def pixelate(x, severity, rng):
+def pixelate(x, params, rng):
     """Box-downsampled to 95%-65% of the side and box-upsampled back."""
     from PIL import Image
 
-    c = (0.95, 0.9, 0.85, 0.75, 0.65)[severity - 1]
+    (c,) = params
     h, w = x.shape[:2]
-    small = _pil(x).resize((int(w * c), int(h * c)), Image.BOX)
+    small = _pil(x).resize((max(1, int(w * c)), max(1, int(h * c))), Image.BOX)
     return np.asarray(small.resize((w, h), Image.BOX), np.float64)
 
 
-def jpeg_compression(x, severity, rng):
+def jpeg_compression(x, params, rng):
     """Encoded as JPEG at quality 80 ... 40 and decoded."""
     from PIL import Image
 
-    quality = (80, 65, 58, 50, 40)[severity - 1]
+    (quality,) = params
     buffer = io.BytesIO()
     _pil(x).save(buffer, "JPEG", quality=quality)
     return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float64)
@@ -358,8 +353,81 @@ FUNCTIONS = {f.__name__: f for f in (
 CORRUPTIONS = tuple(name for name in ALL_CORRUPTIONS if name in FUNCTIONS)
 
 
-def check_corruption(name, severity):
-    """Refuse an unknown corruption or severity, naming the choices."""
+# Each corruption's parameters at ImageNet-C's severities 1 to 5 (the
+# 32x32 definitions, as ``make_cifar_c.py`` has them), with two anchors of
+# xbn's own: level 0, the corruption (almost) absent, and level 10, far
+# beyond severity 5.  :func:`parameters` interpolates between them, so a
+# suite calibrated for other images (:data:`SUITES`) names its severities
+# as levels on ImageNet-C's own scale.
+ANCHORS = {
+    "gaussian_noise": {0: (0.0,), 1: (0.04,), 2: (0.06,), 3: (0.08,), 4: (0.09,), 5: (0.10,), 10: (0.5,)},
+    "shot_noise": {0: (5000,), 1: (500,), 2: (250,), 3: (100,), 4: (75,), 5: (50,), 10: (2,)},
+    "impulse_noise": {0: (0.0,), 1: (0.01,), 2: (0.02,), 3: (0.03,), 4: (0.05,), 5: (0.07,), 10: (0.4,)},
+    "defocus_blur": {0: (0.0, 0.1), 1: (0.3, 0.4), 2: (0.4, 0.5), 3: (0.5, 0.6), 4: (1, 0.2), 5: (1.5, 0.1),
+                     10: (4.0, 0.5)},
+    "glass_blur": {0: (0.0, 1, 0), 1: (0.05, 1, 1), 2: (0.25, 1, 1), 3: (0.4, 1, 1), 4: (0.25, 1, 2),
+                   5: (0.4, 1, 2), 10: (1.0, 2, 4)},
+    "motion_blur": {0: (1, 0.1), 1: (6, 1), 2: (6, 1.5), 3: (6, 2), 4: (8, 2), 5: (9, 2.5), 10: (15, 6.0)},
+    "zoom_blur": {0: (1.01,), 1: (1.06,), 2: (1.11,), 3: (1.16,), 4: (1.21,), 5: (1.26,), 10: (1.6,)},
+    "snow": {0: (0.1, 0.2, 1, 1.0, 8, 3, 1.0), 1: (0.1, 0.2, 1, 0.6, 8, 3, 0.95), 2: (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+             3: (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), 4: (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+             5: (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8), 10: (0.45, 0.35, 1.5, 0.5, 16, 12, 0.6)},
+    "fog": {0: (0.0, 3), 1: (0.2, 3), 2: (0.5, 3), 3: (0.75, 2.5), 4: (1, 2), 5: (1.5, 1.75), 10: (4.0, 1.5)},
+    "brightness": {0: (0.0,), 1: (0.05,), 2: (0.1,), 3: (0.15,), 4: (0.2,), 5: (0.3,), 10: (0.85,)},
+    "contrast": {0: (1.0,), 1: (0.75,), 2: (0.5,), 3: (0.4,), 4: (0.3,), 5: (0.15,), 10: (0.03,)},
+    "elastic_transform": {0: (0, 0, 0), 1: (0, 0, 0.08), 2: (0.05, 0.2, 0.07), 3: (0.08, 0.06, 0.06),
+                          4: (0.1, 0.04, 0.05), 5: (0.1, 0.03, 0.03), 10: (0.25, 0.03, 0.08)},
+    "pixelate": {0: (1.0,), 1: (0.95,), 2: (0.9,), 3: (0.85,), 4: (0.75,), 5: (0.65,), 10: (0.2,)},
+    "jpeg_compression": {0: (100,), 1: (80,), 2: (65,), 3: (58,), 4: (50,), 5: (40,), 10: (3,)},
+}
+# The parameters that are counts (rounded after interpolation).
+INTEGER_PARAMETERS = {"glass_blur": (1, 2), "motion_blur": (0,), "snow": (4,), "jpeg_compression": (0,)}
+MAX_LEVEL = 10.0
+
+
+def parameters(name, level):
+    """``name``'s parameters at ``level`` (0 to :data:`MAX_LEVEL`; the integers
+    1 to 5 are ImageNet-C's severities exactly), interpolated linearly
+    between :data:`ANCHORS`, counts rounded."""
+    anchors = ANCHORS[name]
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 <= level <= MAX_LEVEL:
+        raise UsageError(f"corruption {name}: a level must be a number from 0 to {MAX_LEVEL:g}; got {level!r}.")
+    if level in anchors:
+        return tuple(anchors[level])
+    points = sorted(anchors)
+    above = next(p for p in points if p > level)
+    below = max(p for p in points if p < level)
+    t = (level - below) / (above - below)
+    values = [(1 - t) * a + t * b for a, b in zip(anchors[below], anchors[above])]
+    for i in INTEGER_PARAMETERS.get(name, ()):
+        values[i] = int(round(values[i]))
+    return tuple(values)
+
+
+def _suites():
+    """The corruption suites: ImageNet-C's own severities, and those
+    calibrated for small images (``data/corruption_suites.json``)."""
+    import json
+    from pathlib import Path
+
+    suites = {"cifar-c": {name: tuple(float(s) for s in SEVERITIES) for name in ANCHORS}}
+    calibrated = json.loads((Path(__file__).with_name("corruption_suites.json")).read_text(encoding="utf-8"))
+    for suite, record in calibrated["suites"].items():
+        suites[suite] = {name: tuple(levels) for name, levels in record["levels"].items()}
+    return suites
+
+
+# ``{suite: {corruption: five levels}}``: severity ``s`` of a corruption in a
+# suite is :func:`parameters` at the suite's ``s``-th level.  ``cifar-c``
+# is the benchmark's own (levels 1 to 5); ``16px`` was calibrated at 16x16
+# on a trained reference network (scripts/calibrate_corruptions.py, the
+# record beside the levels in data/corruption_suites.json).
+SUITES = _suites()
+DEFAULT_SUITE = "cifar-c"
+
+
+def check_corruption(name, severity, suite=DEFAULT_SUITE):
+    """Refuse an unknown corruption, severity or suite, naming the choices."""
     if name in NOT_PROVIDED:
         raise UsageError(f"corruption {name!r} is not provided: {NOT_PROVIDED[name]}. "
                          f"The others: {', '.join(CORRUPTIONS)}.")
@@ -367,19 +435,32 @@ def check_corruption(name, severity):
         raise UsageError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}.")
     if severity not in SEVERITIES or isinstance(severity, bool):
         raise UsageError(f"corruption {name}: severity must be an integer from 1 to 5; got {severity!r}.")
+    if suite not in SUITES:
+        raise UsageError(f"unknown corruption suite {suite!r}; choose from {', '.join(SUITES)}.")
 
 
-def corrupt(image, name, severity, seed=0):
+def level_of(name, severity, suite=DEFAULT_SUITE):
+    """The level (on ImageNet-C's scale) of ``severity`` of ``name`` in ``suite``."""
+    check_corruption(name, severity, suite)
+    return SUITES[suite][name][int(severity) - 1]
+
+
+def corrupt(image, name, severity, seed=0, suite=DEFAULT_SUITE, level=None):
     """``image`` (``(H, W, 3)``, values in ``[0, 255]``) corrupted; deterministic in ``seed``.
 
-    Returns a float32 array of the same shape with values in ``[0, 255]``.
+    ``severity`` (1 to 5) is looked up in ``suite`` (:data:`SUITES`);
+    ``level`` instead gives the strength directly on ImageNet-C's scale
+    (0 to 10, calibration's use; the random draws are then keyed by
+    ``severity``).  Returns a float32 array of the same shape with values
+    in ``[0, 255]``.
     """
-    check_corruption(name, severity)
+    check_corruption(name, severity, suite)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise UsageError(f"corrupt: expected an (H, W, 3) image; got shape {image.shape}.")
+    params = parameters(name, level_of(name, severity, suite) if level is None else level)
     rng = np.random.default_rng([int(seed), ALL_CORRUPTIONS.index(name), int(severity)])
-    return np.clip(FUNCTIONS[name](image.astype(np.float64), severity, rng), 0, 255).astype(np.float32)
+    return np.clip(FUNCTIONS[name](image.astype(np.float64), params, rng), 0, 255).astype(np.float32)
 
 
 def parse_corruptions(items):
@@ -404,12 +485,12 @@ def parse_corruptions(items):
     return list(dict.fromkeys(pairs))
 
 
-def corrupt_in_graph(index, image, name, severity):
+def corrupt_in_graph(index, image, name, severity, suite=DEFAULT_SUITE):
     """The TensorFlow form of :func:`corrupt` for a ``tf.data`` map (seed: the example's index)."""
     import tensorflow as tf
 
-    check_corruption(name, severity)
-    out = tf.numpy_function(lambda i, x: corrupt(x, name, severity, seed=int(i)),
+    check_corruption(name, severity, suite)
+    out = tf.numpy_function(lambda i, x: corrupt(x, name, severity, seed=int(i), suite=suite),
                             [index, tf.cast(image, tf.float32)], tf.float32, stateful=False)
     out.set_shape(image.shape)
     return out
