@@ -108,15 +108,18 @@ def test_quick_model_export_and_pipeline_suites_with_a_precision_variant(tmp_pat
         "MobileNetV2 training step (bs 2, 32x32): keras.applications.MobileNetV2 after "
         "xbn.surgery.to_xbn_layers vs before",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
+        "ResNet-20 training step (bs 2, 32x32): resnet20_xbn vs resnet20 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2 vs keras",
         "MobileNetV2 training step (bs 2, 32x32, mixed_bfloat16): mobilenetv2_xbn vs mobilenetv2 (price of XBN)",
         "MobileNetV2 training step (bs 2, 32x32): mobilenetv2 with mixed_bfloat16 vs without",
     ]
     assert by_suite["models"][-1]["goal"] is None  # informational: does bfloat16 pay here?
+    cifar = by_suite["models"][3]  # no keras.applications twin: the price of XBN only
+    assert cifar["baseline_name"] == "xbn resnet20" and cifar["goal"] == by_suite["models"][2]["goal"]
     assert by_suite["models"][0]["baseline_name"] == "keras.applications.MobileNetV2"
     assert [row["case"].split(":")[0] for row in by_suite["export"]] == [
-        "mobilenetv2 SavedModel serving_default, batch 1, 32x32",
-        "mobilenetv2 SavedModel serving_default, batch 2, 32x32",
+        "resnet20 SavedModel serving_default, batch 1, 32x32",
+        "resnet20 SavedModel serving_default, batch 2, 32x32",
     ]
     assert all(row["goal"] == 1.0 for row in by_suite["export"])
     (pipeline,) = by_suite["pipeline"]

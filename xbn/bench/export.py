@@ -16,7 +16,9 @@ import numpy as np
 from xbn.bench.timing import compare
 
 FULL = {"models": ("mobilenetv2", "resnet50"), "size": 224, "batches": (1, 32)}
-QUICK = {"models": ("mobilenetv2",), "size": 32, "batches": (1, 2)}
+# Quick: the CIFAR ResNet-20 (a SavedModel of a fifth of MobileNetV2's
+# layers: the suite's code runs, in a third of the time).
+QUICK = {"models": ("resnet20",), "size": 32, "batches": (1, 2)}
 
 
 def _exports(name, size, folder):

@@ -40,6 +40,12 @@ from xbn.errors import UsageError
 CPU = {"batch": 16, "size": 128, "models": ("resnet50", "mobilenetv2")}
 GPU = {"batch": 256, "size": 224, "models": ("resnet50", "mobilenetv2")}
 QUICK = {"batch": 2, "size": 32, "models": ("mobilenetv2",), "small": True}
+# Small inputs, where what a layer costs whatever its size (a kernel launch,
+# a dispatch, GroupNorm's per-sample work) weighs most: the same models at
+# batch 8 and 96x96, and the CIFAR ResNet-20 at its own 32x32 (no
+# keras.applications twin: the price of XBN only).
+SMALL = {"batch": 8, "size": 96, "models": ("resnet50", "mobilenetv2")}
+CIFAR = {"batch": 64, "size": 32, "models": ("resnet20",)}
 
 # xbn against keras.applications: "never slower" on every backend, and
 # TensorFlow's CPU goal for ResNet-50, where xbn's own kernels run.
@@ -150,6 +156,19 @@ def _model(model, batch, size, repeats, warmup, small=False):
     ]
 
 
+def _price(model, batch, size, repeats, warmup):
+    """float32: the price of XBN alone, for a model without a keras.applications twin."""
+    from xbn.models import get_model
+    from xbn.models.registry import twin
+
+    xbn = twin(model, "xbn")
+    kwargs = dict(input_shape=(size, size, 3), classes=10, classifier_activation=None)
+    steps = {kind: train_step(get_model(name, **kwargs), batch) for kind, name in (("vanilla", model), ("xbn", xbn))}
+    timings = compare(steps, warmup=warmup, repeats=repeats)
+    return [_row(f"{_title(model)} training step ({_tag(batch, size, 'float32', False)}): {xbn} vs {model} "
+                 "(price of XBN)", f"xbn {model}", batch, _price_goal(), timings, "xbn", "vanilla")]
+
+
 def _variant(model, batch, size, repeats, warmup, precision, jit, small=False):
     """A dtype policy or a compiler: against keras under the same setting
     ("never slower"), xbn's XBN form against its vanilla form, and xbn's
@@ -203,11 +222,18 @@ def run(quick=False, repeats=10, warmup=3, precisions=(), jit_compile=False, mod
     """
     sizes = QUICK if quick else GPU if backends.on_gpu() else CPU
     batch, size = sizes["batch"], sizes["size"]
+    chosen = models
     models = models or sizes["models"]
     small = sizes.get("small", False)
     rows = []
     for model in models:
         rows += _model(model, batch, size, repeats, warmup, small)
+    if not quick:
+        for model in chosen or SMALL["models"]:
+            rows += _model(model, SMALL["batch"], SMALL["size"], repeats, warmup)
+    if chosen is None:  # quick: at the quick batch (the row's shape is what is checked)
+        for model in CIFAR["models"]:
+            rows += _price(model, batch if quick else CIFAR["batch"], CIFAR["size"], repeats, warmup)
     jit = jit_compile and backends.backend() != "jax"
     variants = [(p, False) for p in precisions] + ([("float32", True)] if jit else [])
     for precision, compiled in variants:
