@@ -164,6 +164,18 @@ def test_corruption_benchmark_on_an_export_against_its_run_folder(setting, expor
                           for i, img in enumerate(images)])
     predicted = np.argmax(model(preprocess_images(corrupted, "tf"), training=False), axis=-1)
     assert result["top1"]["contrast"]["3"] == pytest.approx(np.mean(predicted == np.asarray(labels)))
+    assert result["suite"] == "cifar-c"
+    # --corruption-suite: severity 3 at the 16px suite's level, by hand too.
+    small = tmp_path / "small.json"
+    with tiny.registered():
+        assert evaluate_cli.main([str(export_dir), "--data", f"folder:{data}", "--val-split", "0", "--corruption",
+                                  "contrast:3", "--corruption-suite", "16px", "--json", str(small)]) == 0
+    scored = json.loads(small.read_text())["corruption"]
+    corrupted = np.stack([corruptions.corrupt(eval_image(tf.constant(img), SIZE, 0.875).numpy(), "contrast", 3, seed=i,
+                                              suite="16px") for i, img in enumerate(images)])
+    predicted = np.argmax(model(preprocess_images(corrupted, "tf"), training=False), axis=-1)
+    assert scored["suite"] == "16px" and corruptions.level_of("contrast", 3, "16px") != 3
+    assert scored["top1"]["contrast"]["3"] == pytest.approx(np.mean(predicted == np.asarray(labels)))
     # The folded export and its run folder answer alike on the same corrupted images: CE 100%.
     for name, scores in result["top1"].items():
         assert result["baseline"]["top1"][name] == pytest.approx(scores, abs=1 / 30 + 1e-9)

@@ -30,7 +30,7 @@ from xbn.errors import UsageError
 
 
 def build_parser():
-    from xbn.data.corruptions import CORRUPTIONS, NOT_PROVIDED
+    from xbn.data.corruptions import CORRUPTIONS, DEFAULT_SUITE, NOT_PROVIDED, SUITES
 
     p = _common.parser_from_doc("xbn-evaluate", __doc__)
     p.add_argument("export", metavar="MODEL",
@@ -55,6 +55,9 @@ def build_parser():
         help=f"score under a corruption (repeatable; all five severities without :SEVERITY), or 'all': "
         f"{', '.join(CORRUPTIONS)} (not provided: {', '.join(NOT_PROVIDED)})",
     )
+    p.add_argument("--corruption-suite", default=DEFAULT_SUITE, choices=tuple(SUITES),
+                   help=f"the severities' definitions: {DEFAULT_SUITE} (ImageNet-C's 32x32 rows) or a suite "
+                        f"calibrated for small images (default {DEFAULT_SUITE})")
     p.add_argument("--baseline", metavar="MODEL",
                    help="with --corruption: the model the mCE is relative to (export, run folder or .keras)")
     p.add_argument("--json", help="also write the result to this JSON file")
@@ -181,7 +184,8 @@ def _body(argv):
         def benchmark(model_score, label):
             bar = Progress(len(pairs), f"corruptions of {label}")
             clean, top1 = score_corruptions(
-                lambda c: model_score(c)["top1"], pairs, progress=lambda done: bar.update(done))
+                lambda c: model_score(c)["top1"], pairs, progress=lambda done: bar.update(done),
+                suite=args.corruption_suite)
             bar.finish()
             return clean, top1
 
@@ -193,7 +197,7 @@ def _body(argv):
         table, figures = corruption_table(top1, clean, baseline)
         print()
         print(table)
-        result["corruption"] = {"top1": top1, **figures}
+        result["corruption"] = {"suite": args.corruption_suite, "top1": top1, **figures}
         if baseline:
             result["corruption"]["baseline"] = {"model": args.baseline, "top1": baseline[0], "clean": baseline[1]}
     if args.json:

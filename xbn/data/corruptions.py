@@ -176,15 +176,24 @@ def defocus_blur(x, params, rng):
 
 
 def glass_blur(x, params, rng):
-    """Gaussian blur, pixels swapped with a random neighbour (1-2 sweeps), blur again."""
+    """Gaussian blur, pixels swapped with a random neighbour (1-2 sweeps), blur again.
+
+    A fractional number of sweeps ends with a partial sweep that swaps each
+    pixel with that probability (levels between ImageNet-C's severities:
+    one sweep of swaps is most of what a 16x16 digit can take).
+    """
     sigma, delta, sweeps = params
     x = np.floor(_skimage_gaussian(_unit(x), sigma) * 255).astype(np.uint8)
     h, w = x.shape[:2]
     positions = [(row, col) for row in range(h - delta, delta, -1) for col in range(w - delta, delta, -1)]
-    for _ in range(sweeps):
+    full, part = int(sweeps), sweeps - int(sweeps)
+    for sweep in range(full + (part > 0)):
         # (dx, dy) per position, each in [-delta, delta) as the reference draws them.
         offsets = rng.integers(-delta, delta, size=(len(positions), 2)).tolist()
-        for (row, col), (dx, dy) in zip(positions, offsets):
+        chosen = rng.uniform(size=len(positions)) < part if sweep == full else None
+        for i, ((row, col), (dx, dy)) in enumerate(zip(positions, offsets)):
+            if chosen is not None and not chosen[i]:
+                continue
             r, c = row + dy, col + dx
             pixel = x[row, col].copy()
             x[row, col] = x[r, c]
@@ -381,7 +390,7 @@ ANCHORS = {
     "jpeg_compression": {0: (100,), 1: (80,), 2: (65,), 3: (58,), 4: (50,), 5: (40,), 10: (3,)},
 }
 # The parameters that are counts (rounded after interpolation).
-INTEGER_PARAMETERS = {"glass_blur": (1, 2), "motion_blur": (0,), "snow": (4,), "jpeg_compression": (0,)}
+INTEGER_PARAMETERS = {"glass_blur": (1,), "motion_blur": (0,), "snow": (4,), "jpeg_compression": (0,)}
 MAX_LEVEL = 10.0
 
 
@@ -426,8 +435,11 @@ SUITES = _suites()
 DEFAULT_SUITE = "cifar-c"
 
 
-def check_corruption(name, severity, suite=DEFAULT_SUITE):
-    """Refuse an unknown corruption, severity or suite, naming the choices."""
+def check_corruption(name, severity, suite=DEFAULT_SUITE, level=None):
+    """Refuse an unknown corruption, severity or suite (or a level off the
+    scale), naming the choices.  The arguments are a corruption's spec as
+    :meth:`xbn.data.Pipeline.evaluation` takes it: ``(name, severity[,
+    suite[, level]])``."""
     if name in NOT_PROVIDED:
         raise UsageError(f"corruption {name!r} is not provided: {NOT_PROVIDED[name]}. "
                          f"The others: {', '.join(CORRUPTIONS)}.")
@@ -437,6 +449,8 @@ def check_corruption(name, severity, suite=DEFAULT_SUITE):
         raise UsageError(f"corruption {name}: severity must be an integer from 1 to 5; got {severity!r}.")
     if suite not in SUITES:
         raise UsageError(f"unknown corruption suite {suite!r}; choose from {', '.join(SUITES)}.")
+    if level is not None:
+        parameters(name, level)
 
 
 def level_of(name, severity, suite=DEFAULT_SUITE):
@@ -454,7 +468,7 @@ def corrupt(image, name, severity, seed=0, suite=DEFAULT_SUITE, level=None):
     ``severity``).  Returns a float32 array of the same shape with values
     in ``[0, 255]``.
     """
-    check_corruption(name, severity, suite)
+    check_corruption(name, severity, suite, level)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise UsageError(f"corrupt: expected an (H, W, 3) image; got shape {image.shape}.")
@@ -485,12 +499,12 @@ def parse_corruptions(items):
     return list(dict.fromkeys(pairs))
 
 
-def corrupt_in_graph(index, image, name, severity, suite=DEFAULT_SUITE):
+def corrupt_in_graph(index, image, name, severity, suite=DEFAULT_SUITE, level=None):
     """The TensorFlow form of :func:`corrupt` for a ``tf.data`` map (seed: the example's index)."""
     import tensorflow as tf
 
-    check_corruption(name, severity, suite)
-    out = tf.numpy_function(lambda i, x: corrupt(x, name, severity, seed=int(i), suite=suite),
+    check_corruption(name, severity, suite, level)
+    out = tf.numpy_function(lambda i, x: corrupt(x, name, severity, seed=int(i), suite=suite, level=level),
                             [index, tf.cast(image, tf.float32)], tf.float32, stateful=False)
     out.set_shape(image.shape)
     return out

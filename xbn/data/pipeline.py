@@ -151,8 +151,9 @@ class Pipeline:
     def evaluation(self, split_name, corruption=None):
         """The whole split, center-cropped and batched, in a fixed order.
 
-        ``corruption``: a ``(name, severity)`` of :mod:`xbn.diagnostics.corruptions`
-        applied to every image at the model's input size, before preprocessing,
+        ``corruption``: a ``(name, severity[, suite[, level]])`` of
+        :mod:`xbn.data.corruptions` (:func:`~xbn.data.corruptions.corrupt`'s
+        arguments) applied to every image at the model's input size, before preprocessing,
         seeded by the image's index (the same corrupted images every time).
         """
         size, mode, fraction = self.image_size, self.preprocessing, self.augment.eval_crop

@@ -29,6 +29,7 @@ import numpy as np
 from xbn.data.corruptions import (
     ALL_CORRUPTIONS,
     CORRUPTIONS,
+    DEFAULT_SUITE,
     NOT_PROVIDED,
     SEVERITIES,
     check_corruption,
@@ -38,7 +39,7 @@ from xbn.data.corruptions import (
 from xbn.errors import UsageError
 
 __all__ = [
-    "ALL_CORRUPTIONS", "CORRUPTIONS", "NOT_PROVIDED", "SEVERITIES", "check_corruption", "corrupt",
+    "ALL_CORRUPTIONS", "CORRUPTIONS", "NOT_PROVIDED", "SEVERITIES", "check_corruption", "choose_levels", "corrupt",
     "corruption_errors", "corruption_table", "parse_corruptions", "score_corruptions",
 ]
 
@@ -48,14 +49,15 @@ __all__ = [
 RELATIVE_FLOOR = 0.02
 
 
-def score_corruptions(top1_of, pairs, progress=None):
+def score_corruptions(top1_of, pairs, progress=None, suite=DEFAULT_SUITE):
     """Top-1 per corruption and severity.
 
     Args:
-        top1_of: ``top1_of((name, severity))``, the model's top-1 on the data
-            so corrupted (``top1_of(None)``: clean).
+        top1_of: ``top1_of((name, severity, suite))``, the model's top-1 on
+            the data so corrupted (``top1_of(None)``: clean).
         pairs: ``(name, severity)`` pairs (see :func:`parse_corruptions`).
         progress: optional ``progress(done)`` callback.
+        suite: the severities' definitions (:data:`xbn.data.corruptions.SUITES`).
 
     Returns:
         ``(clean_top1, {name: {severity: top1}})``.
@@ -63,7 +65,7 @@ def score_corruptions(top1_of, pairs, progress=None):
     scores = {}
     clean = top1_of(None)
     for done, (name, severity) in enumerate(pairs, 1):
-        scores.setdefault(name, {})[int(severity)] = top1_of((name, severity))
+        scores.setdefault(name, {})[int(severity)] = top1_of((name, severity, suite))
         if progress:
             progress(done)
     return clean, scores
@@ -159,3 +161,77 @@ def _notes(top1, clean, figures, with_base):
 
 def _percent(value):
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
+
+
+# -- Calibrating a suite for small images --------------------------------------
+# The levels (on ImageNet-C's scale, :func:`xbn.data.corruptions.parameters`)
+# a reference network is scored at: dense where small images lose most, and
+# the fractions of its headroom above chance (clean top-1 minus chance) that
+# severities 1 to 5 should take away.
+CALIBRATION_LEVELS = tuple([round(0.1 * i, 1) for i in range(1, 10)] + [0.25 * i for i in range(4, 21)]
+                           + [0.5 * i for i in range(11, 21)])
+CALIBRATION_DROPS = (0.1, 0.2, 0.3, 0.45, 0.6)
+# A corruption that never takes away this fraction of the headroom, even at
+# the strongest level, cannot be spread over five severities: it is
+# reported as flat.
+FLAT_REACH = 0.05
+
+
+def choose_levels(levels, top1, clean, chance, drops=CALIBRATION_DROPS):
+    """Five levels at which a reference network loses ``drops`` of its headroom.
+
+    The parameters of a corruption need not weaken it monotonically between
+    ImageNet-C's severities (defocus blur's disk gains no pixel below radius
+    1 while its antialiasing shrinks), so no curve is fitted between the
+    scored levels: for each target, the level chosen is a scored one, the
+    first from which every stronger level scored at most the target, moved
+    to where the highest of those scores was measured; where that is the
+    previous severity's level, the next level that scores lower.  The
+    chosen levels' scores then never rise with severity (on the images
+    scored), and they differ wherever the scored levels allow.
+
+    Args:
+        levels: the increasing levels it was scored at (0 excluded).
+        top1: its top-1 at each of them.
+        clean: its clean top-1 (level 0).
+        chance: top-1 by chance (1 / classes).
+        drops: increasing fractions of ``clean - chance``.
+
+    Returns:
+        ``{"levels", "envelope", "reach", "scale", "flat"}``: the levels
+        (increasing, where the scores allow); the envelope of the scores they were read from
+        (each level's score replaced by the highest at it or any stronger
+        level); ``reach``, the fraction of the headroom the strongest level
+        takes away; ``scale``, 1 where the largest drop is reachable, else
+        ``reach / drops[-1]`` (every target scaled down alike, so the
+        severities still spread over what the corruption can do); ``flat``
+        where ``reach`` is under :data:`FLAT_REACH` (then the levels are
+        spread evenly to the strongest).
+    """
+    levels, top1 = [float(v) for v in levels], [float(v) for v in top1]
+    if len(levels) != len(top1) or not levels or any(b <= a for a, b in zip([0.0] + levels, levels)):
+        raise UsageError("choose_levels: `levels` must be increasing positive levels, one per `top1` score.")
+    if not drops or not all(0 < d < 1 for d in drops) or any(b <= a for a, b in zip(drops, drops[1:])):
+        raise UsageError(f"choose_levels: `drops` must be increasing fractions between 0 and 1; got {drops!r}.")
+    headroom = clean - chance
+    if headroom <= 0:
+        raise UsageError(f"choose_levels: the reference scores {clean:.3f} clean, not above chance ({chance:.3f}); "
+                         "calibrate on a trained network.")
+    envelope = np.maximum.accumulate(np.asarray(top1)[::-1])[::-1].tolist()
+    reach = (clean - envelope[-1]) / headroom
+    if reach < FLAT_REACH:
+        chosen = [float(v) for v in np.linspace(levels[-1] / len(drops), levels[-1], len(drops))]
+        return {"levels": chosen, "envelope": envelope, "reach": reach, "scale": 0.0, "flat": True}
+    scale = min(1.0, reach / drops[-1])
+    chosen, previous = [], None
+    for drop in drops:
+        target = clean - drop * scale * headroom
+        first = next(i for i, v in enumerate(envelope) if v <= target + 1e-12)
+        if previous is not None and first <= previous:
+            # The step that met the last target met this one too (a
+            # corruption whose strength moves in steps, as a disk of whole
+            # pixels does): the next step down, if there is one.
+            first = next((i for i in range(previous + 1, len(levels)) if envelope[i] < envelope[previous]), previous)
+        previous = next(j for j in range(first, len(levels)) if top1[j] == envelope[first])
+        chosen.append(levels[previous])
+    return {"levels": chosen, "envelope": envelope, "reach": reach, "scale": scale, "flat": False}

@@ -44,7 +44,7 @@ def evaluate_export(directory, data=None, split=None, batch_size=64, val_split=N
         val_split: the hold-out fraction (default: the run's for its own
             data, else 0: all of it).
         skip_bad_images: as for training.
-        corruption: ``(name, severity)`` of :mod:`xbn.data.corruptions`, applied
+        corruption: ``(name, severity[, suite])`` of :mod:`xbn.data.corruptions`, applied
             to every image at the export's input size (seeded by its index).
         data_args: the data source's options (``--data-arg``); options other
             than the run's make its data other data, scored whole.
