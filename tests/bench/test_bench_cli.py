@@ -38,6 +38,13 @@ def test_quick_layer_suite_writes_json_markdown_and_readme_section(tmp_path, cap
     text = readme.read_text()
     assert "| layers | BatchNorm train" in text and f"#### {_hardware.cpu_label()}" in text
     assert "wrote" in capsys.readouterr().out
+    # A README inside a bench folder (models/bench/README.md) keeps the records beside it.
+    inside = tmp_path / "published" / "bench" / "README.md"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("<!-- begin:bench -->\n<!-- end:bench -->\n")
+    report.write(result, readme=inside)
+    assert [p.name for p in inside.parent.glob("*.json")] == [record.name]
+    assert "| layers | BatchNorm train" in inside.read_text()
 
 
 def _record(date, cpu, extensions, speedup):

@@ -157,9 +157,10 @@ def write(result, json_path=None, markdown_path=None, readme=None, section="benc
     """Write the JSON and/or Markdown files, and/or publish into a README.
 
     With ``readme``, the result becomes this machine's record in
-    ``<readme folder>/bench/<machine>.json`` (replacing that machine's
-    previous one) and the README's generated section is rebuilt from every
-    record there.  Returns this run's Markdown table.
+    ``<readme folder>/bench/<machine>.json`` (in the README's own folder
+    where that is a ``bench`` folder: ``models/bench/README.md``), replacing
+    that machine's previous one, and the README's generated section is
+    rebuilt from every record there.  Returns this run's Markdown table.
     """
     if json_path:
         _files.atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
@@ -167,7 +168,8 @@ def write(result, json_path=None, markdown_path=None, readme=None, section="benc
     if markdown_path:
         _files.atomic_write_text(markdown_path, table)
     if readme:
-        folder = Path(readme).parent / RECORDS
+        folder = Path(readme).parent
+        folder = folder if folder.name == RECORDS else folder / RECORDS
         _files.atomic_write_text(folder / f"{machine_slug(result)}.json", json.dumps(result, indent=2) + "\n")
         _files.replace_section(readme, section, summary(load_records(folder)))
     return table
