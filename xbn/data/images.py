@@ -129,6 +129,18 @@ def is_image_name(path):
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def read_image_file(path):
+    """``(bytes, None)``, or ``(None, why)`` for a file that cannot be read
+    or is empty: what predicting a list of files reports per file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return None, f"cannot read the file: {error.strerror}"
+    if not data:
+        return None, "the file is empty (0 bytes)"
+    return data, None
+
+
 def decode(contents):
     """Decode encoded image bytes to ``uint8 [H, W, 3]`` (first GIF frame)."""
     import tensorflow as tf

@@ -5,7 +5,6 @@ code, no custom layers.  Data comes from the same ``--data`` sources as
 training, center-cropped the way the export's ``serve_bytes`` does it.
 """
 
-from pathlib import Path
 
 import numpy as np
 
@@ -110,18 +109,16 @@ def predict_files(directory, paths, top_k=None):
     """
     import tensorflow as tf
 
+    from xbn.data.images import read_image_file
+
     loaded, info = load_export(directory)
     serve = loaded.signatures["serve_bytes"]
     k = min(top_k or info["top_k"], info["top_k"])
     results = []
     for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            results.append((path, None, f"cannot read the file: {error.strerror}"))
-            continue
-        if not data:
-            results.append((path, None, "the file is empty (0 bytes)"))
+        data, unreadable = read_image_file(path)
+        if unreadable:
+            results.append((path, None, unreadable))
             continue
         try:
             out = serve(image_bytes=tf.constant([data]))

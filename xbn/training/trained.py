@@ -255,7 +255,7 @@ def predict_files(loaded, paths, top_k=5):
     import numpy as np
 
     from xbn import _backend
-    from xbn.data.images import decode, readable_decode_error
+    from xbn.data.images import decode, read_image_file, readable_decode_error
     from xbn.data.pipeline import eval_image
     from xbn.export.verify import has_logits
     from xbn.models.preprocessing import preprocess_images
@@ -264,13 +264,9 @@ def predict_files(loaded, paths, top_k=5):
     logits = has_logits(loaded.model)
     results = []
     for path in paths:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as error:
-            results.append((path, None, f"cannot read the file: {error.strerror}"))
-            continue
-        if not data:
-            results.append((path, None, "the file is empty (0 bytes)"))
+        data, unreadable = read_image_file(path)
+        if unreadable:
+            results.append((path, None, unreadable))
             continue
         try:
             image = eval_image(decode(tf.constant(data)), loaded.image_size, loaded.eval_crop)
