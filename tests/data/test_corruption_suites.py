@@ -105,8 +105,8 @@ def reference():
     import tensorflow as tf
 
     from xbn.data import load_source
-    from xbn.models.preprocessing import preprocess_images
     from xbn.data.pipeline import eval_image
+    from xbn.models.preprocessing import preprocess_images
     from xbn.training.trained import load_trained
 
     loaded = load_trained(REFERENCE)

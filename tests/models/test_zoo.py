@@ -39,6 +39,10 @@ def representatives():
 
 
 def _topped(name):
+    # Seeded: the battery's checks hold for one fixed initialization, not
+    # for whatever draw a run gets (an unseeded ResNet-110 once gave two
+    # images the same answer to 1e-7 in training mode).
+    keras.utils.set_random_seed(0)
     return name, get_model(name, input_shape=(SIZE, SIZE, 3), classes=10, **_kwargs(name))
 
 
