@@ -93,25 +93,35 @@ def render(scans, photos, size, renders, rng):
     return out
 
 
-@register_source(
-    "digits_m", image_defaults=SCAN_DEFAULTS,
-    options={
-        "renders": ((2, 4, 6), "renders of each scan in the train, val and test splits"),
+def render_options(renders):
+    """The ``data_args`` of a source of blended scans, ``renders`` per split by default."""
+    return {
+        "renders": (renders, "renders of each scan in the train, val and test splits"),
         "size": (32, "side of the rendered images"),
         "seed": (SPLIT_SEED, "seed of the crops and contrasts"),
-    },
+    }
+
+
+def blended_source(spec, kind, classes, rendered_of, renders, size, seed):
+    """A :class:`DataSource` of blended scans: the options checked, then
+    ``rendered_of(renders, size, seed)`` (``{split: (images, labels)}``)."""
+    if not (isinstance(renders, (tuple, list)) and len(renders) == 3):
+        raise UsageError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
+    renders = tuple(_checks.check_int(f"`data` {spec}", "renders", count, minimum=1) for count in renders)
+    size = _checks.check_int(f"`data` {spec}", "size", size, minimum=8)
+    seed = _checks.check_int(f"`data` {spec}", "seed", seed, minimum=0)
+    rendered = rendered_of(renders, size, seed)
+    splits = {name: array_split(name, images, labels) for name, (images, labels) in rendered.items()}
+    total = sum(images.nbytes for images, _ in rendered.values())
+    return DataSource(spec, kind, classes, splits, decoded_bytes=total)
+
+
+@register_source(
+    "digits_m", image_defaults=SCAN_DEFAULTS, options=render_options((2, 4, 6)),
     description="scikit-learn's digits blended into crops of photographs (MNIST-M's recipe; 2,154 test images)",
 )
 def open_digits_m(spec, arg, val_split, skip_bad_images, progress, renders, size, seed):
-    if not (isinstance(renders, (tuple, list)) and len(renders) == 3):
-        raise UsageError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
-    renders = [_checks.check_int(f"`data` {spec}", "renders", count, minimum=1) for count in renders]
-    size = _checks.check_int(f"`data` {spec}", "size", size, minimum=8)
-    seed = _checks.check_int(f"`data` {spec}", "seed", seed, minimum=0)
-    rendered = _rendered(tuple(renders), size, seed)
-    splits = {name: array_split(name, images, labels) for name, (images, labels) in rendered.items()}
-    total = sum(images.nbytes for images, _ in rendered.values())
-    return DataSource(spec, "digits_m", [str(d) for d in range(10)], splits, decoded_bytes=total)
+    return blended_source(spec, "digits_m", [str(d) for d in range(10)], _rendered, renders, size, seed)
 
 
 @functools.lru_cache(maxsize=2)

