@@ -112,11 +112,7 @@ def _difference(a, b):
 
 def report(results, seeds, command):
     """The two tables, as Markdown."""
-    def test(name):
-        return [results[f"{name}-s{s}"]["test"]["top1"] for s in seeds]
-
-    def before(name):
-        return [results[f"{name}-s{s}"]["before_training"]["test"]["top1"] for s in seeds]
+    test, before = _scores(results, seeds)
 
     def size(name, split):
         return results[f"{name}-s{seeds[0]}"]["splits"][split]
@@ -151,6 +147,18 @@ def report(results, seeds, command):
     return "\n".join(lines)
 
 
+def _scores(results, seeds):
+    """``(test, before)``: a run family's test top-1 per seed, trained and
+    before training (``test("bn")`` reads ``bn-s0``, ``bn-s1``, ...)."""
+    def test(name):
+        return [results[f"{name}-s{s}"]["test"]["top1"] for s in seeds]
+
+    def before(name):
+        return [results[f"{name}-s{s}"]["before_training"]["test"]["top1"] for s in seeds]
+
+    return test, before
+
+
 def _contains_zero(a, b):
     _, low, high = _interval([x - y for x, y in zip(a, b)])
     return low <= 0 <= high
@@ -158,11 +166,7 @@ def _contains_zero(a, b):
 
 def reading(results, seeds):
     """What the tables show and do not, every figure from the results."""
-    def test(name):
-        return [results[f"{name}-s{s}"]["test"]["top1"] for s in seeds]
-
-    def before(name):
-        return [results[f"{name}-s{s}"]["before_training"]["test"]["top1"] for s in seeds]
+    test, before = _scores(results, seeds)
 
     bn = test("bn")
     calibrated, plain = before("xbn-from-bn-cal512-e1"), before("xbn-from-bn-cal0-e1")
@@ -189,11 +193,7 @@ def reading(results, seeds):
 
 def summary(results, seeds, published="models/finetune/README.md"):
     """The README's short table: what starting from trained weights buys."""
-    def test(name):
-        return [results[f"{name}-s{s}"]["test"]["top1"] for s in seeds]
-
-    def before(name):
-        return [results[f"{name}-s{s}"]["before_training"]["test"]["top1"] for s in seeds]
+    test, before = _scores(results, seeds)
 
     scratch = test("xbn-scratch")
     lines = [f"Test top-1 (%), mean (95% interval) over {len(seeds)} seeds; differences paired by seed "
