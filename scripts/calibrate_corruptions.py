@@ -51,15 +51,16 @@ def _scorer(reference, split, batch_size):
 
 
 def calibrate(top1, classes, names, progress=True):
-    """``{corruption: record}``: the grid's scores, their envelope and the chosen
-    levels, then the chosen severities and ImageNet-C's scored again."""
+    """``(clean, levels, records)``: the clean top-1, ``{corruption: five
+    levels}``, and ``{corruption: record}`` (the grid's scores, their
+    envelope, then the chosen severities and ImageNet-C's scored again)."""
     from xbn._progress import Progress
     from xbn.data.corruptions import DEFAULT_SUITE, SEVERITIES
     from xbn.diagnostics.corruptions import CALIBRATION_LEVELS, choose_levels
 
     clean = top1(None)
     bar = Progress(len(names) * (len(CALIBRATION_LEVELS) + 2 * len(SEVERITIES)), "calibration", enabled=progress)
-    records, done = {}, 0
+    chosen_levels, records, done = {}, {}, 0
     for name in names:
         grid = []
         for level in CALIBRATION_LEVELS:  # the draws keyed as severity 1's
@@ -67,18 +68,18 @@ def calibrate(top1, classes, names, progress=True):
             done += 1
             bar.update(done, corruption=name)
         chosen = choose_levels(CALIBRATION_LEVELS, grid, clean, 1.0 / classes)
-        levels = [round(float(v), 3) for v in chosen["levels"]]
+        levels = chosen_levels[name] = [round(float(v), 3) for v in chosen["levels"]]
         checked, imagenet_c = [], []
         for severity, level in zip(SEVERITIES, levels):
             checked.append(top1((name, severity, DEFAULT_SUITE, level)))
             imagenet_c.append(top1((name, severity, DEFAULT_SUITE)))
             done += 2
             bar.update(done, corruption=name)
-        records[name] = {"levels": levels, "grid_top1": grid, "envelope": chosen["envelope"], "reach": chosen["reach"],
+        records[name] = {"grid_top1": grid, "envelope": chosen["envelope"], "reach": chosen["reach"],
                          "scale": chosen["scale"], "flat": chosen["flat"], "top1": checked,
                          "imagenet_c_top1": imagenet_c}
     bar.finish()
-    return clean, records
+    return clean, chosen_levels, records
 
 
 def _monotone(values):
@@ -87,6 +88,8 @@ def _monotone(values):
 
 def table(suite, record):
     """Markdown: each corruption's levels and the reference's top-1, ours and ImageNet-C's."""
+    from xbn.diagnostics.corruptions import CALIBRATION_DROPS, FLAT_REACH
+
     lines = [f"Suite `{suite}`: severities 1-5 as levels on ImageNet-C's scale (level s = ImageNet-C's "
              f"severity s), and the reference's top-1 (%) on the {record['split']} split "
              f"({record['examples']} images; clean {100 * record['reference']['clean_top1']:.1f}%) at them "
@@ -94,9 +97,9 @@ def table(suite, record):
              "| corruption | levels (s1-s5) | top-1 at s1-s5 | top-1 at ImageNet-C's s1-s5 | note |",
              "| --- | --- | --- | --- | --- |"]
     for name, r in record["calibration"].items():
-        note = ("flat: even level 10 costs it under 5% of its headroom" if r["flat"] else
-                f"severity 5 takes {100 * 0.6 * r['scale']:.0f}% of the headroom (all it can)" if r["scale"] < 1
-                else "")
+        note = (f"flat: even level 10 costs it under {100 * FLAT_REACH:.0f}% of its headroom" if r["flat"] else
+                f"severity 5 takes {100 * CALIBRATION_DROPS[-1] * r['scale']:.0f}% of the headroom (all it can)"
+                if r["scale"] < 1 else "")
         if not _monotone(r["imagenet_c_top1"]):
             note = "; ".join(filter(None, [note, "ImageNet-C's run backwards here"]))
         lines.append(f"| {name} | {' / '.join(f'{v:g}' for v in record['levels'][name])} | "
@@ -176,7 +179,7 @@ def main(argv=None):
         parser.error(f"{reference} is not an xbn-train run folder.")
     names = args.corruption or list(CORRUPTIONS)
     top1, classes = _scorer(reference, args.split, args.batch_size)
-    clean, calibration = calibrate(top1, classes, names)
+    clean, levels, calibration = calibrate(top1, classes, names)
     run = json.loads((reference / "run.json").read_text())
     metrics = json.loads((reference / "metrics.json").read_text())
     settings = run["settings"]
@@ -187,7 +190,7 @@ def main(argv=None):
                       "weights_digest": metrics.get("weights_digest"),
                       "command": "xbn-train " + shlex.join(REFERENCE)},
         "command": "python scripts/calibrate_corruptions.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "levels": {name: r["levels"] for name, r in calibration.items()},
+        "levels": levels,
         "calibration": calibration,
     }
     suites_file = Path(args.suites_file)
